@@ -1,0 +1,88 @@
+"""The Index protocol: what the pipeline needs from any vector store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+from qdrant_client.http import models as qm
+
+# Filters are expressed with qdrant-client's models; every Index implementation accepts them.
+Filter = qm.Filter
+
+
+class CollectionSpec(BaseModel):
+    """What a collection is made for; recorded with it and checked on every open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    model: str
+    dimension: int
+    distance: Literal["cosine"] = "cosine"
+    input_type: str = "document"
+    provider: str = ""
+
+
+class Point(BaseModel):
+    """A vector with its payload, addressed by a deterministic UUID string."""
+
+    id: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+
+class FileState(BaseModel):
+    """The per-file facts reconciliation compares against the folder."""
+
+    id: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    embed_key: str | None = None
+
+
+class Hit(BaseModel):
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@runtime_checkable
+class Index(Protocol):
+    """A collection of image vectors with per-file payloads. Methods are synchronous and
+    thread-safe; async callers run them in a worker thread."""
+
+    def ensure_collection(self, spec: CollectionSpec) -> None: ...
+
+    def upsert(self, points: Sequence[Point]) -> None: ...
+
+    def delete_ids(self, ids: Sequence[str]) -> None: ...
+
+    def delete_paths(self, paths: Sequence[str]) -> None: ...
+
+    def delete_folder(self, prefix: str) -> None: ...
+
+    def file_states(self) -> Iterator[FileState]: ...
+
+    def vector_by_embed_key(self, embed_key: str) -> list[float] | None: ...
+
+    def vector_by_id(self, point_id: str) -> list[float] | None: ...
+
+    def count(self, filter: Filter | None = None) -> int: ...
+
+    def search(
+        self,
+        vector: Sequence[float],
+        *,
+        limit: int = 10,
+        filter: Filter | None = None,
+        score_threshold: float | None = None,
+        group_by_sha256: bool = False,
+    ) -> list[Hit]: ...
+
+    def close(self) -> None: ...
