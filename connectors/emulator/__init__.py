@@ -1,0 +1,24 @@
+"""A local server that speaks the Azure AI Foundry Models embeddings REST API.
+
+Used for offline development (``imgrag emulator``) and so tests exercise the production
+client over real HTTP.
+"""
+
+from connectors.emulator.app import create_app, model_info
+from connectors.emulator.options import API_KEY_ENV, DEFAULT_PORT, EmulatorOptions
+from connectors.emulator.server import EmulatorHandle, build_state, running_emulator, serve
+from connectors.emulator.state import EmulatorState, RequestRecord
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_PORT",
+    "EmulatorHandle",
+    "EmulatorOptions",
+    "EmulatorState",
+    "RequestRecord",
+    "build_state",
+    "create_app",
+    "model_info",
+    "running_emulator",
+    "serve",
+]

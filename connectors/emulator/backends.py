@@ -1,0 +1,36 @@
+"""Choosing the embedder behind the emulator: the offline local model, else ``tiny``."""
+
+from __future__ import annotations
+
+import logging
+
+from connectors.embedder import Embedder
+from connectors.errors import ConnectorError
+from connectors.tiny import TinyEmbedder
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(ConnectorError):
+    """The requested backend cannot be loaded here."""
+
+
+def make_backend(kind: str, dimension: int) -> tuple[Embedder, str]:
+    """An embedder and its name for ``auto``, ``local`` or ``tiny``.
+
+    ``auto`` prefers the local model and falls back to ``tiny`` when it cannot load;
+    ``local`` raises BackendUnavailable instead. ``tiny`` is built at the profile's dimension.
+    """
+    if kind in ("auto", "local"):
+        try:
+            from connectors.local import LocalEmbedder  # optional extra
+
+            return LocalEmbedder(cache_dir=None), "local"
+        except Exception as exc:  # ImportError, missing weights, anything the loader raises
+            if kind == "local":
+                raise BackendUnavailable(
+                    f"the local model could not be loaded ({type(exc).__name__}: {exc}); "
+                    "install the 'local' extra or use --backend tiny"
+                ) from exc
+            log.info("local model unavailable (%s); serving the tiny embedder", exc)
+    return TinyEmbedder(dimension=dimension), "tiny"
