@@ -1,0 +1,1 @@
+"""Benchmarks. Each module prints one JSON document; ``python -m bench`` runs them all."""
