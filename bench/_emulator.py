@@ -1,0 +1,46 @@
+"""Start ``imgrag emulator`` in its own process, so client and server do not share a GIL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_SCRIPT = """
+import os, sys
+from pydantic import SecretStr
+from connectors.emulator import EmulatorOptions, serve
+options = EmulatorOptions.model_validate_json(sys.argv[1])
+if os.environ.get("BENCH_EMULATOR_KEY"):
+    options.api_key = SecretStr(os.environ["BENCH_EMULATOR_KEY"])
+serve(options, lambda url, state: print(url, flush=True))
+"""
+
+
+@contextmanager
+def emulator_process(timeout: float = 60.0, **options: object) -> Iterator[str]:
+    """Yield the endpoint URL of an emulator subprocess with these EmulatorOptions."""
+    from connectors.emulator import EmulatorOptions
+
+    opts = EmulatorOptions.model_validate({"host": "127.0.0.1", "port": 0, **options})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT, opts.model_dump_json()],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BENCH_EMULATOR_KEY": str(options.get("api_key") or "")},
+    )
+    assert proc.stdout is not None
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    try:
+        if not line or not line[0].startswith("http"):
+            raise RuntimeError(f"emulator did not start within {timeout}s")
+        yield line[0].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

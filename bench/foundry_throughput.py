@@ -1,0 +1,83 @@
+"""Images/s through the Foundry client against the emulator at 100 ms latency, one image per
+request (Cohere-embed-v3 profile), for concurrency 1, 8 and 32. Prints JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+
+from PIL import Image
+from pydantic import SecretStr
+
+from bench._emulator import emulator_process
+from connectors.config import EmbedderConfig
+from connectors.embedder import ImageInput
+from connectors.foundry import FoundryEmbedder
+
+LATENCY_MS = 100
+CONCURRENCY = (1, 8, 32)
+
+
+def _images(n: int) -> list[ImageInput]:
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (256, 192), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out.append(ImageInput(buf.getvalue()))
+    return out
+
+
+async def _run(url: str, concurrency: int, n: int) -> dict[str, float]:
+    emb = FoundryEmbedder(
+        EmbedderConfig(
+            provider="foundry",
+            endpoint=url,
+            api_key=SecretStr("bench-key"),
+            max_concurrency=concurrency,
+        )
+    )
+    items = _images(n)
+    await emb.embed_images(items[:concurrency], "document")  # warm connections
+    start, cpu_start = time.perf_counter(), time.process_time()
+    out = await emb.embed_images(items, "document")
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    await emb.aclose()
+    assert len(out) == n
+    ips = n / elapsed
+    ceiling = concurrency * 1000 / LATENCY_MS
+    return {
+        "concurrency": concurrency,
+        "images": n,
+        "seconds": round(elapsed, 3),
+        "images_per_s": round(ips, 1),
+        "ceiling_images_per_s": ceiling,
+        "fraction_of_ceiling": round(ips / ceiling, 3),
+        "client_cpu_ms_per_image": round(cpu * 1000 / n, 2),
+        "requests": emb.usage.requests,
+        "retries": emb.usage.retries,
+    }
+
+
+async def main() -> dict[str, object]:
+    runs = []
+    with emulator_process(
+        api_key="bench-key", backend="tiny", latency_ms=LATENCY_MS, jitter=0.1
+    ) as url:
+        for c in CONCURRENCY:
+            runs.append(await _run(url, c, max(30, c * 20)))
+    baseline = runs[0]["images_per_s"]
+    for r in runs:
+        r["speedup_vs_concurrency_1"] = round(r["images_per_s"] / baseline, 2)
+    return {
+        "benchmark": "foundry_client_throughput",
+        "emulator": {"model": "Cohere-embed-v3-english", "latency_ms": LATENCY_MS, "jitter": 0.1},
+        "runs": runs,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main()), indent=2))
