@@ -91,3 +91,9 @@ def test_bad_config_is_one_line_naming_file_and_key(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_profile_loads(path: Path) -> None:
+    settings = load_settings(path)
+    assert settings.config_path == path
