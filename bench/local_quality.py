@@ -1,0 +1,41 @@
+"""Retrieval quality of the offline local embedder on real photos bundled with scikit-image.
+
+Prints JSON: text->image recall@1/@5 for queries naming what is in the photos,
+image->image recall@1 for augmented copies (flip, crop, resize, JPEG, EXIF rotation),
+colour-variant accuracy and image+text figures.
+Run: python -m bench.local_quality
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bench._local_metrics import Inputs, evaluate
+from connectors.local import LocalEmbedder
+
+TARGETS = {"text_to_image_recall@5": 0.8, "image_to_image_augmented_recall@1": 0.95}
+
+
+def main() -> None:
+    started = time.perf_counter()
+    embedder = LocalEmbedder()
+    inputs = Inputs()
+    report = evaluate(inputs, embedder.encode_images, embedder.encode_texts)
+    measured = {
+        "text_to_image_recall@5": report["text_to_image"]["recall@5"],
+        "image_to_image_augmented_recall@1": report["image_to_image_augmented"]["recall@1"],
+    }
+    out = {
+        "model": embedder.info.model,
+        "recipe": embedder.recipe.model_dump(mode="json"),
+        **report,
+        "targets": {k: {"target": v, "measured": measured[k]} for k, v in TARGETS.items()},
+        "targets_met": all(measured[k] >= v for k, v in TARGETS.items()),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Where the exported networks and prompt banks live, and how they are written safely."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """``$IMGRAG_STATE_DIR/cache``, else ``./.imgrag/cache``."""
+    state = os.environ.get("IMGRAG_STATE_DIR")
+    return (Path(state) if state else Path(".imgrag")) / "cache"
+
+
+def dist_version(dist: str) -> str:
+    """Installed version of a distribution, or "absent"."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def versions_key(*parts: str) -> str:
+    """Short stable hash of the given parts (versions, recipe fingerprints)."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
+
+
+def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary file next to ``target``, then rename it into place.
+
+    Readers never see a half-written file and two processes racing write the same bytes,
+    so the last rename simply wins.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
