@@ -38,11 +38,15 @@ def main(
     ctx: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="TOML profile (default: $IMGRAG_CONFIG or configs/default.toml)."),
+        typer.Option(
+            "--config", "-c", help="TOML profile (default: $IMGRAG_CONFIG or configs/default.toml)."
+        ),
     ] = None,
     version_: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Turn a folder of images into a searchable vector index."""
