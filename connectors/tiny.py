@@ -8,10 +8,13 @@ about what an image shows: use it to test pipelines, never to judge search quali
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -23,6 +26,8 @@ from connectors.errors import RequestRejected
 THUMB = 16
 _FEATURES = THUMB * THUMB * 3
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Pillow releases the GIL while decoding, so a few threads scale with cores.
+_DECODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="tiny")
 
 
 def _normalize(matrix: np.ndarray) -> np.ndarray:
@@ -88,7 +93,11 @@ class TinyEmbedder:
         """Unit vectors (rows) for images, fused with their captions when present."""
         if not items:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        features = np.stack([thumbnail_features(item.data) for item in items])
+        datas = [item.data for item in items]
+        if len(datas) > 2:
+            features = np.stack(list(_DECODERS.map(thumbnail_features, datas)))
+        else:
+            features = np.stack([thumbnail_features(d) for d in datas])
         vectors = _normalize(features @ _projection(self._dimension, self._seed))
         for row, item in enumerate(items):
             if item.text:
@@ -106,7 +115,8 @@ class TinyEmbedder:
     async def embed_images(
         self, items: Sequence[ImageInput], input_type: InputType
     ) -> list[Embedding]:
-        vectors = self.image_vectors(items)
+        # Off the event loop: a server using this backend keeps answering while it decodes.
+        vectors = await asyncio.to_thread(self.image_vectors, items)
         self._usage.requests += 1
         self._usage.images += len(items)
         return [
@@ -115,7 +125,7 @@ class TinyEmbedder:
         ]
 
     async def embed_texts(self, texts: Sequence[str], input_type: InputType) -> list[Embedding]:
-        vectors = self.text_vectors(texts)
+        vectors = await asyncio.to_thread(self.text_vectors, texts)
         self._usage.requests += 1
         self._usage.texts += len(texts)
         return [Embedding(vector=v.tolist(), input_type=input_type) for v in vectors]
