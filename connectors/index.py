@@ -42,6 +42,9 @@ class FileState(BaseModel):
     mtime_ns: int
     sha256: str
     embed_key: str | None = None
+    sidecar: str = ""
+    """Size/mtime signature of the image's caption sidecars ("" when none); payload key
+    ``sidecar``. Scrolled with the other fields so sidecar edits are noticed."""
 
 
 class Hit(BaseModel):
