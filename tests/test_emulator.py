@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -446,3 +447,19 @@ def test_cli_prints_the_endpoint_and_serves() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_local_backend_is_served_with_its_own_dimension() -> None:
+    local = pytest.importorskip("connectors.local")
+    embedder = local.LocalEmbedder(cache_dir=None)
+    try:
+        with running_emulator(embedder=embedder, model="embed-v-4-0") as handle:
+            info = httpx.get(f"{handle.url}/info", params=PARAMS).json()["emulator"]
+            assert info["dimension"] == embedder.info.dimension
+            response = post_images(handle, [{"image": RED, "text": "red"}], headers={})
+            assert response.status_code == 200
+            vector = response.json()["data"][0]["embedding"]
+            assert len(vector) == embedder.info.dimension
+            assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+    finally:
+        asyncio.run(embedder.aclose())

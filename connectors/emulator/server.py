@@ -123,8 +123,11 @@ def running_emulator(
     thread = threading.Thread(target=run, name="imgrag-emulator", daemon=True)
     thread.start()
     try:
-        if not started.wait(startup_timeout) or not server.started:
-            raise RuntimeError(f"the emulator did not start within {startup_timeout}s: {failure}")
+        if not started.wait(startup_timeout):
+            raise RuntimeError(f"the emulator did not start within {startup_timeout}s")
+        if not server.started:
+            cause = f"{failure[0]!r}" if failure else "see the log above"
+            raise RuntimeError(f"the emulator failed to start on {opts.host}:{opts.port} ({cause})")
         port = bound_port(server)
         host = opts.host if opts.host not in ("0.0.0.0", "::") else "127.0.0.1"
         root = f"http://{host}:{port}"
