@@ -463,3 +463,16 @@ def test_local_backend_is_served_with_its_own_dimension() -> None:
             assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
     finally:
         asyncio.run(embedder.aclose())
+
+
+class _BrokenEmbedder(TinyEmbedder):
+    async def embed_images(self, items: Any, input_type: Any) -> Any:
+        raise RuntimeError("backend exploded")
+
+
+def test_a_backend_failure_is_a_500_in_the_service_shape() -> None:
+    with running_emulator(embedder=_BrokenEmbedder()) as handle:
+        response = post_images(handle, [{"image": RED}], headers={})
+        assert response.status_code == 500
+        assert error_of(response)["code"] == "InternalServerError"
+        assert handle.state.requests[-1].status == 500

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hmac
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -38,6 +39,7 @@ from connectors.emulator.wire import (
 )
 from connectors.errors import RequestRejected
 
+log = logging.getLogger(__name__)
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _EXTRA_OK = {"drop", "pass-through", "ignore"}
 MAX_TEXTS_PER_REQUEST = 96
@@ -442,6 +444,10 @@ async def _embeddings(request: Request, route: Literal["images", "texts"]) -> Re
         return _finish(state, record, JSONResponse(answer.model_dump()))
     except ApiError as exc:
         return _finish(state, record, exc.response())
+    except Exception as exc:  # a backend bug still gets the service's error shape and a log line
+        log.exception("emulator request %s failed", record.request_id)
+        error = ApiError(500, "InternalServerError", f"Internal error: {type(exc).__name__}.")
+        return _finish(state, record, error.response())
     finally:
         if ticket is not None:
             state.quota.leave(ticket)
