@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
-from pipeline.config import ConfigError, load_settings
+from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.ingest import Summary
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="imgrag",
@@ -59,7 +66,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def settings_from(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def settings_from(ctx: typer.Context) -> Settings:
     try:
         return load_settings(ctx.obj.get("config") if ctx.obj else None)
     except ConfigError as exc:
@@ -132,3 +139,171 @@ def emulator_command(
         serve(options, ready)
     except ConnectorError as exc:
         raise fail(str(exc)) from None
+
+
+# -- ingestion --------------------------------------------------------------------------------
+
+DirArg = Annotated[
+    Path,
+    typer.Argument(help="The folder of images (default: ./inbox).", file_okay=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_path=False, markup=False, show_time=verbose)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
+    logging.getLogger("imgrag").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _check_dir(directory: Path) -> Path:
+    if not directory.is_dir():
+        raise fail(f"{directory} is not a folder: create it, or name another (imgrag ingest DIR)")
+    return directory
+
+
+def _summary_line(name: str, s: Summary) -> str:
+    failed = ", ".join(f"{n} {r}" for r, n in sorted(s.failed_by_reason.items()))
+    return (
+        f"{name}: {s.indexed} indexed, {s.reused} reused, {s.unchanged} unchanged, "
+        f"{s.removed} removed, {s.failed} failed{f' ({failed})' if failed else ''}; "
+        f"{s.requests} requests, {s.tokens} tokens in {s.seconds:.1f}s"
+    )
+
+
+async def _run_ingest(settings: Settings, directory: Path, progress: bool) -> Summary:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from pipeline.runtime import open_runtime
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not progress,
+    )
+    task = bar.add_task("indexing", total=None)
+    async with open_runtime(settings) as runtime:
+        ingestor = runtime.ingestor(directory, on_progress=lambda _rel, _outcome: bar.advance(task))
+        with bar:
+            try:
+                return await ingestor.reconcile(on_total=lambda n: bar.update(task, total=n))
+            finally:
+                await ingestor.close()
+
+
+def _guarded(work: Callable[[], T]) -> T:
+    """Run a command body; known failures become one clear line and exit code 1."""
+    from connectors.errors import ConnectorError
+    from pipeline.ingest import FatalError
+
+    try:
+        return work()
+    except (ConnectorError, FatalError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("ingest")
+def ingest_command(
+    ctx: typer.Context,
+    directory: DirArg = Path("inbox"),
+    json_: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
+) -> None:
+    """Reconcile DIR with the index once: new, changed, moved and deleted files."""
+    settings = settings_from(ctx)
+    _setup_logging()
+    _check_dir(directory)
+    summary = _guarded(lambda: asyncio.run(_run_ingest(settings, directory, not json_)))
+    if json_:
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        typer.echo(_summary_line("ingest", summary))
+    if strict and summary.failed:
+        raise typer.Exit(2)
+
+
+@app.command("retry")
+def retry_command(
+    ctx: typer.Context, directory: DirArg = Path("inbox"), json_: JsonOpt = False
+) -> None:
+    """Forget recorded failures and try those files again."""
+    from pipeline.journal import Journal
+    from pipeline.runtime import state_paths
+
+    settings = settings_from(ctx)
+    _setup_logging()
+    _check_dir(directory)
+    journal = Journal(state_paths(settings)["journal"])
+    cleared = journal.clear_permanent()
+    journal.close()
+    summary = _guarded(lambda: asyncio.run(_run_ingest(settings, directory, not json_)))
+    if json_:
+        typer.echo(json.dumps({"cleared": cleared, **summary.model_dump()}, indent=2))
+    else:
+        typer.echo(f"retrying {cleared} failed files")
+        typer.echo(_summary_line("retry", summary))
+
+
+async def _run_watch(settings: Settings, directory: Path, polling: bool, api: bool) -> None:
+    from pipeline.daemon import Daemon
+    from pipeline.runtime import open_runtime
+
+    async with open_runtime(settings) as runtime:
+        ingestor = runtime.ingestor(directory)
+        daemon = Daemon(
+            directory,
+            ingestor,
+            runtime.journal,
+            settle_seconds=settings.ingest.settle_seconds,
+            rescan_minutes=settings.ingest.rescan_minutes,
+            polling=polling,
+            on_summary=lambda name, s: _announce(name, s),
+        )
+        daemon.install_signal_handlers()
+        err_console.print(
+            f"watching {directory} (model {runtime.embedder.info.model}, "
+            f"store {settings.store.kind}:{settings.store.collection}); Ctrl+C stops",
+            highlight=False,
+        )
+        try:
+            await daemon.run()
+        finally:
+            await ingestor.close()
+        err_console.print("stopped: in-flight work finished and flushed", highlight=False)
+
+
+def _announce(name: str, summary: Summary) -> None:
+    if (
+        name == "reconcile"
+        or summary.indexed
+        or summary.reused
+        or summary.removed
+        or summary.failed
+    ):
+        err_console.print(_summary_line(name, summary), highlight=False)
+
+
+@app.command("watch")
+def watch_command(
+    ctx: typer.Context,
+    directory: DirArg = Path("inbox"),
+    polling: Annotated[
+        bool, typer.Option("--polling", help="Poll instead of OS events (network drives).")
+    ] = False,
+    no_api: Annotated[
+        bool, typer.Option("--no-api", help="Do not serve the local HTTP API.")
+    ] = False,
+) -> None:
+    """Reconcile DIR, then index every change until SIGINT/SIGTERM."""
+    settings = settings_from(ctx)
+    _setup_logging(verbose=True)
+    _check_dir(directory)
+    _guarded(lambda: asyncio.run(_run_watch(settings, directory, polling, not no_api)))

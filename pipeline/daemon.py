@@ -1,0 +1,144 @@
+"""The watch daemon: reconcile, then follow the folder until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.candidates import walk
+from pipeline.ingest import Ingestor, Summary
+from pipeline.journal import Journal
+from pipeline.watcher import Changes, FolderWatcher
+
+log = logging.getLogger("imgrag.daemon")
+
+_RETRY_MIN_SECONDS = 5.0
+_RETRY_MAX_SECONDS = 300.0
+
+
+class Daemon:
+    """Owns the ingestor for one folder; every pass runs one at a time."""
+
+    def __init__(
+        self,
+        root: Path,
+        ingestor: Ingestor,
+        journal: Journal,
+        *,
+        settle_seconds: float,
+        rescan_minutes: float,
+        polling: bool = False,
+        on_summary: Callable[[str, Summary], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.ingestor = ingestor
+        self.journal = journal
+        self.settle_seconds = settle_seconds
+        self.rescan_seconds = rescan_minutes * 60
+        self.polling = polling
+        self.on_summary = on_summary
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.watch_mode = ""
+        self.started_at = time.time()
+        self.last_rescan = 0.0
+        self.waiting_for: str | None = None
+        self._lock = asyncio.Lock()
+        self._watcher: FolderWatcher | None = None
+
+    @property
+    def pending(self) -> int:
+        waiting = self._watcher.waiting if self._watcher is not None else 0
+        return self.ingestor.pending + waiting
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self) -> None:
+        """Reconcile, watch, rescan and retry until ``stop()``; in-flight work finishes."""
+        # Watch first so nothing that changes during the initial reconcile is missed.
+        self._watcher = FolderWatcher(
+            self.root, self.ingestor.rules, settle_seconds=self.settle_seconds, polling=self.polling
+        )
+        self.watch_mode = self._watcher.start()
+        try:
+            await self._pass("reconcile", self.ingestor.reconcile())
+            self.last_rescan = time.monotonic()
+            self.ready.set()
+            tasks = [
+                asyncio.create_task(self._follow()),
+                asyncio.create_task(self._rescan_loop()),
+                asyncio.create_task(self._retry_loop()),
+            ]
+            await self.stopping.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            async with self._lock:  # let a pass in progress finish before closing
+                pass
+        finally:
+            self._watcher.stop()
+
+    async def _pass(self, name: str, work: object) -> Summary:
+        async with self._lock:
+            summary: Summary = await work  # type: ignore[misc]
+        if self.on_summary is not None:
+            self.on_summary(name, summary)
+        return summary
+
+    async def _follow(self) -> None:
+        assert self._watcher is not None
+        while True:
+            changes = await self._watcher.next_changes()
+            await self._apply(changes)
+
+    async def _apply(self, changes: Changes) -> None:
+        files = list(changes.files)
+        for folder in changes.new_folders:
+            files += await asyncio.to_thread(self._files_below, folder)
+        if files:
+            await self._pass("update", self.ingestor.update(dict.fromkeys(files)))
+        for folder in changes.gone_folders:
+            if not (self.root / folder).is_dir():
+                async with self._lock:
+                    await self.ingestor.remove_folder(folder)
+
+    def _files_below(self, folder: str) -> list[str]:
+        return [s.rel for s in walk(self.root, self.ingestor.rules, below=folder)]
+
+    async def _rescan_loop(self) -> None:
+        if self.rescan_seconds <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.rescan_seconds)
+            await self._pass("rescan", self.ingestor.reconcile())
+            self.last_rescan = time.monotonic()
+
+    async def _retry_loop(self) -> None:
+        """Files that failed for a passing reason (service down, quota) are tried again."""
+        delay = _RETRY_MIN_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            paths = await asyncio.to_thread(self.journal.transient_paths)
+            if not paths:
+                self.waiting_for = None
+                delay = _RETRY_MIN_SECONDS
+                continue
+            summary = await self._pass("retry", self.ingestor.update(paths))
+            if summary.pending:
+                reasons = ", ".join(sorted(summary.failed_by_reason))
+                self.waiting_for = f"{summary.pending} files waiting ({reasons})"
+                log.warning("%s; retrying in %.0fs", self.waiting_for, delay)
+                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+            else:
+                self.waiting_for = None
+                delay = _RETRY_MIN_SECONDS

@@ -1,0 +1,514 @@
+"""Ingestion: bring the index in line with a folder, one file or the whole tree at a time.
+
+The folder is the truth. Each point's payload carries the facts reconciliation compares
+(size, mtime_ns, sidecar signature, sha256, embed key); unchanged files cost a stat, moved
+and copied files reuse their stored vector, and only new content reaches the embedder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from connectors.embedder import Embedder, Embedding, ImageInput
+from connectors.errors import (
+    CollectionMismatch,
+    CredentialError,
+    EmbedderError,
+    ExtraNotInstalled,
+    InputTypeNotSupported,
+    ModalityNotSupported,
+    RequestRejected,
+    StoreError,
+    StoreLocked,
+)
+from connectors.index import FileState, Index, Point
+from pipeline.batching import Batcher
+from pipeline.candidates import Rules, Seen, seen, walk
+from pipeline.images import ImageFacts, ImageRejected, normalize, probe
+from pipeline.journal import Journal
+from pipeline.keys import embed_key, point_id
+from pipeline.sidecars import Sidecar, SidecarError, read_sidecar
+
+log = logging.getLogger("imgrag.ingest")
+
+# Errors that no file can get past: stop the run and say how to fix it.
+_FATAL = (
+    CredentialError,
+    InputTypeNotSupported,
+    ModalityNotSupported,
+    CollectionMismatch,
+    StoreLocked,
+    ExtraNotInstalled,
+)
+_VECTOR_CACHE = 4096
+
+
+class FatalError(Exception):
+    """The run cannot go on (bad credentials, wrong collection, ...). One line, with the fix."""
+
+
+class Summary(BaseModel):
+    """What a pass did. ``failed`` counts files not indexed, by reason in ``failed_by_reason``."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    removed: int = 0
+    failed: int = 0
+    failed_by_reason: dict[str, int] = Field(default_factory=dict)
+    pending: int = 0
+    requests: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def fail(self, reason: str) -> None:
+        self.failed += 1
+        self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + 1
+
+
+Outcome = Literal["indexed", "reused", "unchanged", "failed", "pending", "gone"]
+
+
+@dataclass(slots=True)
+class _Read:
+    raw: bytes
+    sha256: str
+    facts: ImageFacts
+    sidecar: Sidecar
+
+
+class _Changing(Exception):
+    """The file changed while it was read; it is picked up again once stable."""
+
+
+class Ingestor:
+    """Indexes the images below ``root`` with one embedder into one index."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        embedder: Embedder,
+        index: Index,
+        journal: Journal,
+        rules: Rules,
+        source: str,
+        image_format: Literal["png", "jpeg", "webp"] = "png",
+        embed_concurrency: int = 1,
+        settle_seconds: float = 1.0,
+        on_progress: Callable[[str, Outcome], None] | None = None,
+    ) -> None:
+        self.root = root.absolute()
+        self.embedder = embedder
+        self.index = index
+        self.journal = journal
+        self.rules = rules
+        self.source = source
+        self.settle_seconds = settle_seconds
+        self.on_progress = on_progress
+        self._format = image_format
+        info = embedder.info
+        self._info = info
+        batch = max(1, info.max_images_per_request)
+        self._workers = min(128, max(8, 2 * batch, 2 * embed_concurrency))
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="imgrag-decode"
+        )
+        self._embeds: Batcher[ImageInput, Embedding] = Batcher(
+            self._embed_batch, max_items=batch, linger=0.05, max_in_flight=embed_concurrency
+        )
+        self._upserts: Batcher[Point, None] = Batcher(
+            self._upsert_batch, max_items=64, linger=0.2, max_in_flight=1
+        )
+        self._vectors: OrderedDict[str, list[float]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
+        self._known: dict[str, FileState] = {}
+        self._loaded = False
+        self.totals = Summary()
+        self.pending = 0
+
+    # -- setup and teardown ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        await self._upserts.flush()
+        self._pool.shutdown(wait=True)
+
+    async def load_state(self) -> None:
+        """Read the per-file state the index holds (only the reconciliation fields)."""
+        states = await asyncio.to_thread(lambda: list(self.index.file_states()))
+        self._known = {s.path: s for s in states}
+        self._loaded = True
+
+    @property
+    def indexed_count(self) -> int:
+        return len(self._known)
+
+    # -- passes ----------------------------------------------------------------------------
+
+    async def reconcile(self, on_total: Callable[[int], None] | None = None) -> Summary:
+        """Compare the whole folder with the index and fix every difference."""
+        started = time.perf_counter()
+        usage_before = self.embedder.usage
+        summary = Summary()
+        await self.load_state()
+        permanent = await asyncio.to_thread(self.journal.permanent_failures)
+        found = await asyncio.to_thread(lambda: list(walk(self.root, self.rules)))
+        present = {s.rel for s in found}
+        todo: list[Seen] = []
+        for s in found:
+            known = self._known.get(s.rel)
+            if known is not None and _same(known, s):
+                summary.unchanged += 1
+                continue
+            failure = permanent.get(s.rel)
+            if failure is not None and failure[0] == s.signature:
+                summary.fail(failure[1])
+                continue
+            todo.append(s)
+        if on_total is not None:
+            on_total(len(todo))
+        await self._run_many(todo, summary)
+        gone = [p for p in self._known if p not in present]
+        if gone:
+            summary.removed += await self._delete(gone)
+        stale = [p for p in permanent if p not in present]
+        if stale:
+            await asyncio.to_thread(self.journal.clear, stale)
+        usage = self.embedder.usage
+        summary.requests = usage.requests - usage_before.requests
+        summary.tokens = usage.tokens - usage_before.tokens
+        summary.seconds = round(time.perf_counter() - started, 3)
+        self._add_totals(summary)
+        return summary
+
+    async def update(self, rels: Iterable[str]) -> Summary:
+        """Index (or remove) these files after a change was seen; no full walk."""
+        if not self._loaded:
+            await self.load_state()
+        usage_before = self.embedder.usage
+        summary = Summary()
+        todo: list[Seen] = []
+        missing: list[str] = []
+        for rel in rels:
+            s = await asyncio.to_thread(seen, self.root, rel, self.rules)
+            if s is None:
+                missing.append(rel)
+                continue
+            known = self._known.get(rel)
+            if known is not None and _same(known, s):
+                summary.unchanged += 1
+                continue
+            failure = await asyncio.to_thread(self.journal.permanent_signature, rel)
+            if failure is not None and failure[0] == s.signature:
+                summary.fail(failure[1])
+                continue
+            todo.append(s)
+        await self._run_many(todo, summary)
+        if missing:
+            summary.removed += await self._delete([m for m in missing if m in self._known])
+            await asyncio.to_thread(self.journal.clear, missing)
+        usage = self.embedder.usage
+        summary.requests = usage.requests - usage_before.requests
+        summary.tokens = usage.tokens - usage_before.tokens
+        self._add_totals(summary)
+        return summary
+
+    async def remove_folder(self, rel_folder: str) -> int:
+        """A folder was deleted or moved away: drop every point below it."""
+        prefix = rel_folder.rstrip("/") + "/"
+        paths = [p for p in self._known if p.startswith(prefix)]
+        removed = await self._delete(paths) if paths else 0
+        await asyncio.to_thread(self.journal.clear_folder, rel_folder)
+        self.totals.removed += removed
+        return removed
+
+    # -- the work --------------------------------------------------------------------------
+
+    async def _run_many(self, todo: Sequence[Seen], summary: Summary) -> None:
+        if not todo:
+            return
+        queue: asyncio.Queue[Seen | None] = asyncio.Queue(maxsize=self._workers * 2)
+        fatal: list[BaseException] = []
+        self.pending += len(todo)
+
+        async def produce() -> None:
+            for s in todo:
+                await queue.put(s)
+            for _ in range(self._workers):
+                await queue.put(None)
+
+        async def work() -> None:
+            while (s := await queue.get()) is not None:
+                try:
+                    if fatal:
+                        continue
+                    outcome = await self._one(s, summary)
+                    if self.on_progress is not None:
+                        self.on_progress(s.rel, outcome)
+                except FatalError as exc:
+                    fatal.append(exc)
+                finally:
+                    self.pending -= 1
+
+        await asyncio.gather(produce(), *(work() for _ in range(min(self._workers, len(todo)))))
+        await self._upserts.flush()
+        if fatal:
+            raise fatal[0]
+
+    async def _one(self, s: Seen, summary: Summary) -> Outcome:
+        try:
+            outcome = await self._index_file(s)
+        except _FATAL as exc:
+            raise FatalError(str(exc)) from None
+        except _Changing:
+            summary.pending += 1
+            return "pending"
+        except FileNotFoundError:
+            return "gone"  # removed while queued; the deletion pass or the watcher drops it
+        except (ImageRejected, SidecarError, RequestRejected, PermissionError) as exc:
+            reason = _reason(exc)
+            await asyncio.to_thread(
+                self.journal.record, s.rel, s.signature, "permanent", reason, str(exc)
+            )
+            if s.rel in self._known:  # the old content is no longer what the file holds
+                await self._delete([s.rel])
+            summary.fail(reason)
+            log.warning("%s: %s (%s)", s.rel, exc, reason)
+            return "failed"
+        except (EmbedderError, StoreError, OSError) as exc:
+            reason = "store_unavailable" if isinstance(exc, StoreError) else "embedder_unavailable"
+            if isinstance(exc, OSError) and not isinstance(exc, StoreError):
+                reason = "read_error"
+            await asyncio.to_thread(
+                self.journal.record, s.rel, s.signature, "transient", reason, str(exc)
+            )
+            summary.fail(reason)
+            summary.pending += 1
+            return "failed"
+        if outcome == "indexed":
+            summary.indexed += 1
+        elif outcome == "reused":
+            summary.reused += 1
+        else:
+            summary.unchanged += 1
+        return outcome
+
+    async def _index_file(self, s: Seen) -> Outcome:
+        await self._wait_settled(s)
+        loop = asyncio.get_running_loop()
+        read = await loop.run_in_executor(self._pool, self._read, s)
+        info = self._info
+        caption = read.sidecar.caption if info.supports_image_text else None
+        key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
+        pid = point_id(self.source, s.rel)
+        known = self._known.get(s.rel)
+        embedding: Embedding | None = None
+        outcome: Outcome
+        if known is not None and known.embed_key == key and known.id == pid:
+            vector = await asyncio.to_thread(self.index.vector_by_id, pid)
+            if vector is None:
+                vector, embedding = await self._vector(key, read, caption)
+            outcome = "unchanged" if embedding is None else "indexed"
+        else:
+            vector, embedding = await self._vector(key, read, caption)
+            outcome = "indexed" if embedding is not None else "reused"
+        payload = self._payload(s, read, key, embedding, caption)
+        await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
+        self._known[s.rel] = FileState(
+            id=pid,
+            path=s.rel,
+            size=s.size,
+            mtime_ns=s.mtime_ns,
+            sha256=read.sha256,
+            embed_key=key,
+            sidecar=s.sidecar,
+        )
+        await asyncio.to_thread(self.journal.clear, [s.rel])
+        return outcome
+
+    async def _wait_settled(self, s: Seen) -> None:
+        """Files modified less than ``settle_seconds`` ago are still being written: wait."""
+        path = self.root / s.rel
+        deadline = time.monotonic() + max(30.0, 30 * self.settle_seconds)
+        last = (s.size, s.mtime_ns)
+        while True:
+            age = time.time() - last[1] / 1e9
+            if age >= self.settle_seconds:
+                return
+            if time.monotonic() > deadline:
+                raise _Changing()
+            await asyncio.sleep(self.settle_seconds - age)
+            st = await asyncio.to_thread(path.stat)
+            last = (st.st_size, st.st_mtime_ns)
+
+    def _read(self, s: Seen) -> _Read:
+        path = self.root / s.rel
+        before = path.stat()
+        raw = path.read_bytes()
+        after = path.stat()
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(
+            raw
+        ) != after.st_size:
+            raise _Changing()
+        facts = probe(raw)
+        sidecar, _ = read_sidecar(path)
+        return _Read(raw, hashlib.sha256(raw).hexdigest(), facts, sidecar)
+
+    async def _vector(
+        self, key: str, read: _Read, caption: str | None
+    ) -> tuple[list[float], Embedding | None]:
+        """The vector for an embed key: cached, being computed, stored, or embedded now.
+
+        The Embedding is None when an existing vector was reused (no API call).
+        """
+        cached = self._vectors.get(key)
+        if cached is not None:
+            self._vectors.move_to_end(key)
+            return cached, None
+        running = self._inflight.get(key)
+        if running is not None:
+            vector, _ = await asyncio.shield(running)
+            return vector, None
+        future: asyncio.Future[tuple[list[float], Embedding | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._inflight[key] = future
+        try:
+            stored = await asyncio.to_thread(self.index.vector_by_embed_key, key)
+            if stored is not None:
+                result: tuple[list[float], Embedding | None] = (stored, None)
+            else:
+                embedding = await self._embed(read, caption)
+                result = (embedding.vector, embedding)
+            self._remember(key, result[0])
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _embed(self, read: _Read, caption: str | None) -> Embedding:
+        info = self._info
+        loop = asyncio.get_running_loop()
+        image = await loop.run_in_executor(
+            self._pool,
+            lambda: normalize(
+                read.raw,
+                max_side=min(2048, info.max_image_side),
+                max_bytes=info.max_image_bytes,
+                fmt=self._format,
+            ),
+        )
+        return await self._embeds.submit(ImageInput(image.data, image.mime, caption))
+
+    def _remember(self, key: str, vector: list[float]) -> None:
+        self._vectors[key] = vector
+        if len(self._vectors) > _VECTOR_CACHE:
+            self._vectors.popitem(last=False)
+
+    async def _embed_batch(self, items: Sequence[ImageInput]) -> list[Embedding]:
+        return await self.embedder.embed_images(items, "document")
+
+    async def _upsert_batch(self, points: Sequence[Point]) -> list[None]:
+        await asyncio.to_thread(self.index.upsert, points)
+        return [None] * len(points)
+
+    async def _delete(self, rels: Sequence[str]) -> int:
+        """Drop points, keeping their vectors at hand so a move can reuse them."""
+        states = [self._known[r] for r in rels if r in self._known]
+        if not states:
+            return 0
+        for state in states[: _VECTOR_CACHE // 4]:
+            if state.embed_key and state.embed_key not in self._vectors:
+                vector = await asyncio.to_thread(self.index.vector_by_id, state.id)
+                if vector is not None:
+                    self._remember(state.embed_key, vector)
+        await asyncio.to_thread(self.index.delete_ids, [s.id for s in states])
+        for state in states:
+            self._known.pop(state.path, None)
+        return len(states)
+
+    def _payload(
+        self,
+        s: Seen,
+        read: _Read,
+        key: str,
+        embedding: Embedding | None,
+        caption: str | None,
+    ) -> dict[str, Any]:
+        rel = PurePosixPath(s.rel)
+        folder = str(rel.parent) if str(rel.parent) != "." else ""
+        sidecar = read.sidecar
+        payload: dict[str, Any] = {
+            "path": s.rel,
+            "folder": folder,
+            "filename": rel.name,
+            "root": str(self.root),
+            "size": s.size,
+            "mtime_ns": s.mtime_ns,
+            "sidecar": s.sidecar,
+            "sha256": read.sha256,
+            "embed_key": key,
+            "model": self._info.model,
+            "provider": self._info.provider,
+            "width": read.facts.width,
+            "height": read.facts.height,
+            "format": read.facts.source_format,
+            "caption": sidecar.caption,
+            "tags": sidecar.tags,
+            "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if embedding is not None:
+            payload["input_type"] = embedding.input_type
+            payload["caption_embedded"] = embedding.text_applied
+        else:
+            payload["input_type"] = "document" if self._info.supports_input_type else None
+            payload["caption_embedded"] = caption is not None
+        if read.facts.taken_at:
+            payload["taken_at"] = read.facts.taken_at
+        if read.facts.camera:
+            payload["camera"] = read.facts.camera
+        if sidecar.extra_metadata:
+            payload["meta"] = sidecar.extra_metadata
+        return payload
+
+    def _add_totals(self, summary: Summary) -> None:
+        t = self.totals
+        t.indexed += summary.indexed
+        t.reused += summary.reused
+        t.removed += summary.removed
+        t.unchanged += summary.unchanged
+
+
+def _same(known: FileState, s: Seen) -> bool:
+    return (
+        known.size == s.size and known.mtime_ns == s.mtime_ns and (known.sidecar or "") == s.sidecar
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ImageRejected):
+        return exc.reason
+    if isinstance(exc, SidecarError):
+        return "bad_sidecar"
+    if isinstance(exc, PermissionError):
+        return "unreadable"
+    if isinstance(exc, RequestRejected):
+        return "too_large" if exc.status == 413 else "rejected"
+    return "error"

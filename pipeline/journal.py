@@ -1,0 +1,133 @@
+"""The failure journal: files that could not be indexed, why, and whether to try again.
+
+SQLite in the state directory. A permanent failure (undecodable, too large, rejected by the
+service) is retried only when the file or its sidecar changes, or on ``imgrag retry``. A
+transient one (service or store unavailable) is retried on the next pass.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+Kind = Literal["permanent", "transient"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS failures (
+    path TEXT PRIMARY KEY,
+    signature TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL
+)
+"""
+
+
+class Failure(BaseModel):
+    """One file that is not indexed, and why."""
+
+    path: str
+    kind: Kind
+    reason: str
+    message: str
+    attempts: int
+    last_at: float
+
+
+class Journal:
+    """Thread-safe access to the failure journal."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record(self, path: str, signature: str, kind: Kind, reason: str, message: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                """INSERT INTO failures (path, signature, kind, reason, message, first_at, last_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(path) DO UPDATE SET signature=excluded.signature,
+                     kind=excluded.kind, reason=excluded.reason, message=excluded.message,
+                     attempts=attempts + 1, last_at=excluded.last_at""",
+                (path, signature, kind, reason, message[:1000], now, now),
+            )
+
+    def clear(self, paths: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
+
+    def clear_folder(self, prefix: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM failures WHERE path = ? OR substr(path, 1, ?) = ?",
+                (prefix, len(prefix) + 1, prefix + "/"),
+            )
+
+    def clear_permanent(self) -> int:
+        """Forget permanent failures so the next pass tries those files again."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM failures WHERE kind = 'permanent'")
+            return cur.rowcount
+
+    def permanent_signature(self, path: str) -> tuple[str, str] | None:
+        """(signature, reason) of a permanent failure for this path, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT signature, reason FROM failures WHERE path = ? AND kind = 'permanent'",
+                (path,),
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def permanent_failures(self) -> dict[str, tuple[str, str]]:
+        """Every permanent failure as path → (signature, reason), for a reconcile pass."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, signature, reason FROM failures WHERE kind = 'permanent'"
+            ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def transient_paths(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM failures WHERE kind = 'transient'")
+            return [r[0] for r in rows.fetchall()]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM failures").fetchone()[0])
+
+    def by_reason(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reason, count(*) FROM failures GROUP BY reason ORDER BY 2 DESC"
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def recent(self, limit: int = 10) -> list[Failure]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, kind, reason, message, attempts, last_at FROM failures "
+                "ORDER BY last_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            Failure(path=r[0], kind=r[1], reason=r[2], message=r[3], attempts=r[4], last_at=r[5])
+            for r in rows
+        ]

@@ -1,0 +1,95 @@
+"""Assembling the parts a command needs from the settings: embedder, index, journal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.embedder import Embedder
+from connectors.factory import create_embedder
+from connectors.index import CollectionSpec, Index
+from pipeline.candidates import Rules
+from pipeline.config import Settings
+from pipeline.ingest import Ingestor
+from pipeline.journal import Journal
+
+
+def state_paths(settings: Settings) -> dict[str, Path]:
+    """Where each piece of state lives inside the state directory."""
+    state = settings.state_dir
+    return {
+        "store": state / "store",
+        "journal": state / "journal.sqlite",
+        "cache": state / "cache",
+        "daemon": state / "daemon.json",
+    }
+
+
+def rules_for(settings: Settings) -> Rules:
+    return Rules(
+        include=tuple(settings.ingest.include),
+        exclude=tuple(settings.ingest.exclude),
+        ignore_dirs=(settings.state_dir,),
+    )
+
+
+def open_index(settings: Settings) -> Index:
+    from connectors.stores import open_index as _open
+
+    return _open(settings.store, settings.state_dir)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    embedder: Embedder
+    index: Index
+    journal: Journal
+
+    def ingestor(self, root: Path, **kwargs: object) -> Ingestor:
+        s = self.settings
+        concurrency = s.embedder.max_concurrency if s.embedder.provider == "foundry" else 1
+        return Ingestor(
+            root,
+            embedder=self.embedder,
+            index=self.index,
+            journal=self.journal,
+            rules=rules_for(s),
+            source=s.store.collection,
+            image_format=s.embedder.image_format,
+            embed_concurrency=concurrency,
+            settle_seconds=s.ingest.settle_seconds,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Embedder, index (collection checked against the model) and journal; closed on exit."""
+    paths = state_paths(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    embedder = create_embedder(settings.embedder, cache_dir=paths["cache"])
+    try:
+        index = open_index(settings)
+        try:
+            info = embedder.info
+            index.ensure_collection(
+                CollectionSpec(
+                    name=settings.store.collection,
+                    model=info.model,
+                    dimension=info.dimension,
+                    input_type="document",
+                    provider=info.provider,
+                )
+            )
+            journal = Journal(paths["journal"])
+            try:
+                yield Runtime(settings, embedder, index, journal)
+            finally:
+                journal.close()
+        finally:
+            index.close()
+    finally:
+        await embedder.aclose()
