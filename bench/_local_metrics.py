@@ -38,21 +38,28 @@ def _ranks(scores: Vectors, targets: Sequence[int]) -> npt.NDArray[np.int64]:
     return (scores >= target_scores[:, None]).sum(axis=1)
 
 
-def evaluate(inputs: Inputs, embed_images: EmbedImages, embed_texts: EmbedTexts) -> dict:
-    """Text->image, augmented image->image, colour and image+text retrieval figures."""
-    g = embed_images([ImageInput(b) for b in inputs.gallery])
-
-    queries = [(i, q) for i, p in enumerate(PHOTOS) for q in p.queries]
+def text_retrieval(
+    gallery_vectors: Vectors, embed_texts: EmbedTexts, queries: Sequence[tuple[int, str]]
+) -> dict:
+    """Recall@1/@5 and MRR of (target photo index, query text) pairs against the gallery."""
     t = embed_texts([q for _, q in queries])
-    ranks = _ranks(t @ g.T, [i for i, _ in queries])
-    text_to_image = {
+    ranks = _ranks(t @ gallery_vectors.T, [i for i, _ in queries])
+    return {
         "queries": len(queries),
-        "gallery": len(g),
+        "gallery": len(gallery_vectors),
         "recall@1": float(np.mean(ranks <= 1)),
         "recall@5": float(np.mean(ranks <= 5)),
         "mrr": float(np.mean(1.0 / ranks)),
         "misses@5": [q for (_, q), r in zip(queries, ranks, strict=True) if r > 5],
     }
+
+
+def evaluate(inputs: Inputs, embed_images: EmbedImages, embed_texts: EmbedTexts) -> dict:
+    """Text->image, augmented image->image, colour and image+text retrieval figures."""
+    g = embed_images([ImageInput(b) for b in inputs.gallery])
+
+    queries = [(i, q) for i, p in enumerate(PHOTOS) for q in p.queries]
+    text_to_image = text_retrieval(g, embed_texts, queries)
 
     a = embed_images([ImageInput(b) for _, _, b in inputs.augmented])
     aug_ranks = _ranks(a @ g.T, [i for i, _, _ in inputs.augmented])

@@ -84,6 +84,24 @@ PHOTOS: tuple[Photo, ...] = (
     Photo("gravel", "gravel.png", ("gravel", "small stones on the ground"), "the driveway"),
 )
 
+# A third phrasing per photo, never seen by bench/local_sweep.py: it shows how much the
+# recipe choice overfits the sweep's own queries.
+HELD_OUT_QUERIES: dict[str, str] = {
+    "cat": "a kitten",
+    "coffee": "a coffee cup",
+    "astronaut": "a NASA astronaut portrait",
+    "rocket": "a rocket launch site",
+    "galaxies": "outer space",
+    "motorcycle": "a motorbike",
+    "cameraman": "a cameraman",
+    "coins": "coins",
+    "moon": "the moon",
+    "retina": "an eye",
+    "brick": "bricks",
+    "grass": "a field of grass",
+    "gravel": "pebbles",
+}
+
 # (photo key, hue rotation in degrees, query): the same photo recoloured; the query names
 # the colour of exactly one version, so only the colour term can rank it first.
 COLOUR_VARIANTS: dict[str, tuple[tuple[int, str], ...]] = {

@@ -60,7 +60,13 @@ def dominant_colour_weights(
     rgb: npt.NDArray[np.uint8], colours: tuple[str, ...], top: int
 ) -> npt.NDArray[np.float32]:
     """Weights over ``colours`` keeping only the ``top`` most frequent; sums to 1 (or all 0)."""
-    hist = colour_histogram(rgb)
+    return weights_from_histogram(colour_histogram(rgb), colours, top)
+
+
+def weights_from_histogram(
+    hist: npt.NDArray[np.float32], colours: tuple[str, ...], top: int
+) -> npt.NDArray[np.float32]:
+    """Like dominant_colour_weights, from a histogram already computed."""
     shares = np.array([hist[_INDEX[c]] if c in _INDEX else 0.0 for c in colours], np.float32)
     if top < len(shares):
         cutoff = np.sort(shares)[-top]
