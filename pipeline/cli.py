@@ -252,34 +252,6 @@ def retry_command(
         typer.echo(_summary_line("retry", summary))
 
 
-async def _run_watch(settings: Settings, directory: Path, polling: bool, api: bool) -> None:
-    from pipeline.daemon import Daemon
-    from pipeline.runtime import open_runtime
-
-    async with open_runtime(settings) as runtime:
-        ingestor = runtime.ingestor(directory)
-        daemon = Daemon(
-            directory,
-            ingestor,
-            runtime.journal,
-            settle_seconds=settings.ingest.settle_seconds,
-            rescan_minutes=settings.ingest.rescan_minutes,
-            polling=polling,
-            on_summary=lambda name, s: _announce(name, s),
-        )
-        daemon.install_signal_handlers()
-        err_console.print(
-            f"watching {directory} (model {runtime.embedder.info.model}, "
-            f"store {settings.store.kind}:{settings.store.collection}); Ctrl+C stops",
-            highlight=False,
-        )
-        try:
-            await daemon.run()
-        finally:
-            await ingestor.close()
-        err_console.print("stopped: in-flight work finished and flushed", highlight=False)
-
-
 def _announce(name: str, summary: Summary) -> None:
     if (
         name == "reconcile"
@@ -306,4 +278,20 @@ def watch_command(
     settings = settings_from(ctx)
     _setup_logging(verbose=True)
     _check_dir(directory)
-    _guarded(lambda: asyncio.run(_run_watch(settings, directory, polling, not no_api)))
+    from pipeline.daemon import run_watch
+
+    def say(line: str) -> None:
+        err_console.print(line, highlight=False)
+
+    _guarded(
+        lambda: asyncio.run(
+            run_watch(
+                settings,
+                directory,
+                polling=polling,
+                api=not no_api,
+                announce=say,
+                on_summary=_announce,
+            )
+        )
+    )

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import uvicorn
+
+from connectors.errors import StoreError
+from pipeline.api import DaemonInfo, create_api, write_daemon_file
 from pipeline.candidates import walk
+from pipeline.config import Settings
 from pipeline.ingest import Ingestor, Summary
 from pipeline.journal import Journal
+from pipeline.metrics import Metrics
+from pipeline.retrieval import SearchService
+from pipeline.runtime import open_runtime, state_paths
+from pipeline.status import StatusReport, UsageOut, failures_from
 from pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
@@ -142,3 +152,107 @@ class Daemon:
             else:
                 self.waiting_for = None
                 delay = _RETRY_MIN_SECONDS
+
+
+async def run_watch(
+    settings: Settings,
+    root: Path,
+    *,
+    polling: bool = False,
+    api: bool = True,
+    announce: Callable[[str], None] = lambda line: None,
+    on_summary: Callable[[str, Summary], None] | None = None,
+) -> None:
+    """``imgrag watch``: the daemon with its local API, until SIGINT/SIGTERM."""
+    async with open_runtime(settings) as runtime:
+        metrics_box: list[Metrics] = []
+        ingestor = runtime.ingestor(
+            root, observe_embed=lambda s: metrics_box[0].embed_seconds.observe(s)
+        )
+        daemon = Daemon(
+            root,
+            ingestor,
+            runtime.journal,
+            settle_seconds=settings.ingest.settle_seconds,
+            rescan_minutes=settings.ingest.rescan_minutes,
+            polling=polling,
+            on_summary=on_summary,
+        )
+        info = runtime.embedder.info
+
+        def report() -> StatusReport:
+            count, by_reason, recent = failures_from(runtime.journal)
+            return StatusReport(
+                indexed=ingestor.indexed_count,
+                pending=daemon.pending,
+                failed=count,
+                failed_by_reason=by_reason,
+                failures=recent,
+                usage=UsageOut.of(runtime.embedder.usage),
+                embedder={
+                    "provider": info.provider,
+                    "model": info.model,
+                    "dimension": info.dimension,
+                },
+                store={"kind": settings.store.kind, "collection": settings.store.collection},
+                daemon={
+                    "pid": os.getpid(),
+                    "root": str(root.absolute()),
+                    "watching": daemon.watch_mode,
+                    "started_at": daemon.started_at,
+                },
+                waiting_for=daemon.waiting_for,
+            )
+
+        metrics_box.append(Metrics(report))
+        daemon.install_signal_handlers()
+        server: uvicorn.Server | None = None
+        serving: asyncio.Task[None] | None = None
+        daemon_file = state_paths(settings)["daemon"]
+        if api:
+            service = SearchService(
+                runtime.embedder, runtime.index, source=settings.store.collection
+            )
+            app = create_api(service, report, metrics_box[0], settings.api.token)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=settings.api.host,
+                    port=settings.api.port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+            )
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()  # raises the reason it could not start
+                    raise StoreError(f"the local API could not listen on port {settings.api.port}")
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            write_daemon_file(
+                daemon_file,
+                DaemonInfo(
+                    pid=os.getpid(),
+                    host=settings.api.host,
+                    port=port,
+                    root=str(root.absolute()),
+                    started_at=daemon.started_at,
+                ),
+            )
+            announce(f"local API on http://{settings.api.host}:{port}")
+        announce(
+            f"watching {root} (model {info.model}, store "
+            f"{settings.store.kind}:{settings.store.collection}); Ctrl+C stops"
+        )
+        try:
+            await daemon.run()
+        finally:
+            await ingestor.close()
+            if server is not None and serving is not None:
+                server.should_exit = True
+                await serving
+                daemon_file.unlink(missing_ok=True)
+        announce("stopped: in-flight work finished and flushed")

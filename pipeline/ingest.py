@@ -110,6 +110,7 @@ class Ingestor:
         embed_concurrency: int = 1,
         settle_seconds: float = 1.0,
         on_progress: Callable[[str, Outcome], None] | None = None,
+        observe_embed: Callable[[float], None] | None = None,
     ) -> None:
         self.root = root.absolute()
         self.embedder = embedder
@@ -119,6 +120,7 @@ class Ingestor:
         self.source = source
         self.settle_seconds = settle_seconds
         self.on_progress = on_progress
+        self.observe_embed = observe_embed
         self._format = image_format
         info = embedder.info
         self._info = info
@@ -423,7 +425,12 @@ class Ingestor:
             self._vectors.popitem(last=False)
 
     async def _embed_batch(self, items: Sequence[ImageInput]) -> list[Embedding]:
-        return await self.embedder.embed_images(items, "document")
+        started = time.perf_counter()
+        try:
+            return await self.embedder.embed_images(items, "document")
+        finally:
+            if self.observe_embed is not None:
+                self.observe_embed(time.perf_counter() - started)
 
     async def _upsert_batch(self, points: Sequence[Point]) -> list[None]:
         await asyncio.to_thread(self.index.upsert, points)

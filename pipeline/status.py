@@ -1,0 +1,60 @@
+"""What ``imgrag status`` reports: indexed, pending and failed files, and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from connectors.embedder import Usage
+from pipeline.journal import Journal
+
+
+class FailureOut(BaseModel):
+    path: str
+    reason: str
+    message: str
+    kind: str = "permanent"
+
+
+class UsageOut(BaseModel):
+    requests: int = 0
+    images: int = 0
+    tokens: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageOut:
+        return cls(
+            requests=usage.requests,
+            images=usage.images,
+            tokens=usage.tokens,
+            retries=usage.retries,
+            throttled=usage.throttled,
+        )
+
+
+class StatusReport(BaseModel):
+    """The state of an index and, when one runs, of its daemon."""
+
+    indexed: int
+    pending: int
+    failed: int
+    failed_by_reason: dict[str, int] = Field(default_factory=dict)
+    failures: list[FailureOut] = Field(default_factory=list)
+    usage: UsageOut = Field(default_factory=UsageOut)
+    embedder: dict[str, Any] = Field(default_factory=dict)
+    store: dict[str, Any] = Field(default_factory=dict)
+    daemon: dict[str, Any] | None = None
+    waiting_for: str | None = None
+
+
+def failures_from(
+    journal: Journal, limit: int = 10
+) -> tuple[int, dict[str, int], list[FailureOut]]:
+    recent = [
+        FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
+        for f in journal.recent(limit)
+    ]
+    return journal.count(), journal.by_reason(), recent

@@ -1,0 +1,92 @@
+"""A real pipeline for tests: emulator over HTTP (tiny backend), embedded store, journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from connectors.config import EmbedderConfig, StoreConfig
+from connectors.emulator import EmulatorHandle
+from pipeline.config import IngestConfig, Settings
+from pipeline.ingest import Ingestor
+from pipeline.runtime import Runtime, open_runtime
+from tests.conftest import EMULATOR_KEY
+
+
+def settings_for(
+    tmp_path: Path, emulator: EmulatorHandle, *, key: str = EMULATOR_KEY, **embedder: object
+) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state",
+        embedder=EmbedderConfig(
+            provider="foundry",
+            endpoint=emulator.url,
+            api_key=SecretStr(key),
+            max_attempts=2,
+            max_concurrency=8,
+            **embedder,  # type: ignore[arg-type]
+        ),
+        store=StoreConfig(kind="edge", collection="test"),
+        ingest=IngestConfig(settle_seconds=0.2, rescan_minutes=0),
+    )
+
+
+@dataclass
+class Pipeline:
+    root: Path
+    runtime: Runtime
+    ingestor: Ingestor
+    emulator: EmulatorHandle
+
+    def embed_calls(self) -> int:
+        return sum(1 for r in self.emulator.state.requests if r.route == "images")
+
+    def points(self) -> dict[str, dict[str, object]]:
+        """path → payload for every point in the index."""
+        index = self.runtime.index
+        out = {}
+        for state in index.file_states():
+            hits = index.search(
+                index.vector_by_id(state.id) or [], limit=1, filter=_path_filter(state.path)
+            )
+            out[state.path] = hits[0].payload if hits else {}
+        return out
+
+    def paths(self) -> list[str]:
+        return sorted(s.path for s in self.runtime.index.file_states())
+
+
+def _path_filter(path: str):  # type: ignore[no-untyped-def]
+    from qdrant_client.http import models as qm
+
+    return qm.Filter(must=[qm.FieldCondition(key="path", match=qm.MatchValue(value=path))])
+
+
+@asynccontextmanager
+async def pipeline(
+    tmp_path: Path, emulator: EmulatorHandle, **embedder: object
+) -> AsyncIterator[Pipeline]:
+    root = tmp_path / "inbox"
+    root.mkdir(exist_ok=True)
+    settings = settings_for(tmp_path, emulator, **embedder)
+    async with open_runtime(settings) as runtime:
+        ingestor = runtime.ingestor(root)
+        try:
+            yield Pipeline(root, runtime, ingestor, emulator)
+        finally:
+            await ingestor.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    """Wait until ``condition()`` holds, checking every 50 ms; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(0.05)
