@@ -7,13 +7,18 @@ import json
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.ingest import Summary
+
+if TYPE_CHECKING:
+    from pipeline.api import DaemonInfo
+    from pipeline.retrieval import SearchHit
+    from pipeline.status import StatusReport
 
 T = TypeVar("T")
 
@@ -294,4 +299,155 @@ def watch_command(
                 on_summary=_announce,
             )
         )
+    )
+
+
+# -- retrieval and status -------------------------------------------------------------------
+
+
+@app.command("search")
+def search_command(
+    ctx: typer.Context,
+    text: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Search by this example image.", dir_okay=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="key=value on the payload (folder, tags, camera, ...)."),
+    ] = None,
+    unique: Annotated[bool, typer.Option("--unique", help="Collapse identical images.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Search the index by text, by an example image, or by both."""
+    from rich.table import Table
+
+    from pipeline.filters import FilterError, parse_cli_filters
+    from pipeline.retrieval import QueryError
+    from pipeline.retriever import Retriever
+
+    if text is None and image is None:
+        raise fail("give TEXT, --image PATH, or both (imgrag search 'a red car')")
+    if image is not None and not image.is_file():
+        raise fail(f"--image {image}: no such file")
+    try:
+        flt = parse_cli_filters(filters or [])
+    except FilterError as exc:
+        raise fail(str(exc)) from None
+    _setup_logging()
+    ctx_config = ctx.obj.get("config") if ctx.obj else None
+
+    def run() -> list[SearchHit]:
+        with Retriever.from_config(ctx_config) as retriever:
+            return retriever.search(
+                text=text, image=image, limit=limit, filter=flt or None, unique=unique
+            )
+
+    try:
+        hits = _guarded(run)
+    except (QueryError, FilterError) as exc:
+        raise fail(str(exc)) from None
+    if json_:
+        typer.echo(json.dumps([h.model_dump(mode="json") for h in hits], indent=2))
+        return
+    if not hits:
+        typer.echo("no matches")
+        return
+    table = Table("rank", "score", "path", "caption", box=None)
+    for rank, hit in enumerate(hits, 1):
+        table.add_row(
+            str(rank), f"{hit.score:.3f}", hit.path, str(hit.payload.get("caption") or "")
+        )
+    Console().print(table)
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Also count files in this folder not indexed yet.", file_okay=False),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """What is indexed, pending and failed, and why."""
+    from pipeline.api import read_daemon_file
+    from pipeline.runtime import state_paths
+
+    settings = settings_from(ctx)
+    daemon = read_daemon_file(state_paths(settings)["daemon"])
+    report = _guarded(
+        lambda: _daemon_status(daemon, settings) if daemon else _offline_status(settings, directory)
+    )
+    if json_:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    where = f"daemon pid {daemon.pid} watching {daemon.root}" if daemon else "no daemon running"
+    typer.echo(
+        f"{report.indexed} indexed, {report.pending} pending, {report.failed} failed ({where})"
+    )
+    if report.waiting_for:
+        typer.echo(f"waiting: {report.waiting_for}")
+    for reason, count in report.failed_by_reason.items():
+        typer.echo(f"  {count} {reason}")
+    for failure in report.failures:
+        typer.echo(f"  {failure.path}: {failure.reason}: {failure.message}")
+    if report.usage.requests:
+        u = report.usage
+        typer.echo(
+            f"usage: {u.requests} requests, {u.images} images, {u.tokens} tokens, "
+            f"{u.retries} retries, {u.throttled} throttled"
+        )
+
+
+def _daemon_status(daemon: DaemonInfo, settings: Settings) -> StatusReport:
+    import httpx
+
+    from pipeline.status import StatusReport
+
+    token = settings.api.token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    response = httpx.get(f"{daemon.url}/status", headers=headers, timeout=30)
+    if response.status_code != 200:
+        raise fail(
+            f"the daemon (pid {daemon.pid}) answered {response.status_code}: {response.text}"
+        )
+    return StatusReport.model_validate_json(response.content)
+
+
+def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
+    from pipeline.candidates import walk
+    from pipeline.ingest import is_unchanged
+    from pipeline.journal import Journal
+    from pipeline.runtime import open_index, rules_for, state_paths
+    from pipeline.status import StatusReport, failures_from
+
+    index = open_index(settings)
+    try:
+        states = {s.path: s for s in index.file_states()}
+    finally:
+        index.close()
+    journal = Journal(state_paths(settings)["journal"])
+    try:
+        failed, by_reason, recent = failures_from(journal)
+        permanent = journal.permanent_failures()
+    finally:
+        journal.close()
+    pending = 0
+    if directory is not None and directory.is_dir():
+        for s in walk(directory, rules_for(settings)):
+            known = states.get(s.rel)
+            if known is not None and is_unchanged(known, s):
+                continue
+            if permanent.get(s.rel, ("",))[0] == s.signature:
+                continue
+            pending += 1
+    return StatusReport(
+        indexed=len(states),
+        pending=pending,
+        failed=failed,
+        failed_by_reason=by_reason,
+        failures=recent,
+        store={"kind": settings.store.kind, "collection": settings.store.collection},
     )

@@ -172,7 +172,7 @@ class Ingestor:
         todo: list[Seen] = []
         for s in found:
             known = self._known.get(s.rel)
-            if known is not None and _same(known, s):
+            if known is not None and is_unchanged(known, s):
                 summary.unchanged += 1
                 continue
             failure = permanent.get(s.rel)
@@ -210,7 +210,7 @@ class Ingestor:
                 missing.append(rel)
                 continue
             known = self._known.get(rel)
-            if known is not None and _same(known, s):
+            if known is not None and is_unchanged(known, s):
                 summary.unchanged += 1
                 continue
             failure = await asyncio.to_thread(self.journal.permanent_signature, rel)
@@ -503,7 +503,8 @@ class Ingestor:
         t.unchanged += summary.unchanged
 
 
-def _same(known: FileState, s: Seen) -> bool:
+def is_unchanged(known: FileState, s: Seen) -> bool:
+    """Whether the index already holds this file as it is on disk (size, mtime, sidecars)."""
     return (
         known.size == s.size and known.mtime_ns == s.mtime_ns and (known.sidecar or "") == s.sidecar
     )
