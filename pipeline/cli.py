@@ -451,3 +451,7 @@ def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
         failures=recent,
         store={"kind": settings.store.kind, "collection": settings.store.collection},
     )
+
+
+if __name__ == "__main__":
+    app()

@@ -133,7 +133,7 @@ class Ingestor:
             self._embed_batch, max_items=batch, linger=0.05, max_in_flight=embed_concurrency
         )
         self._upserts: Batcher[Point, None] = Batcher(
-            self._upsert_batch, max_items=64, linger=0.2, max_in_flight=1
+            self._upsert_batch, max_items=32, linger=0.1, max_in_flight=1
         )
         self._vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
