@@ -198,7 +198,7 @@ class LocalEmbedder:
         return vectors
 
     def class_probabilities(self, items: Sequence[ImageInput]) -> F32:
-        """ImageNet-1k probabilities per image: for diagnostics and the recipe sweep."""
+        """ImageNet-1k probabilities per image at the recipe's temperature (diagnostics, sweep)."""
         self._ensure_open()
         prepared = list(self._decoders.map(prepare, [item.data for item in items]))
         with self._infer_lock:

@@ -14,4 +14,7 @@ def open_session(path: Path) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Quiet: ORT warns about unused initializers that the torch exporter leaves behind.
     options.log_severity_level = 3
+    # Without the arena, memory taken by a batch of 32 goes back after the call; measured
+    # no slower, and the daemon's resident size stays near its idle size between batches.
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
