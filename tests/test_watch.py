@@ -142,5 +142,9 @@ async def test_outage_then_recovery_while_watching(
         await until(lambda: len(p.runtime.journal.transient_paths()) == 3, what="failures recorded")
         assert p.paths() == []
         emulator.state.options.fail_rate = 0.0
-        await until(lambda: len(p.paths()) == 3, what="recovered after the outage")
-        assert p.runtime.journal.count() == 0 and daemon.waiting_for is None
+        await until(
+            lambda: len(p.paths()) == 3
+            and p.runtime.journal.count() == 0
+            and daemon.waiting_for is None,
+            what="recovered after the outage",
+        )
