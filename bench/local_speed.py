@@ -112,6 +112,8 @@ def run_child(cache: Path, photo_files: list[str], *extra: str) -> tuple[dict, f
 
 
 def main() -> None:
+    # Other processes on a small machine change every figure; the load average says how much.
+    load_before = os.getloadavg()[0]
     images = gallery()
     originals = [encode(load(p)) for p in PHOTOS]
     # The baseline runs first: once onnxruntime's thread pools exist in the process, eager
@@ -143,6 +145,7 @@ def main() -> None:
     result = {
         "model": embedder.info.model,
         "cpus": os.cpu_count(),
+        "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "input": "13 bundled photos as the pipeline sends them: PNG, longest side <= 512 px",
         "images_per_second": local,
         "images_per_second_original_sizes_batch_32": local_originals_32,
