@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,6 +119,28 @@ def test_first_start_exports_and_embeds_with_the_network_blocked(local: Session)
     assert local.embedder.load_report.bank_source == "computed"
     assert local.guard.attempts == []
     assert local.env == {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_the_socket_guard_really_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = SocketGuard()
+    guard.install(monkeypatch)
+    with pytest.raises(OSError, match="blocked"):
+        socket.create_connection(("127.0.0.1", 9))
+    with pytest.raises(OSError, match="blocked"), socket.socket() as sock:
+        sock.connect(("127.0.0.1", 9))
+    assert len(guard.attempts) == 2
+
+
+def test_a_damaged_bank_is_recomputed(local: Session, tmp_path: Path) -> None:
+    copy = tmp_path / "local"
+    shutil.copytree(local.cache_dir / "local", copy)
+    (bank,) = copy.glob("prompt-bank-*.npz")
+    bank.write_bytes(b"truncated")
+    again = LocalEmbedder(tmp_path)
+    assert again.load_report.exported == []
+    assert again.load_report.bank_source == "computed"
+    probe = [ImageInput(photo_bytes("coins"))]
+    assert np.allclose(again.encode_images(probe), local.embedder.encode_images(probe), atol=1e-5)
 
 
 def test_warm_start_reuses_exports_and_bank(

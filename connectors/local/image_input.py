@@ -34,7 +34,7 @@ def decode_rgb(data: bytes) -> Image.Image:
         # JPEG can decode at 1/2, 1/4, 1/8 scale for free; we never need more than RESIZE_SIZE.
         img.draft("RGB", (RESIZE_SIZE, RESIZE_SIZE))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise RequestRejected(f"image could not be decoded: {exc}", status=400) from exc
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
