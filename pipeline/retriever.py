@@ -30,7 +30,7 @@ from pipeline.retrieval import (
     SearchService,
     image_bytes,
 )
-from pipeline.runtime import open_index, state_paths
+from pipeline.runtime import collection_spec, open_index, state_paths
 
 T = TypeVar("T")
 
@@ -97,6 +97,7 @@ class AsyncRetriever:
         self._stack.callback(index.close)
         embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
         self._stack.push_async_callback(embedder.aclose)
+        index.ensure_collection(collection_spec(settings, embedder))
         self._service = SearchService(embedder, index, source=settings.store.collection)
         return self
 
@@ -174,7 +175,11 @@ class Retriever:
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Retriever:
         """Open the index named by a TOML profile (default: $IMGRAG_CONFIG or
         configs/default.toml)."""
-        settings = load_settings(path)
+        return cls.from_settings(load_settings(path))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retriever:
+        """Open the index described by already-loaded settings."""
         # A private loop in a thread: works whether or not the caller runs an event loop.
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="imgrag-retriever", daemon=True).start()

@@ -41,6 +41,18 @@ def open_index(settings: Settings) -> Index:
     return _open(settings.store, settings.state_dir)
 
 
+def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
+    """What the collection must have been made for: this model, its dimension, documents."""
+    info = embedder.info
+    return CollectionSpec(
+        name=settings.store.collection,
+        model=info.model,
+        dimension=info.dimension,
+        input_type="document",
+        provider=info.provider,
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -74,16 +86,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         index = open_index(settings)
         try:
-            info = embedder.info
-            index.ensure_collection(
-                CollectionSpec(
-                    name=settings.store.collection,
-                    model=info.model,
-                    dimension=info.dimension,
-                    input_type="document",
-                    provider=info.provider,
-                )
-            )
+            index.ensure_collection(collection_spec(settings, embedder))
             journal = Journal(paths["journal"])
             try:
                 yield Runtime(settings, embedder, index, journal)
