@@ -1,0 +1,116 @@
+"""``imgrag watch`` in a subprocess: its local API, and searching from another process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.emulator import EmulatorHandle
+from pipeline import Retriever
+from pipeline.api import read_daemon_file
+from tests import images_factory as f
+from tests.test_cli_ingest import REPO, cli_env, imgrag
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def status_of(url: str) -> dict[str, object] | None:
+    try:
+        return httpx.get(f"{url}/status", timeout=5).json()  # type: ignore[no-any-return]
+    except httpx.HTTPError:
+        return None
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, dict[str, str], subprocess.Popen[str]]]:
+    root = tmp_path / "inbox"
+    for i in range(4):
+        f.save(f.photo(i), root / ("a" if i % 2 else "b") / f"p{i}.png", "PNG")
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__SETTLE_SECONDS="0.3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "watch", str(root)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "state" / "daemon.json"
+    try:
+        wait_for(
+            lambda: read_daemon_file(state) is not None or proc.poll() is not None,
+            what="daemon.json",
+        )
+        info = read_daemon_file(state)
+        assert info is not None, proc.communicate(timeout=10)
+        wait_for(lambda: (status_of(info.url) or {}).get("indexed") == 4, what="initial reconcile")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield root, env, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def test_search_from_another_process_while_the_daemon_runs(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, env, proc = daemon
+    with Retriever.from_config() as retriever:  # the store is locked: goes through the daemon
+        assert retriever.mode == "daemon"
+        hits = retriever.search(image=root / "a" / "p1.png", limit=2)
+        assert hits[0].path == "a/p1.png"
+        filtered = retriever.search(image=root / "a" / "p1.png", filter={"folder": "b"})
+        assert {h.payload["folder"] for h in filtered} == {"b"}
+        assert retriever.similar("b/p0.png")[0].path != "b/p0.png"
+    run = imgrag("search", "--image", str(root / "b" / "p2.png"), "--json", env=env)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["path"] == "b/p2.png"
+    status = json.loads(imgrag("status", "--json", env=env).stdout)
+    assert status["indexed"] == 4 and status["daemon"]["pid"] == proc.pid
+
+
+def test_new_file_status_metrics_and_clean_shutdown(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, _env, proc = daemon
+    info = read_daemon_file(tmp_path / "state" / "daemon.json")
+    assert info is not None
+    (root / "broken.png").write_text("not a png")
+    f.save(f.photo(9), root / "new.png", "PNG")
+    wait_for(
+        lambda: (
+            (status_of(info.url) or {}).get("indexed") == 5
+            and (status_of(info.url) or {}).get("failed") == 1
+        ),
+        what="the new files",
+    )
+    status = status_of(info.url)
+    assert status is not None and status["failures"][0]["reason"] == "undecodable"  # type: ignore[index]
+    assert httpx.get(f"{info.url}/health").json()["status"] == "ok"
+    text = httpx.get(f"{info.url}/metrics").text
+    families = {fam.name: fam for fam in text_string_to_metric_families(text)}
+    assert families["imgrag_files_indexed"].samples[0].value == 5
+    assert families["imgrag_files_failed"].samples[0].value == 1
+    assert families["imgrag_embed_requests"].samples[0].value >= 5
+    assert "imgrag_embed_seconds" in families and "imgrag_search_seconds" in families
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    _, err = proc.communicate(timeout=10)
+    assert "stopped" in err
+    assert read_daemon_file(tmp_path / "state" / "daemon.json") is None
+    assert not (tmp_path / "state" / "daemon.json").exists()
