@@ -1,0 +1,164 @@
+"""Search latency without the remote embedding call, at 10k and 100k points, directly and
+through the daemon's local API (a separate process serving the same app). Prints JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from connectors.config import StoreConfig
+from connectors.index import CollectionSpec, Point
+from connectors.stores import open_index
+from pipeline.keys import point_id
+
+DIM = 1024
+QUERIES = 200
+SIZES = (10_000, 100_000)
+SPEC = CollectionSpec(name="bench", model="tiny", dimension=DIM, provider="tiny")
+
+_SERVER = """
+import sys
+from pathlib import Path
+import uvicorn
+from connectors.config import StoreConfig
+from connectors.stores import open_index
+from pipeline.keys import point_id
+from connectors.tiny import TinyEmbedder
+from pipeline.api import create_api
+from pipeline.metrics import Metrics
+from pipeline.retrieval import SearchService
+from pipeline.status import StatusReport
+from bench.search_latency import SPEC
+
+index = open_index(StoreConfig(collection="bench"), Path(sys.argv[1]))
+index.ensure_collection(SPEC)
+service = SearchService(TinyEmbedder(1024), index, source="bench")
+report = lambda: StatusReport(indexed=0, pending=0, failed=0)
+app = create_api(service, report, Metrics(report))
+config = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+uvicorn.Server(config).run()
+"""
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples)
+    return {
+        "p50_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 2),
+    }
+
+
+def build(state: Path, n: int, rng: np.random.Generator) -> list[str]:
+    index = open_index(StoreConfig(collection="bench"), state)
+    index.ensure_collection(SPEC)
+    ids: list[str] = []
+    for start in range(0, n, 1000):
+        vectors = rng.standard_normal((min(1000, n - start), DIM)).astype(np.float32)
+        points = []
+        for k, vec in enumerate(vectors):
+            i = start + k
+            pid = point_id("bench", f"f{i % 100}/img{i}.png")
+            ids.append(pid)
+            points.append(
+                Point(
+                    id=pid,
+                    vector=vec.tolist(),
+                    payload={
+                        "path": f"f{i % 100}/img{i}.png",
+                        "folder": f"f{i % 100}",
+                        "sha256": f"{i:064x}",
+                        "size": i,
+                        "mtime_ns": i,
+                        "embed_key": f"k{i}",
+                        "tags": ["even" if i % 2 else "odd"],
+                    },
+                )
+            )
+        index.upsert(points)
+    index.close()
+    return ids
+
+
+async def direct(state: Path, ids: list[str], rng: np.random.Generator) -> dict[str, object]:
+    from connectors.tiny import TinyEmbedder
+    from pipeline.retrieval import SearchService
+
+    index = open_index(StoreConfig(collection="bench"), state)
+    index.ensure_collection(SPEC)
+    service = SearchService(TinyEmbedder(DIM), index, source="bench")
+    queries = rng.standard_normal((QUERIES, DIM)).astype(np.float32).tolist()
+    for q in queries[:10]:  # warm up (and let a background index build finish)
+        await service.search_vector(q, 10)
+    plain, filtered = [], []
+    for q in queries:
+        t = time.perf_counter()
+        await service.search_vector(q, 10)
+        plain.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await service.search_vector(q, 10, {"folder": "f7"})
+        filtered.append(time.perf_counter() - t)
+    index.close()
+    return {"no_filter": percentiles(plain), "folder_filter": percentiles(filtered)}
+
+
+def through_api(state: Path, ids: list[str]) -> dict[str, object]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(state), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the API server did not start") from None
+                time.sleep(0.1)
+        samples: list[float] = []
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for i in range(min(len(ids), QUERIES + 10)):
+                path = f"f{i % 100}/img{i}.png"
+                t = time.perf_counter()
+                r = http.post("/search", json={"similar_to": path, "limit": 10})
+                r.raise_for_status()
+                if i >= 10:
+                    samples.append(time.perf_counter() - t)
+        return {"similar_to_no_filter": percentiles(samples)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> dict[str, object]:
+    rng = np.random.default_rng(0)
+    out: dict[str, object] = {"benchmark": "search_latency", "dimension": DIM, "queries": QUERIES}
+    for n in SIZES:
+        with tempfile.TemporaryDirectory() as tmp:
+            state = Path(tmp)
+            t = time.perf_counter()
+            ids = build(state, n, rng)
+            build_s = time.perf_counter() - t
+            out[f"points_{n}"] = {
+                "build_seconds": round(build_s, 1),
+                "direct": asyncio.run(direct(state, ids, rng)),
+                "daemon_api": through_api(state, ids),
+            }
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
