@@ -21,7 +21,7 @@ from pipeline.journal import Journal
 from pipeline.metrics import Metrics
 from pipeline.retrieval import SearchService
 from pipeline.runtime import open_runtime, state_paths
-from pipeline.status import StatusReport, UsageOut, failures_from
+from pipeline.status import StatusReport, failures_from
 from pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
@@ -188,7 +188,7 @@ async def run_watch(
                 failed=count,
                 failed_by_reason=by_reason,
                 failures=recent,
-                usage=UsageOut.of(runtime.embedder.usage),
+                usage=runtime.embedder.usage,
                 embedder={
                     "provider": info.provider,
                     "model": info.model,

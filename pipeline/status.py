@@ -17,24 +17,6 @@ class FailureOut(BaseModel):
     kind: str = "permanent"
 
 
-class UsageOut(BaseModel):
-    requests: int = 0
-    images: int = 0
-    tokens: int = 0
-    retries: int = 0
-    throttled: int = 0
-
-    @classmethod
-    def of(cls, usage: Usage) -> UsageOut:
-        return cls(
-            requests=usage.requests,
-            images=usage.images,
-            tokens=usage.tokens,
-            retries=usage.retries,
-            throttled=usage.throttled,
-        )
-
-
 class StatusReport(BaseModel):
     """The state of an index and, when one runs, of its daemon."""
 
@@ -43,7 +25,7 @@ class StatusReport(BaseModel):
     failed: int
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     failures: list[FailureOut] = Field(default_factory=list)
-    usage: UsageOut = Field(default_factory=UsageOut)
+    usage: Usage = Field(default_factory=Usage)
     embedder: dict[str, Any] = Field(default_factory=dict)
     store: dict[str, Any] = Field(default_factory=dict)
     daemon: dict[str, Any] | None = None
