@@ -53,3 +53,5 @@ class StoreConfig(_Section):
     write_consistency_factor: int | None = Field(default=None, gt=0)
     on_disk: bool = False
     quantization: Literal["none", "int8"] = "none"
+    max_attempts: int = Field(default=5, gt=0)
+    edge_index_threshold: int = Field(default=20_000, gt=0)

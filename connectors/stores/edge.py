@@ -1,0 +1,646 @@
+"""The embedded index: qdrant-edge-py (Qdrant's engine in-process), persisted under a folder.
+
+Layout under the store folder (the state directory's ``store/``)::
+
+    .lock, owner.json         one owner per store (see owner_lock.py)
+    <collection>/
+        collection.json       the model/dimension/input type the collection was made for
+        CURRENT               name of the live shard generation, replaced atomically
+        gen-000001/           the qdrant-edge shard (segments + WAL)
+
+Every write goes through the shard's write-ahead log before the call returns, so anything
+acknowledged survives kill -9. HNSW graphs are built in a child process on a flushed copy
+(``edge_rebuild.py``) because the library holds the GIL during ``optimize()``; until then
+searches are exact, which is fast while few points are outside a graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+from pydantic import BaseModel
+from qdrant_client.http import models as qm
+
+from connectors.errors import StoreError
+from connectors.index import CollectionSpec, FileState, Hit, Point
+from connectors.stores.edge_filters import to_edge_filter
+from connectors.stores.owner_lock import OwnerLock
+from connectors.stores.schema import (
+    PAYLOAD_INDEXES,
+    STATE_FIELDS,
+    CollectionRecord,
+    check_record,
+    collapse_by_sha256,
+    embed_key_filter,
+    file_state,
+    folder_filter,
+    paths_filter,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "collection.json"
+CURRENT_FILE = "CURRENT"
+PAGE = 1000
+_REPLAY_CHUNK = 256
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class IndexStatus(BaseModel):
+    """What the embedded index is doing; for status pages and tests."""
+
+    points: int
+    indexed: int
+    building: bool
+    builds: int
+    last_build_seconds: float | None = None
+    last_build_replayed: int = 0
+    last_error: str | None = None
+
+
+class _Build:
+    """A background HNSW build in flight: the copy, its child process, ids touched since."""
+
+    def __init__(self, directory: Path, final: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.directory = directory
+        self.final = final
+        self.proc = proc
+        self.started = time.monotonic()
+        self.touched: set[str] = set()
+
+
+class EdgeIndex:
+    """The embedded default Index. Thread-safe; one instance per store per process.
+
+    ``index_threshold``: points outside any HNSW graph before a background build starts.
+    ``settle_seconds``: quiet time after the last write before flushing or building.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        index_threshold: int = 20_000,
+        settle_seconds: float = 2.0,
+        flush_seconds: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.index_threshold = index_threshold
+        self.settle_seconds = settle_seconds
+        self.flush_seconds = flush_seconds
+        self._owner = OwnerLock(self.path)
+        # Mutations, the snapshot copy and the swap are serialized; reads only need the
+        # shard handle to stay open under them, so they take the lighter handle lock.
+        self._write_lock = threading.RLock()
+        self._handle_lock = threading.RLock()
+        self._wake = threading.Condition()
+        self._shard: qe.EdgeShard | None = None
+        self._spec: CollectionSpec | None = None
+        self._dir: Path | None = None
+        self._build: _Build | None = None
+        self._build_requested = False
+        self._retry_build_after = 0.0
+        self._last_write = 0.0
+        self._last_flush = time.monotonic()
+        self._unflushed = False
+        self._unchecked = False
+        # Points a finished build left outside any graph; a new build needs threshold more.
+        self._baseline_unindexed = 0
+        self._builds = 0
+        self._last_build_seconds: float | None = None
+        self._last_build_replayed = 0
+        self._last_error: str | None = None
+        self._closed = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        name = self._spec.name if self._spec else None
+        return f"EdgeIndex(path={str(self.path)!r}, collection={name!r})"
+
+    # --- collection ------------------------------------------------------------------
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Open (or create) the collection for ``spec``; CollectionMismatch if made for another."""
+        if any(c not in _NAME_OK for c in spec.name) or spec.name.startswith("."):
+            raise StoreError(f"collection name {spec.name!r} must use only letters, digits, - _ .")
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the index is closed")
+            directory = self.path / spec.name
+            if self._shard is not None:
+                if self._spec is not None and self._spec.name != spec.name:
+                    raise StoreError(
+                        f"this index already serves collection '{self._spec.name}'; "
+                        f"open another EdgeIndex for '{spec.name}'"
+                    )
+                self._check(spec, directory)
+                return
+            if (directory / RECORD_FILE).exists():
+                self._check(spec, directory)
+                shard = self._open_existing(directory, spec.dimension)
+            else:
+                shard = self._create(spec, directory)
+            self._spec, self._dir = spec, directory
+            with self._handle_lock:
+                self._shard = shard
+        self._start_maintenance()
+
+    def _check(self, spec: CollectionSpec, directory: Path) -> None:
+        try:
+            record = CollectionRecord.model_validate_json((directory / RECORD_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read {directory / RECORD_FILE}: {exc}") from None
+        check_record(spec, record, where=str(self.path), drop_hint=f"remove the folder {directory}")
+
+    def _create(self, spec: CollectionSpec, directory: Path) -> qe.EdgeShard:
+        # A folder without its record is a creation interrupted by a crash: start over.
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        gen = "gen-000001"
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=spec.dimension, distance=qe.Distance.Cosine),
+            optimizers=self._optimizers(spec.dimension),
+            wal_enabled=True,
+        )
+        try:
+            shard = qe.EdgeShard.create(str(directory / gen), config)
+            for field, kind in PAYLOAD_INDEXES.items():
+                shard.update(qe.UpdateOperation.create_field_index(field, _schema(kind)))
+            shard.flush()
+        except Exception as exc:
+            raise StoreError(f"cannot create the embedded store in {directory}: {exc}") from None
+        _write_atomic(directory / CURRENT_FILE, gen)
+        # Written last: its presence is what makes the collection exist.
+        _write_atomic(
+            directory / RECORD_FILE, CollectionRecord.from_spec(spec).model_dump_json(indent=2)
+        )
+        return shard
+
+    def _optimizers(self, dimension: int) -> qe.EdgeOptimizersConfig:
+        # The engine decides which segments get a graph by their size in KB; make that match
+        # our threshold in points, so a build never leaves the points it was started for.
+        kb = max(1, self.index_threshold * dimension * 4 // 1024)
+        return qe.EdgeOptimizersConfig(indexing_threshold=kb)
+
+    def _open_existing(self, directory: Path, dimension: int) -> qe.EdgeShard:
+        try:
+            gen = (directory / CURRENT_FILE).read_text().strip()
+        except OSError as exc:
+            raise StoreError(f"cannot read {directory / CURRENT_FILE}: {exc.strerror}") from None
+        # Leftovers of a build or swap cut short by a crash.
+        for entry in directory.iterdir():
+            if entry.is_dir() and entry.name.startswith("gen-") and entry.name != gen:
+                shutil.rmtree(entry, ignore_errors=True)
+        try:
+            config = qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+                optimizers=self._optimizers(dimension),
+            )
+            return qe.EdgeShard.load(str(directory / gen), config)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open the embedded store in {directory / gen}: {exc}"
+            ) from None
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and everything in it (the way out of a model change)."""
+        self._stop_maintenance()
+        with self._write_lock:
+            self._abort_build()
+            if self._spec is not None and self._spec.name == name:
+                with self._handle_lock:
+                    shard, self._shard = self._shard, None
+                if shard is not None:
+                    shard.close()
+                self._spec = self._dir = None
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+    # --- writes ----------------------------------------------------------------------
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        """Insert or replace points; durable (WAL) when this returns."""
+        if not points:
+            return
+        batch = [qe.Point(p.id, p.vector, p.payload) for p in points]
+        self._write("upsert", qe.UpdateOperation.upsert_points(batch), [p.id for p in points])
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete points by id; unknown ids are ignored."""
+        if ids:
+            self._write("delete", qe.UpdateOperation.delete_points(list(ids)), list(ids))
+
+    def delete_paths(self, paths: Sequence[str]) -> None:
+        """Delete the points of these relative paths."""
+        if paths:
+            self._delete_matching(paths_filter(paths))
+
+    def delete_folder(self, prefix: str) -> None:
+        """Delete every point in folder ``prefix`` and below ("a" → "a", "a/b"; not "ab")."""
+        if prefix.strip("/"):
+            self._delete_matching(folder_filter(prefix))
+        else:
+            self._delete_matching(None)
+
+    def _delete_matching(self, flt: qm.Filter | None) -> None:
+        # Resolved to ids so a build in flight can replay the deletion onto its copy.
+        with self._write_lock:
+            ids = list(self._scroll_ids(flt))
+            for start in range(0, len(ids), PAGE):
+                self.delete_ids(ids[start : start + PAGE])
+
+    def _write(self, what: str, op: Any, ids: list[str]) -> None:
+        with self._write_lock:
+            shard = self._require()
+            try:
+                shard.update(op)
+            except ValueError as exc:
+                raise StoreError(f"embedded store {what} rejected the batch: {exc}") from None
+            except Exception as exc:
+                raise StoreError(f"embedded store {what} failed: {exc}") from None
+            if self._build is not None:
+                self._build.touched.update(ids)
+            self._last_write = time.monotonic()
+            self._unflushed = True
+            self._unchecked = True
+        with self._wake:
+            self._wake.notify_all()
+
+    def flush(self) -> None:
+        """Persist segments so the WAL stays short and reopening stays fast."""
+        with self._write_lock:
+            shard = self._require()
+            try:
+                shard.flush()
+            except Exception as exc:
+                raise StoreError(f"embedded store flush failed: {exc}") from None
+            self._unflushed = False
+            self._last_flush = time.monotonic()
+
+    # --- reads -----------------------------------------------------------------------
+
+    def file_states(self) -> Iterator[FileState]:
+        """Every point's file facts, fetched page by page (only those payload fields)."""
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset,
+                limit=PAGE,
+                with_payload=qe.PayloadSelector.Include(list(STATE_FIELDS)),
+                with_vector=False,
+            )
+            records, offset = self._read("scroll", lambda s, r=request: s.scroll(r))
+            for record in records:
+                state = file_state(record.id, record.payload)
+                if state is not None:
+                    yield state
+            if offset is None:
+                return
+
+    def _scroll_ids(self, flt: qm.Filter | None) -> Iterator[str]:
+        edge_filter = to_edge_filter(flt)
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=PAGE, filter=edge_filter, with_payload=False, with_vector=False
+            )
+            records, offset = self._read("scroll", lambda s, r=request: s.scroll(r))
+            for record in records:
+                yield str(record.id)
+            if offset is None:
+                return
+
+    def vector_by_embed_key(self, embed_key: str) -> list[float] | None:
+        """A stored vector made from the same content, caption and model, if any."""
+        request = qe.ScrollRequest(
+            limit=1,
+            filter=to_edge_filter(embed_key_filter(embed_key)),
+            with_payload=False,
+            with_vector=True,
+        )
+        records, _ = self._read("scroll", lambda s: s.scroll(request))
+        return _vector(records[0].vector) if records else None
+
+    def vector_by_id(self, point_id: str) -> list[float] | None:
+        """The stored vector of a point, or None when it does not exist."""
+        try:
+            uuid.UUID(point_id)
+        except ValueError:
+            return None
+        records = self._read("retrieve", lambda s: s.retrieve([point_id], False, True))
+        return _vector(records[0].vector) if records else None
+
+    def count(self, filter: qm.Filter | None = None) -> int:
+        """Exact number of points (matching ``filter``)."""
+        request = qe.CountRequest(exact=True, filter=to_edge_filter(filter))
+        return int(self._read("count", lambda s: s.count(request)))
+
+    def search(
+        self,
+        vector: Sequence[float],
+        *,
+        limit: int = 10,
+        filter: qm.Filter | None = None,
+        score_threshold: float | None = None,
+        group_by_sha256: bool = False,
+    ) -> list[Hit]:
+        """Nearest points by cosine similarity, best first."""
+        edge_filter = to_edge_filter(filter)
+        query = qe.Query.Nearest(list(vector))
+        fetch = limit * 4 if group_by_sha256 else limit
+        while True:
+            request = qe.QueryRequest(
+                limit=fetch,
+                query=query,
+                filter=edge_filter,
+                score_threshold=score_threshold,
+                with_payload=True,
+            )
+            found = self._read("search", lambda s, r=request: s.query(r))
+            hits = [Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in found]
+            if not group_by_sha256:
+                return hits
+            kept = collapse_by_sha256(hits, limit)
+            # Many copies of one image can crowd the first page: widen until enough distinct.
+            if len(kept) >= limit or len(found) < fetch or fetch >= 10_000:
+                return kept
+            fetch *= 4
+
+    def _read(self, what: str, call: Any) -> Any:
+        with self._handle_lock:
+            shard = self._require()
+            try:
+                return call(shard)
+            except ValueError as exc:
+                raise StoreError(f"embedded store {what} rejected the request: {exc}") from None
+            except Exception as exc:
+                raise StoreError(f"embedded store {what} failed: {exc}") from None
+
+    def _require(self) -> qe.EdgeShard:
+        if self._shard is None:
+            if self._closed:
+                raise StoreError("the index is closed")
+            raise StoreError("no collection is open: call ensure_collection first")
+        return self._shard
+
+    # --- background HNSW builds --------------------------------------------------------
+
+    def status(self) -> IndexStatus:
+        """Points, how many are in HNSW graphs, and whether a build is running."""
+        info = self._read("info", lambda s: s.info())
+        return IndexStatus(
+            points=info.points_count,
+            indexed=info.indexed_vectors_count,
+            building=self._build is not None,
+            builds=self._builds,
+            last_build_seconds=self._last_build_seconds,
+            last_build_replayed=self._last_build_replayed,
+            last_error=self._last_error,
+        )
+
+    def request_index_build(self) -> bool:
+        """Start a background HNSW build now, whatever the threshold; False if one is running."""
+        with self._write_lock:
+            if self._build is not None:
+                return False
+            self._start_build()
+        with self._wake:
+            self._wake.notify_all()
+        return True
+
+    def wait_for_build(self, timeout: float) -> bool:
+        """Block until no build is running; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._build is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
+    def _start_maintenance(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._maintain, name="imgrag-edge-maintenance", daemon=True
+            )
+            self._thread.start()
+
+    def _stop_maintenance(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        thread.join()
+        self._stopping = False
+
+    def _maintain(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping or self._closed:
+                    return
+                # Poll faster while a child is building so the swap follows its exit promptly.
+                self._wake.wait(0.1 if self._build is not None else 1.0)
+                if self._stopping or self._closed:
+                    return
+            try:
+                self._tick()
+            except Exception as exc:  # the thread must survive; the error shows in status()
+                self._last_error = str(exc)
+                log.warning("embedded store maintenance: %s", exc)
+
+    def _tick(self) -> None:
+        if self._build is not None and self._build.proc.poll() is not None:
+            self._finish_build()
+        now = time.monotonic()
+        quiet = now - self._last_write >= self.settle_seconds
+        if self._unflushed and (quiet or now - self._last_flush >= self.flush_seconds):
+            self.flush()
+        if self._build is not None or not (quiet and self._unchecked):
+            return
+        if now < self._retry_build_after:
+            return
+        self._unchecked = False
+        info = self._read("info", lambda s: s.info())
+        outside = info.points_count - info.indexed_vectors_count
+        if outside - self._baseline_unindexed >= self.index_threshold:
+            with self._write_lock:
+                if self._build is None:
+                    self._start_build()
+
+    def _start_build(self) -> None:
+        """Flush, copy the live shard, start the child that builds its graphs (write lock held)."""
+        assert self._dir is not None
+        shard = self._require()
+        current = (self._dir / CURRENT_FILE).read_text().strip()
+        number = int(current.split("-")[1]) + 1
+        final = self._dir / f"gen-{number:06d}"
+        building = self._dir / f"gen-{number:06d}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        shard.flush()
+        self._unflushed = False
+        self._last_flush = time.monotonic()
+        shutil.copytree(self._dir / current, building)
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connectors.stores.edge_rebuild", str(building)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        self._build = _Build(building, final, proc)
+        log.info("embedded store: building HNSW graphs in the background (pid %d)", proc.pid)
+
+    def _finish_build(self) -> None:
+        build = self._build
+        assert build is not None and self._dir is not None
+        _, err = build.proc.communicate()
+        if build.proc.returncode != 0:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            self._last_error = f"background HNSW build failed: {last[0]}"
+            log.warning("embedded store: %s", self._last_error)
+            with self._write_lock:
+                self._build = None
+            shutil.rmtree(build.directory, ignore_errors=True)
+            self._retry_build_after = time.monotonic() + 60
+            self._notify()
+            return
+        new: qe.EdgeShard | None = None
+        with self._write_lock:
+            old = self._require()
+            try:
+                os.replace(build.directory, build.final)
+                new = qe.EdgeShard.load(str(build.final))
+                replayed = _replay(old, new, sorted(build.touched))
+                new.flush()
+                info = new.info()
+                previous = (self._dir / CURRENT_FILE).read_text().strip()
+                _write_atomic(self._dir / CURRENT_FILE, build.final.name)
+            except Exception as exc:
+                if new is not None:
+                    new.close()
+                shutil.rmtree(build.final, ignore_errors=True)
+                shutil.rmtree(build.directory, ignore_errors=True)
+                self._build = None
+                self._last_error = f"could not swap in the rebuilt index: {exc}"
+                self._retry_build_after = time.monotonic() + 60
+                self._notify()
+                return
+            with self._handle_lock:
+                self._shard = new
+            self._build = None
+            self._builds += 1
+            self._last_build_seconds = round(time.monotonic() - build.started, 3)
+            self._last_build_replayed = replayed
+            self._last_error = None
+            self._unchecked = True
+            self._baseline_unindexed = max(0, info.points_count - info.indexed_vectors_count)
+        old.close()
+        shutil.rmtree(self._dir / previous, ignore_errors=True)
+        log.info("embedded store: HNSW build done in %.1f s", self._last_build_seconds)
+        self._notify()
+
+    def _abort_build(self) -> None:
+        build, self._build = self._build, None
+        if build is None:
+            return
+        build.proc.kill()
+        build.proc.communicate()
+        shutil.rmtree(build.directory, ignore_errors=True)
+        shutil.rmtree(build.final, ignore_errors=True)
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop background work, flush and release the store; safe to call twice."""
+        if self._closed:
+            return
+        self._stop_maintenance()
+        with self._write_lock:
+            self._closed = True
+            self._abort_build()
+            with self._handle_lock:
+                shard, self._shard = self._shard, None
+            try:
+                if shard is not None:
+                    shard.flush()
+                    shard.close()
+            finally:
+                self._owner.release()
+        self._notify()
+
+    def __enter__(self) -> EdgeIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _replay(old: qe.EdgeShard, new: qe.EdgeShard, ids: list[str]) -> int:
+    """Copy the current state of ``ids`` from the live shard into the rebuilt one."""
+    for start in range(0, len(ids), _REPLAY_CHUNK):
+        chunk = ids[start : start + _REPLAY_CHUNK]
+        records = old.retrieve(chunk, True, True)
+        present = {str(r.id) for r in records}
+        if records:
+            points = [qe.Point(str(r.id), _vector(r.vector), r.payload or {}) for r in records]
+            new.update(qe.UpdateOperation.upsert_points(points))
+        gone = [i for i in chunk if i not in present]
+        if gone:
+            new.update(qe.UpdateOperation.delete_points(gone))
+    return len(ids)
+
+
+def _vector(value: Any) -> list[float]:
+    if isinstance(value, dict):  # named vectors; this store uses the unnamed one
+        value = value.get("", next(iter(value.values())))
+    return [float(x) for x in value]
+
+
+def _schema(kind: str) -> Any:
+    if kind == "folder":
+        return qe.KeywordIndexParams(prefix=True)
+    return {
+        "keyword": qe.PayloadSchemaType.Keyword,
+        "integer": qe.PayloadSchemaType.Integer,
+        "datetime": qe.PayloadSchemaType.Datetime,
+    }[kind]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    # The rename itself must reach the disk before anything relies on it (not on Windows).
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
