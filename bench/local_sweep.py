@@ -53,7 +53,8 @@ class CachedModel:
 
     def __init__(self, embedder: LocalEmbedder, images: list[bytes]) -> None:
         self._embedder = embedder
-        probs = embedder.class_probabilities([ImageInput(b) for b in images])
+        # Plain softmax (T=1); each recipe's temperature is applied below.
+        probs = embedder.class_probabilities([ImageInput(b) for b in images], temperature=1.0)
         self._probs = {b: p for b, p in zip(images, probs, strict=True)}
         self._hists = {b: colour_histogram(prepare(b).thumbnail) for b in images}
         self._texts: dict[str, np.ndarray] = {}

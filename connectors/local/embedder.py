@@ -197,14 +197,18 @@ class LocalEmbedder:
         self._count(texts=len(batch), tokens=tokens)
         return vectors
 
-    def class_probabilities(self, items: Sequence[ImageInput]) -> F32:
-        """ImageNet-1k probabilities per image at the recipe's temperature (diagnostics, sweep)."""
+    def class_probabilities(
+        self, items: Sequence[ImageInput], temperature: float | None = None
+    ) -> F32:
+        """ImageNet-1k probabilities per image (diagnostics, the recipe sweep).
+
+        ``temperature`` defaults to the recipe's.
+        """
         self._ensure_open()
         prepared = list(self._decoders.map(prepare, [item.data for item in items]))
+        t = self._recipe.temperature if temperature is None else temperature
         with self._infer_lock:
-            return self._vision.probabilities(
-                np.stack([p.pixels for p in prepared]), self._recipe.temperature
-            )
+            return self._vision.probabilities(np.stack([p.pixels for p in prepared]), t)
 
     # --- internals -----------------------------------------------------------------------
 

@@ -92,5 +92,5 @@ def _digest(obj: object) -> str:
 # and full-synonym names; one template scored within noise of a 4-template ensemble at a
 # quarter of the bank cost; "the color {}" with the 3 dominant colours at weight 0.3
 # told recoloured copies apart 6/6. Caption share 0.3 is the largest at which an image
-# alone still finds its image+text document every time (0.5 drops that to 10/13).
+# alone still finds its image+text document every time (0.5 drops that to 9/13).
 DEFAULT_RECIPE = ConseRecipe()
