@@ -158,6 +158,8 @@ class QdrantIndex:
                     f"collection ({drop_hint})"
                 )
         self._name = name
+        if self._local:
+            return  # local mode ignores payload indexes (and warns about each)
         existing = set((info.payload_schema or {}).keys())
         for field, kind in PAYLOAD_INDEXES.items():
             if field not in existing:
