@@ -432,6 +432,17 @@ class EdgeIndex:
                 self._wake.wait(left)
         return True
 
+    def wait_for_builds(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` builds have completed since open; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._builds < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
     def _start_maintenance(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(
