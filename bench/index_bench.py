@@ -80,7 +80,7 @@ def open_store(kind: str, directory: Path, n: int) -> Any:
     index: Any
     if kind == "edge":
         # Builds are started by the bench (not the threshold) so exact search is measured too.
-        index = EdgeIndex(directory, index_threshold=max(n * 2, 1), settle_seconds=3600)
+        index = EdgeIndex(directory, auto_build=False)
     else:
         index = QdrantIndex(StoreConfig(kind="qdrant"), location=directory)
     index.ensure_collection(CollectionSpec(name="bench", model="bench-model", dimension=DIM))

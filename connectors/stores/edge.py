@@ -86,6 +86,7 @@ class EdgeIndex:
 
     ``index_threshold``: points outside any HNSW graph before a background build starts.
     ``settle_seconds``: quiet time after the last write before flushing or building.
+    ``auto_build``: False leaves builds to ``request_index_build`` (benchmarks, tools).
     """
 
     def __init__(
@@ -95,11 +96,13 @@ class EdgeIndex:
         index_threshold: int = 20_000,
         settle_seconds: float = 2.0,
         flush_seconds: float = 10.0,
+        auto_build: bool = True,
     ) -> None:
         self.path = Path(path)
         self.index_threshold = index_threshold
         self.settle_seconds = settle_seconds
         self.flush_seconds = flush_seconds
+        self.auto_build = auto_build
         self._owner = OwnerLock(self.path)
         # Mutations, the snapshot copy and the swap are serialized; reads only need the
         # shard handle to stay open under them, so they take the lighter handle lock.
@@ -191,9 +194,10 @@ class EdgeIndex:
         return shard
 
     def _optimizers(self, dimension: int) -> qe.EdgeOptimizersConfig:
-        # The engine decides which segments get a graph by their size in KB; make that match
-        # our threshold in points, so a build never leaves the points it was started for.
-        kb = max(1, self.index_threshold * dimension * 4 // 1024)
+        # The engine picks the segments that get a graph by their size in KB. A quarter of our
+        # threshold: a build then covers the points it was started for, also when requested
+        # early, while tiny segments stay exact (a few ms at most).
+        kb = max(1, self.index_threshold * dimension * 4 // 1024 // 4)
         return qe.EdgeOptimizersConfig(indexing_threshold=kb)
 
     def _open_existing(self, directory: Path, dimension: int) -> qe.EdgeShard:
@@ -482,7 +486,7 @@ class EdgeIndex:
         quiet = now - self._last_write >= self.settle_seconds
         if self._unflushed and (quiet or now - self._last_flush >= self.flush_seconds):
             self.flush()
-        if self._build is not None or not (quiet and self._unchecked):
+        if self._build is not None or not (self.auto_build and quiet and self._unchecked):
             return
         if now < self._retry_build_after:
             return
