@@ -67,7 +67,9 @@ def main(
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one clear line to stderr and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -265,7 +267,7 @@ def _announce(name: str, summary: Summary) -> None:
         or summary.removed
         or summary.failed
     ):
-        err_console.print(_summary_line(name, summary), highlight=False)
+        err_console.print(_summary_line(name, summary), highlight=False, markup=False)
 
 
 @app.command("watch")
@@ -286,7 +288,7 @@ def watch_command(
     from pipeline.daemon import run_watch
 
     def say(line: str) -> None:
-        err_console.print(line, highlight=False)
+        err_console.print(line, highlight=False, markup=False)
 
     _guarded(
         lambda: asyncio.run(
@@ -417,17 +419,22 @@ def _daemon_status(daemon: DaemonInfo, settings: Settings) -> StatusReport:
 
 
 def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
+    from connectors.factory import create_embedder
     from pipeline.candidates import walk
     from pipeline.ingest import is_unchanged
     from pipeline.journal import Journal
-    from pipeline.runtime import open_index, rules_for, state_paths
+    from pipeline.runtime import collection_spec, open_index, rules_for, state_paths
     from pipeline.status import StatusReport, failures_from
 
+    embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
     index = open_index(settings)
     try:
+        index.ensure_collection(collection_spec(settings, embedder))
         states = {s.path: s for s in index.file_states()}
+        info = embedder.info
     finally:
         index.close()
+        asyncio.run(embedder.aclose())
     journal = Journal(state_paths(settings)["journal"])
     try:
         failed, by_reason, recent = failures_from(journal)
@@ -449,6 +456,7 @@ def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
         failed=failed,
         failed_by_reason=by_reason,
         failures=recent,
+        embedder={"provider": info.provider, "model": info.model, "dimension": info.dimension},
         store={"kind": settings.store.kind, "collection": settings.store.collection},
     )
 
