@@ -77,6 +77,8 @@ def test_ingest_status_and_search_json(tmp_path: Path, emulator: EmulatorHandle)
     hits = json.loads(found.stdout)
     assert hits[0]["path"] == "d1/img1.png" and hits[0]["abs_path"] == str(query.absolute())
     assert set(hits[0]) == {"id", "path", "abs_path", "score", "payload"}
+    table = imgrag("search", "--image", str(query), "--limit", "2", env=env)
+    assert table.returncode == 0 and "rank" in table.stdout and "d1/img1.png" in table.stdout
     folder = imgrag("search", "--image", str(query), "--filter", "folder=d2", "--json", env=env)
     assert {h["payload"]["folder"] for h in json.loads(folder.stdout)} == {"d2"}
 

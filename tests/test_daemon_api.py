@@ -114,3 +114,28 @@ def test_new_file_status_metrics_and_clean_shutdown(daemon, tmp_path: Path) -> N
     assert "stopped" in err
     assert read_daemon_file(tmp_path / "state" / "daemon.json") is None
     assert not (tmp_path / "state" / "daemon.json").exists()
+
+
+def test_bearer_token_guards_status_and_search() -> None:
+    from pydantic import SecretStr
+    from starlette.testclient import TestClient
+
+    from connectors.tiny import TinyEmbedder
+    from pipeline.api import create_api
+    from pipeline.metrics import Metrics
+    from pipeline.retrieval import SearchService
+    from pipeline.status import StatusReport
+
+    def report() -> StatusReport:
+        return StatusReport(indexed=1, pending=0, failed=0)
+
+    service = SearchService(TinyEmbedder(8), index=None, source="s")  # type: ignore[arg-type]
+    app = create_api(service, report, Metrics(report), SecretStr("s3cret"))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/status").status_code == 401
+        assert client.post("/search", json={"text": "x"}).status_code == 401
+        ok = client.get("/status", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["indexed"] == 1
+        bad = client.post("/search", headers={"Authorization": "Bearer s3cret"}, json={"limit": 0})
+        assert bad.status_code == 400 and "limit" in bad.json()["error"]

@@ -143,8 +143,48 @@ async def test_outage_then_recovery_while_watching(
         assert p.paths() == []
         emulator.state.options.fail_rate = 0.0
         await until(
-            lambda: len(p.paths()) == 3
-            and p.runtime.journal.count() == 0
-            and daemon.waiting_for is None,
+            lambda: (
+                len(p.paths()) == 3
+                and p.runtime.journal.count() == 0
+                and daemon.waiting_for is None
+            ),
             what="recovered after the outage",
         )
+
+
+async def test_inotify_limit_falls_back_to_polling(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import pipeline.watcher as watcher
+
+    class Exhausted(watcher.Observer):  # type: ignore[misc,valid-type]
+        def start(self) -> None:
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(watcher, "Observer", Exhausted)
+    async with watching(tmp_path, emulator) as (p, daemon):
+        assert daemon.watch_mode == "polling"
+        f.save(f.photo(90), p.root / "x.png", "PNG")
+        await until(lambda: p.paths() == ["x.png"], what="file seen after the fallback")
+
+
+async def test_rescan_catches_what_events_missed(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.watcher as watcher
+
+    monkeypatch.setattr(watcher.FolderWatcher, "_note", lambda self, event: None)  # deaf
+    async with pipeline(tmp_path, emulator) as p:
+        daemon = Daemon(
+            p.root, p.ingestor, p.runtime.journal, settle_seconds=SETTLE, rescan_minutes=0.01
+        )
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(daemon.ready.is_set, what="the initial reconcile")
+            f.save(f.photo(91), p.root / "missed.png", "PNG")
+            await until(lambda: p.paths() == ["missed.png"], what="the periodic rescan")
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(task, timeout=30)
