@@ -253,7 +253,10 @@ class EdgeIndex:
             self._delete_matching(paths_filter(paths))
 
     def delete_folder(self, prefix: str) -> None:
-        """Delete every point in folder ``prefix`` and below ("a" → "a", "a/b"; not "ab")."""
+        """Delete every point in folder ``prefix`` and below ("a" → "a", "a/b"; not "ab").
+
+        An empty prefix is the root folder: every point goes.
+        """
         if prefix.strip("/"):
             self._delete_matching(folder_filter(prefix))
         else:

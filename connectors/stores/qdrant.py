@@ -250,7 +250,10 @@ class QdrantIndex:
             self._delete_filter(paths_filter(paths))
 
     def delete_folder(self, prefix: str) -> None:
-        """Delete every point in folder ``prefix`` and below ("a" → "a", "a/b"; not "ab")."""
+        """Delete every point in folder ``prefix`` and below ("a" → "a", "a/b"; not "ab").
+
+        An empty prefix is the root folder: every point goes.
+        """
         if not prefix.strip("/"):
             self._delete_filter(None)
             return
