@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from connectors.embedder import Embedder, Embedding, ImageInput
@@ -135,7 +136,8 @@ class Ingestor:
         self._upserts: Batcher[Point, None] = Batcher(
             self._upsert_batch, max_items=32, linger=0.1, max_in_flight=1
         )
-        self._vectors: OrderedDict[str, list[float]] = OrderedDict()
+        # float32 arrays: a Python list of floats costs ~8x the memory.
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
         self._known: dict[str, FileState] = {}
         self._loaded = False
@@ -379,7 +381,7 @@ class Ingestor:
         cached = self._vectors.get(key)
         if cached is not None:
             self._vectors.move_to_end(key)
-            return cached, None
+            return cached.tolist(), None
         running = self._inflight.get(key)
         if running is not None:
             vector, _ = await asyncio.shield(running)
@@ -420,7 +422,7 @@ class Ingestor:
         return await self._embeds.submit(ImageInput(image.data, image.mime, caption))
 
     def _remember(self, key: str, vector: list[float]) -> None:
-        self._vectors[key] = vector
+        self._vectors[key] = np.asarray(vector, dtype=np.float32)
         if len(self._vectors) > _VECTOR_CACHE:
             self._vectors.popitem(last=False)
 
