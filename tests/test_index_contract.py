@@ -203,7 +203,7 @@ def test_delete_folder_takes_the_subtree_only(index: Index) -> None:
 
 
 def test_file_states_page_through_everything(index: Index) -> None:
-    n = 2_345  # more than two scroll pages
+    n = 1_100  # more than one scroll page
     index.upsert([point(f"many/{i}.png", unit(1, i / n), embed_key=None) for i in range(n)])
     index.upsert([Point(id=pid("no-file"), vector=unit(0, 1), payload={"note": "not a file"})])
     states = list(index.file_states())
