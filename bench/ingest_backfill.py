@@ -37,7 +37,9 @@ def make_folder(root: Path, n: int, size: tuple[int, int] = (64, 48)) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         img = Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
-        img.putpixel((i % size[0], (i // size[0]) % size[1]), (255, 255, 255))
+        # the file number in the first pixels: every image is distinct content
+        img.putpixel((0, 0), (i & 255, (i >> 8) & 255, (i >> 16) & 255))
+        img.putpixel((1, 0), (255 - (i & 255), 128, 64))
         img.save(root / f"img{i:06d}.png")
 
 
@@ -141,40 +143,60 @@ def cpu_per_image() -> dict[str, float]:
     return out
 
 
+def backfill(root: Path, work: Path, rpm: int, concurrency: int) -> dict[str, object]:
+    """One 2,000-image backfill against an emulator at 100 ms with this quota."""
+    with emulator_process(
+        api_key=KEY, backend="tiny", latency_ms=LATENCY_MS, jitter=0.1, rpm=rpm
+    ) as endpoint:
+        env = env_for(
+            work,
+            endpoint,
+            IMGRAG_EMBEDDER__MAX_CONCURRENCY=str(concurrency),
+            IMGRAG_EMBEDDER__REQUESTS_PER_MINUTE=str(rpm),
+        )
+        summary, wall, _ = run_ingest(root, env)
+        naive = naive_loop(root, endpoint, work / "naive", N_NAIVE)
+    seconds = float(summary["seconds"])  # type: ignore[arg-type]
+    achieved = N_BACKFILL / seconds
+    by_latency = concurrency * 1000 / LATENCY_MS
+    ceiling = min(rpm / 60, by_latency) if rpm else by_latency
+    # The client may spend ten seconds of quota at once (as Azure's windows allow), so over
+    # a run this short the best possible time is shorter than images / quota.
+    burst = rpm / 6 if rpm else 0
+    best_seconds = (
+        max((N_BACKFILL - burst) / (rpm / 60), N_BACKFILL / by_latency)
+        if rpm
+        else (N_BACKFILL / by_latency)
+    )
+    return {
+        "rpm_quota": rpm,
+        "max_concurrency": concurrency,
+        "seconds": seconds,
+        "process_wall_seconds": round(wall, 2),
+        "images_per_s": round(achieved, 1),
+        "ceiling_images_per_s": ceiling,
+        "fraction_of_ceiling": round(achieved / ceiling, 3),
+        "best_possible_seconds_with_burst": round(best_seconds, 1),
+        "fraction_of_best_possible": round(best_seconds / seconds, 3),
+        "naive_sequential_images_per_s": round(naive, 1),
+        "ratio_to_naive": round(achieved / naive, 1),
+        "requests": summary["requests"],
+        "failed": summary["failed"],
+    }
+
+
 def main() -> dict[str, object]:
-    result: dict[str, object] = {"benchmark": "ingest_backfill"}
+    result: dict[str, object] = {
+        "benchmark": "ingest_backfill",
+        "images": N_BACKFILL,
+        "latency_ms": LATENCY_MS,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         root = work / "inbox"
         make_folder(root, N_BACKFILL)
-        with emulator_process(
-            api_key=KEY, backend="tiny", latency_ms=LATENCY_MS, jitter=0.1, rpm=RPM
-        ) as endpoint:
-            env = env_for(
-                work / "state",
-                endpoint,
-                IMGRAG_EMBEDDER__MAX_CONCURRENCY=str(CONCURRENCY),
-                IMGRAG_EMBEDDER__REQUESTS_PER_MINUTE=str(RPM),
-            )
-            summary, wall, _ = run_ingest(root, env)
-            achieved = N_BACKFILL / float(summary["seconds"])  # type: ignore[arg-type]
-            ceiling = min(RPM / 60, CONCURRENCY * 1000 / LATENCY_MS)
-            naive = naive_loop(root, endpoint, work / "naive-state", N_NAIVE)
-        result["backfill"] = {
-            "images": N_BACKFILL,
-            "latency_ms": LATENCY_MS,
-            "rpm_quota": RPM,
-            "max_concurrency": CONCURRENCY,
-            "seconds": summary["seconds"],
-            "process_wall_seconds": round(wall, 2),
-            "images_per_s": round(achieved, 1),
-            "ceiling_images_per_s": ceiling,
-            "fraction_of_ceiling": round(achieved / ceiling, 3),
-            "naive_sequential_images_per_s": round(naive, 1),
-            "ratio_to_naive": round(achieved / naive, 1),
-            "requests": summary["requests"],
-            "failed": summary["failed"],
-        }
+        result["quota_bound"] = backfill(root, work / "a", rpm=RPM, concurrency=CONCURRENCY)
+        result["concurrency_bound"] = backfill(root, work / "b", rpm=0, concurrency=4)
     result["cpu_per_image_12mp_jpeg"] = cpu_per_image()
     memory = {}
     with emulator_process(api_key=KEY, backend="tiny") as endpoint:

@@ -84,6 +84,10 @@ def build(state: Path, n: int, rng: np.random.Generator) -> list[str]:
                 )
             )
         index.upsert(points)
+    # Measure the steady state: the HNSW graph built (edge builds it in a child process).
+    request = getattr(index, "request_index_build", None)
+    if request is not None and request():
+        index.wait_for_build(timeout=900)  # type: ignore[attr-defined]
     index.close()
     return ids
 
