@@ -325,7 +325,7 @@ class Ingestor:
             vector = await asyncio.to_thread(self.index.vector_by_id, pid)
             if vector is None:
                 vector, embedding = await self._vector(key, read, caption)
-            outcome = "unchanged" if embedding is None else "indexed"
+            outcome = "reused" if embedding is None else "indexed"  # payload refreshed
         else:
             vector, embedding = await self._vector(key, read, caption)
             outcome = "indexed" if embedding is not None else "reused"

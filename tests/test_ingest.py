@@ -150,11 +150,15 @@ async def test_sidecar_caption_tags_and_edits(tmp_path: Path, emulator: Emulator
         # Cohere v3 takes no image+text pair: the caption is stored, not embedded
         assert payload["caption_embedded"] is False
         assert [r.text_inputs for r in p.emulator.state.requests if r.route == "images"] == [[]]
+        again = await p.ingestor.reconcile()
+        assert (again.unchanged, again.reused, again.indexed) == (1, 0, 0)  # a stat, no rewrite
         (p.root / "dog.json").write_text('{"tags": ["sunset"]}')
         summary = await p.ingestor.reconcile()
         assert summary.unchanged + summary.reused + summary.indexed == 1
         assert p.points()["dog.png"]["tags"] == ["sunset"]
         assert p.embed_calls() == 1  # the caption did not change what was embedded
+        await p.ingestor.load_state()  # as a restart would: the sidecar signature is stored
+        assert (await p.ingestor.reconcile()).unchanged == 1
 
 
 async def test_outage_loses_nothing(tmp_path: Path, emulator: EmulatorHandle) -> None:

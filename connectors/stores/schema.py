@@ -26,7 +26,7 @@ PAYLOAD_INDEXES: dict[str, PayloadKind] = {
     "ingested_at": "datetime",
 }
 
-STATE_FIELDS: tuple[str, ...] = ("path", "size", "mtime_ns", "sha256", "embed_key")
+STATE_FIELDS: tuple[str, ...] = ("path", "size", "mtime_ns", "sha256", "embed_key", "sidecar")
 """The payload fields reconciliation needs; scrolls fetch only these."""
 
 COLLECTION_METADATA_KEY = "imgrag"
@@ -115,6 +115,7 @@ def file_state(point_id: Any, payload: dict[str, Any] | None) -> FileState | Non
             mtime_ns=payload["mtime_ns"],
             sha256=payload["sha256"],
             embed_key=payload.get("embed_key"),
+            sidecar=payload.get("sidecar") or "",
         )
     except (KeyError, ValueError):
         return None
