@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 _SCRIPT = """
 import os, sys
@@ -20,9 +21,22 @@ serve(options, lambda url, state: print(url, flush=True))
 """
 
 
+@dataclass(frozen=True)
+class EmulatorProcess:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator process has used so far (user + system)."""
+        import psutil
+
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+
 @contextmanager
-def emulator_process(timeout: float = 60.0, **options: object) -> Iterator[str]:
-    """Yield the endpoint URL of an emulator subprocess with these EmulatorOptions."""
+def emulator_process(timeout: float = 60.0, **options: object) -> Iterator[EmulatorProcess]:
+    """Run an emulator subprocess with these EmulatorOptions; yields its URL and pid."""
     from connectors.emulator import EmulatorOptions
 
     opts = EmulatorOptions.model_validate({"host": "127.0.0.1", "port": 0, **options})
@@ -40,7 +54,7 @@ def emulator_process(timeout: float = 60.0, **options: object) -> Iterator[str]:
     try:
         if not line or not line[0].startswith("http"):
             raise RuntimeError(f"emulator did not start within {timeout}s")
-        yield line[0].strip()
+        yield EmulatorProcess(line[0].strip(), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

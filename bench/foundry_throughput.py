@@ -11,7 +11,7 @@ import time
 from PIL import Image
 from pydantic import SecretStr
 
-from bench._emulator import emulator_process
+from bench._emulator import EmulatorProcess, emulator_process
 from connectors.config import EmbedderConfig
 from connectors.embedder import ImageInput
 from connectors.foundry import FoundryEmbedder
@@ -30,7 +30,8 @@ def _images(n: int) -> list[ImageInput]:
     return out
 
 
-async def _run(url: str, concurrency: int, n: int) -> dict[str, float]:
+async def _run(server: EmulatorProcess, concurrency: int, n: int) -> dict[str, float]:
+    url = server.url
     emb = FoundryEmbedder(
         EmbedderConfig(
             provider="foundry",
@@ -41,10 +42,11 @@ async def _run(url: str, concurrency: int, n: int) -> dict[str, float]:
     )
     items = _images(n)
     await emb.embed_images(items[:concurrency], "document")  # warm connections
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start, server_start = time.perf_counter(), time.process_time(), server.cpu_seconds()
     out = await emb.embed_images(items, "document")
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
+    server_cpu = server.cpu_seconds() - server_start
     await emb.aclose()
     assert len(out) == n
     ips = n / elapsed
@@ -57,6 +59,7 @@ async def _run(url: str, concurrency: int, n: int) -> dict[str, float]:
         "ceiling_images_per_s": ceiling,
         "fraction_of_ceiling": round(ips / ceiling, 3),
         "client_cpu_ms_per_image": round(cpu * 1000 / n, 2),
+        "emulator_cpu_ms_per_image": round(server_cpu * 1000 / n, 2),
         "requests": emb.usage.requests,
         "retries": emb.usage.retries,
     }
@@ -66,9 +69,9 @@ async def main() -> dict[str, object]:
     runs = []
     with emulator_process(
         api_key="bench-key", backend="tiny", latency_ms=LATENCY_MS, jitter=0.1
-    ) as url:
+    ) as server:
         for c in CONCURRENCY:
-            runs.append(await _run(url, c, max(30, c * 20)))
+            runs.append(await _run(server, c, max(30, c * 20)))
     baseline = runs[0]["images_per_s"]
     for r in runs:
         r["speedup_vs_concurrency_1"] = round(r["images_per_s"] / baseline, 2)

@@ -147,7 +147,8 @@ def backfill(root: Path, work: Path, rpm: int, concurrency: int) -> dict[str, ob
     """One 2,000-image backfill against an emulator at 100 ms with this quota."""
     with emulator_process(
         api_key=KEY, backend="tiny", latency_ms=LATENCY_MS, jitter=0.1, rpm=rpm
-    ) as endpoint:
+    ) as server:
+        endpoint = server.url
         env = env_for(
             work,
             endpoint,
@@ -199,7 +200,8 @@ def main() -> dict[str, object]:
         result["concurrency_bound"] = backfill(root, work / "b", rpm=0, concurrency=4)
     result["cpu_per_image_12mp_jpeg"] = cpu_per_image()
     memory = {}
-    with emulator_process(api_key=KEY, backend="tiny") as endpoint:
+    with emulator_process(api_key=KEY, backend="tiny") as server:
+        endpoint = server.url
         for n in (5000, 20000):
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
