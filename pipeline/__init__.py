@@ -6,6 +6,7 @@
 ...         print(hit.score, hit.abs_path)
 """
 
+import connectors  # noqa: F401  (first: it limits numpy's threads before numpy loads)
 from pipeline.retrieval import SearchHit
 from pipeline.retriever import AsyncRetriever, Retriever
 
