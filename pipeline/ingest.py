@@ -202,6 +202,7 @@ class Ingestor:
         """Index (or remove) these files after a change was seen; no full walk."""
         if not self._loaded:
             await self.load_state()
+        started = time.perf_counter()
         usage_before = self.embedder.usage
         summary = Summary()
         todo: list[Seen] = []
@@ -227,6 +228,7 @@ class Ingestor:
         usage = self.embedder.usage
         summary.requests = usage.requests - usage_before.requests
         summary.tokens = usage.tokens - usage_before.tokens
+        summary.seconds = round(time.perf_counter() - started, 3)
         self._add_totals(summary)
         return summary
 
