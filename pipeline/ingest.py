@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from connectors.embedder import Embedder, Embedding, ImageInput
+from connectors.embedder import Embedder, Embedding, ImageInput, Usage
 from connectors.errors import (
     CollectionMismatch,
     CredentialError,
@@ -141,7 +141,6 @@ class Ingestor:
         self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
         self._known: dict[str, FileState] = {}
         self._loaded = False
-        self.totals = Summary()
         self.pending = 0
 
     # -- setup and teardown ----------------------------------------------------------------
@@ -171,17 +170,7 @@ class Ingestor:
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         found = await asyncio.to_thread(lambda: list(walk(self.root, self.rules)))
         present = {s.rel for s in found}
-        todo: list[Seen] = []
-        for s in found:
-            known = self._known.get(s.rel)
-            if known is not None and is_unchanged(known, s):
-                summary.unchanged += 1
-                continue
-            failure = permanent.get(s.rel)
-            if failure is not None and failure[0] == s.signature:
-                summary.fail(failure[1])
-                continue
-            todo.append(s)
+        todo = [s for s in found if self._needs_work(s, permanent.get(s.rel), summary)]
         if on_total is not None:
             on_total(len(todo))
         await self._run_many(todo, summary)
@@ -191,12 +180,7 @@ class Ingestor:
         stale = [p for p in permanent if p not in present]
         if stale:
             await asyncio.to_thread(self.journal.clear, stale)
-        usage = self.embedder.usage
-        summary.requests = usage.requests - usage_before.requests
-        summary.tokens = usage.tokens - usage_before.tokens
-        summary.seconds = round(time.perf_counter() - started, 3)
-        self._add_totals(summary)
-        return summary
+        return self._finish(summary, usage_before, started)
 
     async def update(self, rels: Iterable[str]) -> Summary:
         """Index (or remove) these files after a change was seen; no full walk."""
@@ -212,24 +196,32 @@ class Ingestor:
             if s is None:
                 missing.append(rel)
                 continue
-            known = self._known.get(rel)
-            if known is not None and is_unchanged(known, s):
-                summary.unchanged += 1
-                continue
             failure = await asyncio.to_thread(self.journal.permanent_signature, rel)
-            if failure is not None and failure[0] == s.signature:
-                summary.fail(failure[1])
-                continue
-            todo.append(s)
+            if self._needs_work(s, failure, summary):
+                todo.append(s)
         await self._run_many(todo, summary)
         if missing:
             summary.removed += await self._delete([m for m in missing if m in self._known])
             await asyncio.to_thread(self.journal.clear, missing)
+        return self._finish(summary, usage_before, started)
+
+    def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
+        """False (and counted) when the index already has the file, or it failed for good
+        and has not changed since."""
+        known = self._known.get(s.rel)
+        if known is not None and is_unchanged(known, s):
+            summary.unchanged += 1
+            return False
+        if failure is not None and failure[0] == s.signature:
+            summary.fail(failure[1])
+            return False
+        return True
+
+    def _finish(self, summary: Summary, usage_before: Usage, started: float) -> Summary:
         usage = self.embedder.usage
         summary.requests = usage.requests - usage_before.requests
         summary.tokens = usage.tokens - usage_before.tokens
         summary.seconds = round(time.perf_counter() - started, 3)
-        self._add_totals(summary)
         return summary
 
     async def remove_folder(self, rel_folder: str) -> int:
@@ -238,7 +230,6 @@ class Ingestor:
         paths = [p for p in self._known if p.startswith(prefix)]
         removed = await self._delete(paths) if paths else 0
         await asyncio.to_thread(self.journal.clear_folder, rel_folder)
-        self.totals.removed += removed
         return removed
 
     # -- the work --------------------------------------------------------------------------
@@ -498,13 +489,6 @@ class Ingestor:
         if sidecar.extra_metadata:
             payload["meta"] = sidecar.extra_metadata
         return payload
-
-    def _add_totals(self, summary: Summary) -> None:
-        t = self.totals
-        t.indexed += summary.indexed
-        t.reused += summary.reused
-        t.removed += summary.removed
-        t.unchanged += summary.unchanged
 
 
 def is_unchanged(known: FileState, s: Seen) -> bool:
