@@ -22,7 +22,7 @@ SETTLE = 0.5
 
 @asynccontextmanager
 async def watching(
-    tmp_path: Path, emulator: EmulatorHandle, *, polling: bool = False
+    tmp_path: Path, emulator: EmulatorHandle, *, polling: bool = False, rescan_minutes: float = 0
 ) -> AsyncIterator[tuple[Pipeline, Daemon]]:
     async with pipeline(tmp_path, emulator) as p:
         daemon = Daemon(
@@ -30,7 +30,7 @@ async def watching(
             p.ingestor,
             p.runtime.journal,
             settle_seconds=SETTLE,
-            rescan_minutes=0,
+            rescan_minutes=rescan_minutes,
             polling=polling,
         )
         task = asyncio.create_task(daemon.run())
@@ -176,15 +176,6 @@ async def test_rescan_catches_what_events_missed(
     import pipeline.watcher as watcher
 
     monkeypatch.setattr(watcher.FolderWatcher, "_note", lambda self, event: None)  # deaf
-    async with pipeline(tmp_path, emulator) as p:
-        daemon = Daemon(
-            p.root, p.ingestor, p.runtime.journal, settle_seconds=SETTLE, rescan_minutes=0.01
-        )
-        task = asyncio.create_task(daemon.run())
-        try:
-            await until(daemon.ready.is_set, what="the initial reconcile")
-            f.save(f.photo(91), p.root / "missed.png", "PNG")
-            await until(lambda: p.paths() == ["missed.png"], what="the periodic rescan")
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(task, timeout=30)
+    async with watching(tmp_path, emulator, rescan_minutes=0.01) as (p, _):
+        f.save(f.photo(91), p.root / "missed.png", "PNG")
+        await until(lambda: p.paths() == ["missed.png"], what="the periodic rescan")
