@@ -139,3 +139,34 @@ def test_bearer_token_guards_status_and_search() -> None:
         assert ok.status_code == 200 and ok.json()["indexed"] == 1
         bad = client.post("/search", headers={"Authorization": "Bearer s3cret"}, json={"limit": 0})
         assert bad.status_code == 400 and "limit" in bad.json()["error"]
+
+
+def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.errors import StoreLocked
+
+    holder = (
+        "import sys; from pathlib import Path; from connectors.config import StoreConfig; "
+        "from connectors.stores import open_index; "
+        "index = open_index(StoreConfig(), Path(sys.argv[1])); print('ready', flush=True); "
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(tmp_path / "state")],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        monkeypatch.setenv("IMGRAG_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("IMGRAG_CONFIG", str(REPO / "configs" / "default.toml"))
+        with pytest.raises(StoreLocked) as info:
+            Retriever.from_config()
+        assert f"process {proc.pid}" in str(info.value)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)

@@ -94,3 +94,12 @@ def test_bomb_is_rejected_without_decoding(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ImageRejected):
         normalize(raw)
     assert loads == []
+
+
+def test_heic_is_read_through_pillow_heif(tmp_path: Path) -> None:
+    pytest.importorskip("pillow_heif", reason="HEIC needs the heif extra")
+    path = tmp_path / "phone.heic"
+    f.photo(6, (64, 48)).save(path, format="HEIF")
+    raw = path.read_bytes()
+    assert probe(raw).source_format == "heif"
+    assert decoded(normalize(raw).data).size == (64, 48)
