@@ -55,6 +55,8 @@ _FATAL = (
     ExtraNotInstalled,
 )
 _VECTOR_CACHE = 4096
+# No camera writes a bigger image; a bigger "photo" is a video or a disk image by mistake.
+MAX_FILE_BYTES = 512 * 10**6
 
 
 class FatalError(Exception):
@@ -304,9 +306,16 @@ class Ingestor:
         return outcome
 
     async def _index_file(self, s: Seen) -> Outcome:
-        await self._wait_settled(s)
         loop = asyncio.get_running_loop()
-        read = await loop.run_in_executor(self._pool, self._read, s)
+        for attempt in range(3):
+            s = await self._settled(s)
+            try:
+                read = await loop.run_in_executor(self._pool, self._read, s)
+                break
+            except _Changing:
+                if attempt == 2:
+                    raise
+                s = await asyncio.to_thread(seen, self.root, s.rel, self.rules) or s
         info = self._info
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
@@ -336,29 +345,39 @@ class Ingestor:
         await asyncio.to_thread(self.journal.clear, [s.rel])
         return outcome
 
-    async def _wait_settled(self, s: Seen) -> None:
-        """Files modified less than ``settle_seconds`` ago are still being written: wait."""
-        path = self.root / s.rel
+    async def _settled(self, s: Seen) -> Seen:
+        """The file as it is once its size, mtime and sidecars have held still for
+        ``settle_seconds`` (at once when it was last modified longer ago than that)."""
+        age = time.time() - s.mtime_ns / 1e9
+        if age >= self.settle_seconds:
+            return s
+        # Recently written, or dated in the future: watch it rather than trust the clock.
         deadline = time.monotonic() + max(30.0, 30 * self.settle_seconds)
-        last = (s.size, s.mtime_ns)
+        last = s
         while True:
-            age = time.time() - last[1] / 1e9
-            if age >= self.settle_seconds:
-                return
+            await asyncio.sleep(self.settle_seconds)
+            now = await asyncio.to_thread(seen, self.root, s.rel, self.rules)
+            if now is None:
+                raise FileNotFoundError(s.rel)
+            if now.signature == last.signature:
+                return now
             if time.monotonic() > deadline:
                 raise _Changing()
-            await asyncio.sleep(self.settle_seconds - age)
-            st = await asyncio.to_thread(path.stat)
-            last = (st.st_size, st.st_mtime_ns)
+            last = now
 
     def _read(self, s: Seen) -> _Read:
         path = self.root / s.rel
-        before = path.stat()
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
+            raise _Changing()  # changed since it was seen: settle again
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageRejected(
+                "too_large",
+                f"{st.st_size / 1e6:.0f} MB is over the {MAX_FILE_BYTES // 10**6} MB file limit",
+            )
         raw = path.read_bytes()
         after = path.stat()
-        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(
-            raw
-        ) != after.st_size:
+        if (after.st_size, after.st_mtime_ns) != (s.size, s.mtime_ns) or len(raw) != s.size:
             raise _Changing()
         facts = probe(raw)
         sidecar, _ = read_sidecar(path)

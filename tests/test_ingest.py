@@ -203,3 +203,21 @@ async def test_collection_made_by_another_model_is_refused(
         async with open_runtime(settings):
             pass
     assert "Cohere-embed-v3-english" in str(info.value) and "embed-v-4-0" in str(info.value)
+
+
+async def test_future_dated_and_oversized_files(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr("pipeline.ingest.MAX_FILE_BYTES", 20_000)
+    async with pipeline(tmp_path, emulator) as p:
+        future = add(p.root, "future.png", 1)
+        later = time.time() + 86_400  # a camera whose clock is a day ahead
+        os.utime(future, (later, later))
+        big = p.root / "huge.png"
+        f.save(f.big_noisy_photo((400, 300)), big, "PNG")
+        assert big.stat().st_size > 20_000
+        summary = await p.ingestor.reconcile()
+        assert summary.indexed == 1 and summary.failed_by_reason == {"too_large": 1}
+        assert p.paths() == ["future.png"]
