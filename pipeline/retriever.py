@@ -30,7 +30,7 @@ from pipeline.retrieval import (
     SearchService,
     image_bytes,
 )
-from pipeline.runtime import collection_spec, open_index, state_paths
+from pipeline.runtime import collection_spec, open_index, probe, state_paths
 
 T = TypeVar("T")
 
@@ -97,6 +97,7 @@ class AsyncRetriever:
         self._stack.callback(index.close)
         embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
         self._stack.push_async_callback(embedder.aclose)
+        await probe(embedder)
         index.ensure_collection(collection_spec(settings, embedder))
         self._service = SearchService(embedder, index, source=settings.store.collection)
         return self

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.embedder import Embedder
+from connectors.errors import TransientEmbedderError
 from connectors.factory import create_embedder
 from connectors.index import CollectionSpec, Index
 from pipeline.candidates import Rules
 from pipeline.config import Settings
 from pipeline.ingest import Ingestor
 from pipeline.journal import Journal
+
+log = logging.getLogger("imgrag.runtime")
 
 
 def state_paths(settings: Settings) -> dict[str, Path]:
@@ -53,6 +57,27 @@ def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
     )
 
 
+async def probe(embedder: Embedder) -> None:
+    """Check a remote embedder answers, and learn its real dimension, before any work.
+
+    A service that is down at start is not fatal when the model's dimension is known: the
+    pipeline starts and retries files later, as it does for outages during work.
+    """
+    check = getattr(embedder, "probe", None)
+    if check is None:
+        return
+    try:
+        await check()
+    except TransientEmbedderError as exc:
+        if not embedder.info.dimension:
+            raise
+        log.warning(
+            "the embedder did not answer at start (%s); going on with %d dimensions",
+            exc,
+            embedder.info.dimension,
+        )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -84,6 +109,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     embedder = create_embedder(settings.embedder, cache_dir=paths["cache"])
     try:
+        await probe(embedder)
         index = open_index(settings)
         try:
             index.ensure_collection(collection_spec(settings, embedder))

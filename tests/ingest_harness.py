@@ -76,6 +76,7 @@ async def pipeline(
     root.mkdir(exist_ok=True)
     settings = settings_for(tmp_path, emulator, **embedder)
     async with open_runtime(settings) as runtime:
+        emulator.state.reset()  # forget the start-up probe: tests count embedding requests
         ingestor = runtime.ingestor(root)
         try:
             yield Pipeline(root, runtime, ingestor, emulator)

@@ -464,3 +464,18 @@ def test_server_delay_headers() -> None:
     date = format_datetime(datetime.fromtimestamp(now + 30, tz=UTC), usegmt=True)
     assert server_delay(httpx.Headers({"Retry-After": date}), now) == pytest.approx(30)
     assert server_delay(httpx.Headers({}), now) is None
+
+
+async def test_probe_checks_the_service_and_learns_its_dimension(fake_time: FakeTime) -> None:
+    from connectors.tiny import TinyEmbedder
+
+    backend = TinyEmbedder(384)
+    options = EmulatorOptions(port=0, api_key=SecretStr(KEY))
+    with running_emulator(options, embedder=backend) as handle:
+        emb = client(handle, fake_time)
+        assert emb.info.dimension == 1024  # what the catalog says Cohere v3 makes
+        info = await emb.probe()
+        assert info.dimension == emb.info.dimension == 384  # what this deployment serves
+        assert [(r.route, r.inputs) for r in handle.state.requests] == [("images", 1)]
+        await emb.aclose()
+    await backend.aclose()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from connectors.emulator import EmulatorHandle
-from connectors.errors import CollectionMismatch
+from connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
+from connectors.errors import CollectionMismatch, CredentialError
 from pipeline.ingest import FatalError
 from pipeline.runtime import open_runtime
 from tests import images_factory as f
+from tests.conftest import EMULATOR_KEY
 from tests.ingest_harness import pipeline, settings_for
 
 
@@ -177,28 +180,48 @@ async def test_outage_loses_nothing(tmp_path: Path, emulator: EmulatorHandle) ->
         assert p.runtime.journal.count() == 0
 
 
-async def test_wrong_key_stops_the_run_with_one_line(
+async def test_wrong_key_stops_before_any_work_with_one_line(
     tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
     async with pipeline(tmp_path, emulator) as p:
         add(p.root, "a.png", 1)
     settings = settings_for(tmp_path, emulator, key="wrong-key-123")
-    async with open_runtime(settings) as runtime:
-        ingestor = runtime.ingestor(tmp_path / "inbox")
-        with pytest.raises(FatalError) as info:
-            await ingestor.reconcile()
-        await ingestor.close()
+    with pytest.raises(CredentialError) as info:
+        async with open_runtime(settings):
+            pass
     message = str(info.value)
     assert "\n" not in message and "AZURE_INFERENCE_CREDENTIAL" in message
     assert "wrong-key-123" not in message
+    assert [r.status for r in emulator.state.requests] == [401]  # the probe, nothing more
+
+
+async def test_a_key_revoked_mid_run_stops_the_run(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    async with pipeline(tmp_path, emulator) as p:
+        for i in range(3):
+            add(p.root, f"p{i}.png", i)
+        emulator.state.inject(401, count=10)
+        with pytest.raises(FatalError, match="AZURE_INFERENCE_CREDENTIAL"):
+            await p.ingestor.reconcile()
+        assert p.runtime.journal.count() == 0  # files are not blamed for a bad key
+
+
+@pytest.fixture(scope="module")
+def v4_emulator() -> Iterator[EmulatorHandle]:
+    options = EmulatorOptions(
+        port=0, api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="embed-v-4-0"
+    )
+    with running_emulator(options) as handle:
+        yield handle
 
 
 async def test_collection_made_by_another_model_is_refused(
-    tmp_path: Path, emulator: EmulatorHandle
+    tmp_path: Path, emulator: EmulatorHandle, v4_emulator: EmulatorHandle
 ) -> None:
     async with pipeline(tmp_path, emulator):
         pass
-    settings = settings_for(tmp_path, emulator, model="embed-v-4-0")
+    settings = settings_for(tmp_path, v4_emulator, model="embed-v-4-0")
     with pytest.raises(CollectionMismatch) as info:
         async with open_runtime(settings):
             pass

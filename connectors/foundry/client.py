@@ -40,6 +40,19 @@ _TEXT_BATCH = 96  # the service's limit on texts per request
 _OPTIONAL_PARAMS = ("input_type", "dimensions", "encoding_format", "text")
 
 
+def _probe_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (127, 127, 127)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+_PROBE_PNG = _probe_png()
+
+
 def _user_agent() -> str:
     try:
         ours = version("imgrag")
@@ -197,6 +210,14 @@ class FoundryEmbedder:
         if self._owns_http:
             await self._http.aclose()
         await self._auth.aclose()
+
+    async def probe(self) -> EmbedderInfo:
+        """Embed one tiny image: proves the endpoint and credentials work before any real
+        work starts, and learns the dimension the deployment actually serves."""
+        out = await self.embed_images([ImageInput(_PROBE_PNG)], "document")
+        if not self.config.dimensions:
+            self._dimension = len(out[0].vector)
+        return self.info
 
     async def model_info(self) -> dict[str, Any]:
         """``GET {endpoint}/info``: what the deployment says it serves."""
