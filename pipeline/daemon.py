@@ -164,7 +164,7 @@ async def run_watch(
     on_summary: Callable[[str, Summary], None] | None = None,
 ) -> None:
     """``imgrag watch``: the daemon with its local API, until SIGINT/SIGTERM."""
-    async with open_runtime(settings) as runtime:
+    async with open_runtime(settings, wait_for_embedder=True) as runtime:
         metrics_box: list[Metrics] = []
         ingestor = runtime.ingestor(
             root, observe_embed=lambda s: metrics_box[0].embed_seconds.observe(s)

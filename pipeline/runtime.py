@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,25 +58,30 @@ def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
     )
 
 
-async def probe(embedder: Embedder) -> None:
+async def probe(embedder: Embedder, *, wait: bool = False) -> None:
     """Check a remote embedder answers, and learn its real dimension, before any work.
 
-    A service that is down at start is not fatal when the model's dimension is known: the
-    pipeline starts and retries files later, as it does for outages during work.
+    When it does not answer: one-shot commands stop with the cause; the daemon (``wait``)
+    says what it is waiting for and tries again with backoff, up to every five minutes.
     """
     check = getattr(embedder, "probe", None)
     if check is None:
         return
-    try:
-        await check()
-    except TransientEmbedderError as exc:
-        if not embedder.info.dimension:
-            raise
-        log.warning(
-            "the embedder did not answer at start (%s); going on with %d dimensions",
-            exc,
-            embedder.info.dimension,
-        )
+    delay = 5.0
+    while True:
+        try:
+            await check()
+            return
+        except TransientEmbedderError as exc:
+            if not wait:
+                raise TransientEmbedderError(
+                    f"{exc}; is the embedder running and [embedder] endpoint right?",
+                    attempts=exc.attempts,
+                    status=exc.status,
+                ) from None
+            log.warning("waiting for the embedder: %s; trying again in %.0fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 300.0)
 
 
 @dataclass
@@ -103,13 +109,15 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, wait_for_embedder: bool = False
+) -> AsyncIterator[Runtime]:
     """Embedder, index (collection checked against the model) and journal; closed on exit."""
     paths = state_paths(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     embedder = create_embedder(settings.embedder, cache_dir=paths["cache"])
     try:
-        await probe(embedder)
+        await probe(embedder, wait=wait_for_embedder)
         index = open_index(settings)
         try:
             index.ensure_collection(collection_spec(settings, embedder))

@@ -170,3 +170,37 @@ def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_daemon_waits_for_an_embedder_that_is_down_at_start(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    root = tmp_path / "inbox"
+    f.save(f.photo(3), root / "p.png", "PNG")
+    emulator.state.options.fail_rate = 1.0
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "watch", str(root)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "state" / "daemon.json"
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        wait_for(
+            lambda: lines.append(proc.stderr.readline()) or "waiting for the embedder" in lines[-1],  # type: ignore[union-attr]
+            what="the daemon to say what it waits for",
+        )
+        assert proc.poll() is None  # still running, not crashed
+        emulator.state.options.fail_rate = 0.0
+        wait_for(lambda: read_daemon_file(state) is not None, what="the daemon to start")
+        info = read_daemon_file(state)
+        assert info is not None
+        wait_for(lambda: (status_of(info.url) or {}).get("indexed") == 1, what="the file")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

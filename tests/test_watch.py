@@ -135,8 +135,8 @@ async def test_outage_then_recovery_while_watching(
     tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("pipeline.daemon._RETRY_MIN_SECONDS", 0.2)
-    emulator.state.options.fail_rate = 1.0
     async with watching(tmp_path, emulator) as (p, daemon):
+        emulator.state.options.fail_rate = 1.0
         for i in range(3):
             f.save(f.photo(80 + i), p.root / f"o{i}.png", "PNG")
         await until(lambda: len(p.runtime.journal.transient_paths()) == 3, what="failures recorded")
