@@ -36,6 +36,19 @@ def status_of(url: str) -> dict[str, object] | None:
         return None
 
 
+def spawn_watch(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """``imgrag watch ROOT`` in a subprocess, its messages going to ``log``."""
+    with log.open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "watch", str(root)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+
+
 @pytest.fixture
 def daemon(
     tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
@@ -44,14 +57,7 @@ def daemon(
     for i in range(4):
         f.save(f.photo(i), root / ("a" if i % 2 else "b") / f"p{i}.png", "PNG")
     env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__SETTLE_SECONDS="0.3")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "watch", str(root)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_watch(root, env, tmp_path / "daemon.log")
     state = tmp_path / "state" / "daemon.json"
     try:
         wait_for(
@@ -59,7 +65,7 @@ def daemon(
             what="daemon.json",
         )
         info = read_daemon_file(state)
-        assert info is not None, proc.communicate(timeout=10)
+        assert info is not None, (tmp_path / "daemon.log").read_text()
         wait_for(lambda: (status_of(info.url) or {}).get("indexed") == 4, what="initial reconcile")
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -110,8 +116,7 @@ def test_new_file_status_metrics_and_clean_shutdown(daemon, tmp_path: Path) -> N
     assert "imgrag_embed_seconds" in families and "imgrag_search_seconds" in families
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
-    _, err = proc.communicate(timeout=10)
-    assert "stopped" in err
+    assert "stopped" in (tmp_path / "daemon.log").read_text()
     assert read_daemon_file(tmp_path / "state" / "daemon.json") is None
     assert not (tmp_path / "state" / "daemon.json").exists()
 
@@ -179,20 +184,12 @@ def test_daemon_waits_for_an_embedder_that_is_down_at_start(
     f.save(f.photo(3), root / "p.png", "PNG")
     emulator.state.options.fail_rate = 1.0
     env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "watch", str(root)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "daemon.log"
+    proc = spawn_watch(root, env, log)
     state = tmp_path / "state" / "daemon.json"
     try:
-        assert proc.stderr is not None
-        lines: list[str] = []
         wait_for(
-            lambda: lines.append(proc.stderr.readline()) or "waiting for the embedder" in lines[-1],  # type: ignore[union-attr]
+            lambda: "waiting for the embedder" in log.read_text(),
             what="the daemon to say what it waits for",
         )
         assert proc.poll() is None  # still running, not crashed
