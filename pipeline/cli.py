@@ -419,22 +419,24 @@ def _daemon_status(daemon: DaemonInfo, settings: Settings) -> StatusReport:
 
 
 def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
-    from connectors.factory import create_embedder
+    from connectors.embedder import EmbedderInfo
+    from connectors.index import FileState
     from pipeline.candidates import walk
     from pipeline.ingest import is_unchanged
     from pipeline.journal import Journal
-    from pipeline.runtime import collection_spec, open_index, rules_for, state_paths
+    from pipeline.runtime import open_checked, rules_for, state_paths
     from pipeline.status import StatusReport, failures_from
 
-    embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
-    index = open_index(settings)
-    try:
-        index.ensure_collection(collection_spec(settings, embedder))
-        states = {s.path: s for s in index.file_states()}
-        info = embedder.info
-    finally:
-        index.close()
-        asyncio.run(embedder.aclose())
+    async def read_index() -> tuple[dict[str, FileState], EmbedderInfo]:
+        # One event loop for open and close: the HTTP client belongs to the loop it ran on.
+        index, embedder = await open_checked(settings)
+        try:
+            return {s.path: s for s in index.file_states()}, embedder.info
+        finally:
+            index.close()
+            await embedder.aclose()
+
+    states, info = asyncio.run(read_index())
     journal = Journal(state_paths(settings)["journal"])
     try:
         failed, by_reason, recent = failures_from(journal)

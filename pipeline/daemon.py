@@ -211,7 +211,10 @@ async def run_watch(
         daemon_file = state_paths(settings)["daemon"]
         if api:
             service = SearchService(
-                runtime.embedder, runtime.index, source=settings.store.collection
+                runtime.embedder,
+                runtime.index,
+                source=settings.store.collection,
+                image_format=settings.embedder.image_format,
             )
             app = create_api(service, report, metrics_box[0], settings.api.token)
             server = uvicorn.Server(

@@ -18,6 +18,8 @@ from typing import Literal
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from connectors.embedder import EmbedderInfo, ImageInput
+
 try:  # HEIC/HEIF when the optional extra is installed
     from pillow_heif import register_heif_opener
 
@@ -130,6 +132,16 @@ def normalize(
         img.thumbnail((int(img.width * scale), int(img.height * scale)), Image.Resampling.BILINEAR)
         data = _encode(img, fmt)
     return NormalizedImage(data=data, mime=f"image/{fmt}", width=img.width, height=img.height)
+
+
+def for_embedder(
+    raw: bytes, info: EmbedderInfo, fmt: Format = "png", text: str | None = None
+) -> ImageInput:
+    """An image as this embedder takes it: the same for documents and for queries."""
+    norm = normalize(
+        raw, max_side=min(2048, info.max_image_side), max_bytes=info.max_image_bytes, fmt=fmt
+    )
+    return ImageInput(norm.data, norm.mime, text)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -38,7 +38,7 @@ from connectors.errors import (
 from connectors.index import FileState, Index, Point
 from pipeline.batching import Batcher
 from pipeline.candidates import Rules, Seen, seen, walk
-from pipeline.images import ImageFacts, ImageRejected, normalize, probe
+from pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from pipeline.journal import Journal
 from pipeline.keys import embed_key, point_id
 from pipeline.sidecars import Sidecar, SidecarError, read_sidecar
@@ -420,18 +420,11 @@ class Ingestor:
             del self._inflight[key]
 
     async def _embed(self, read: _Read, caption: str | None) -> Embedding:
-        info = self._info
         loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(
-            self._pool,
-            lambda: normalize(
-                read.raw,
-                max_side=min(2048, info.max_image_side),
-                max_bytes=info.max_image_bytes,
-                fmt=self._format,
-            ),
+        item = await loop.run_in_executor(
+            self._pool, for_embedder, read.raw, self._info, self._format, caption
         )
-        return await self._embeds.submit(ImageInput(image.data, image.mime, caption))
+        return await self._embeds.submit(item)
 
     def _remember(self, key: str, vector: list[float]) -> None:
         self._vectors[key] = np.asarray(vector, dtype=np.float32)

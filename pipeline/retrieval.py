@@ -17,11 +17,11 @@ from PIL import Image
 from pydantic import BaseModel
 from qdrant_client.http import models as qm
 
-from connectors.embedder import Embedder, ImageInput
+from connectors.embedder import Embedder
 from connectors.errors import ModalityNotSupported
 from connectors.index import Hit, Index
 from pipeline.filters import build_filter
-from pipeline.images import normalize
+from pipeline.images import Format, for_embedder
 from pipeline.keys import point_id
 
 ImageQuery = str | Path | bytes | Image.Image
@@ -68,10 +68,13 @@ def image_bytes(image: ImageQuery) -> bytes:
 class SearchService:
     """The async core shared by the Python API and the daemon's HTTP API."""
 
-    def __init__(self, embedder: Embedder, index: Index, *, source: str) -> None:
+    def __init__(
+        self, embedder: Embedder, index: Index, *, source: str, image_format: Format = "png"
+    ) -> None:
         self.embedder = embedder
         self.index = index
         self.source = source
+        self.image_format = image_format
         self._text_cache: OrderedDict[str, list[float]] = OrderedDict()
         self.text_cache_hits = 0
 
@@ -101,10 +104,7 @@ class SearchService:
                 "or by the text alone (or use a model such as embed-v-4-0)"
             )
         raw = await asyncio.to_thread(image_bytes, image)
-        norm = await asyncio.to_thread(
-            normalize, raw, max_side=min(2048, info.max_image_side), max_bytes=info.max_image_bytes
-        )
-        item = ImageInput(norm.data, norm.mime, text or None)
+        item = await asyncio.to_thread(for_embedder, raw, info, self.image_format, text or None)
         return (await self.embedder.embed_images([item], "query"))[0].vector
 
     async def search(

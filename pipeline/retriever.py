@@ -19,7 +19,6 @@ import httpx
 from qdrant_client.http import models as qm
 
 from connectors.errors import StoreLocked
-from connectors.factory import create_embedder
 from pipeline.api import DaemonInfo, read_daemon_file
 from pipeline.config import Settings, load_settings
 from pipeline.retrieval import (
@@ -30,7 +29,7 @@ from pipeline.retrieval import (
     SearchService,
     image_bytes,
 )
-from pipeline.runtime import collection_spec, open_index, probe, state_paths
+from pipeline.runtime import open_checked, state_paths
 
 T = TypeVar("T")
 
@@ -85,7 +84,7 @@ class AsyncRetriever:
         settings = settings or load_settings(path)
         self = cls()
         try:
-            index = open_index(settings)
+            index, embedder = await open_checked(settings)
         except StoreLocked:
             info = read_daemon_file(state_paths(settings)["daemon"])
             if info is None:
@@ -95,11 +94,13 @@ class AsyncRetriever:
             self._stack.push_async_callback(self._remote.aclose)
             return self
         self._stack.callback(index.close)
-        embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
         self._stack.push_async_callback(embedder.aclose)
-        await probe(embedder)
-        index.ensure_collection(collection_spec(settings, embedder))
-        self._service = SearchService(embedder, index, source=settings.store.collection)
+        self._service = SearchService(
+            embedder,
+            index,
+            source=settings.store.collection,
+            image_format=settings.embedder.image_format,
+        )
         return self
 
     async def search(

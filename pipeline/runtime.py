@@ -108,25 +108,39 @@ class Runtime:
         )
 
 
+async def open_checked(
+    settings: Settings, *, wait_for_embedder: bool = False
+) -> tuple[Index, Embedder]:
+    """The index and the embedder, the collection checked against what the embedder really
+    serves. The index is opened first, so a locked store fails before a model loads."""
+    index = open_index(settings)
+    try:
+        embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
+        try:
+            await probe(embedder, wait=wait_for_embedder)
+            index.ensure_collection(collection_spec(settings, embedder))
+        except BaseException:
+            await embedder.aclose()
+            raise
+    except BaseException:
+        index.close()
+        raise
+    return index, embedder
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, *, wait_for_embedder: bool = False
 ) -> AsyncIterator[Runtime]:
     """Embedder, index (collection checked against the model) and journal; closed on exit."""
-    paths = state_paths(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    embedder = create_embedder(settings.embedder, cache_dir=paths["cache"])
+    index, embedder = await open_checked(settings, wait_for_embedder=wait_for_embedder)
     try:
-        await probe(embedder, wait=wait_for_embedder)
-        index = open_index(settings)
+        journal = Journal(state_paths(settings)["journal"])
         try:
-            index.ensure_collection(collection_spec(settings, embedder))
-            journal = Journal(paths["journal"])
-            try:
-                yield Runtime(settings, embedder, index, journal)
-            finally:
-                journal.close()
+            yield Runtime(settings, embedder, index, journal)
         finally:
-            index.close()
+            journal.close()
     finally:
+        index.close()
         await embedder.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
@@ -167,3 +168,26 @@ async def test_image_text_query_refused_by_a_model_without_it(
             await r.search(image=root / "p.png", text="at night")
         with pytest.raises(QueryError, match="nothing to search by"):
             await r.search()
+
+
+async def test_query_images_are_prepared_like_documents(tmp_path: Path) -> None:
+    from connectors.embedder import ImageInput, InputType
+    from connectors.tiny import TinyEmbedder
+    from pipeline.retrieval import SearchService
+
+    seen: list[ImageInput] = []
+
+    class Recording(TinyEmbedder):
+        async def embed_images(self, items, input_type: InputType):  # type: ignore[no-untyped-def]
+            seen.extend(items)
+            return await super().embed_images(items, input_type)
+
+    embedder = Recording(16)
+    service = SearchService(embedder, index=None, source="s", image_format="jpeg")  # type: ignore[arg-type]
+    query = f.save(f.big_noisy_photo((3000, 2000)), tmp_path / "q.png", "PNG")
+    await service.query_vector(None, query)
+    sent = seen[0]
+    assert sent.mime == "image/jpeg"  # the configured [embedder] image_format
+    with Image.open(io.BytesIO(sent.data)) as img:
+        assert max(img.size) == 2048  # the same size limit documents get
+    await embedder.aclose()
