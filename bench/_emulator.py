@@ -13,7 +13,7 @@ from dataclasses import dataclass
 _SCRIPT = """
 import os, sys
 from pydantic import SecretStr
-from connectors.emulator import EmulatorOptions, serve
+from imgrag.connectors.emulator import EmulatorOptions, serve
 options = EmulatorOptions.model_validate_json(sys.argv[1])
 if os.environ.get("BENCH_EMULATOR_KEY"):
     options.api_key = SecretStr(os.environ["BENCH_EMULATOR_KEY"])
@@ -37,7 +37,7 @@ class EmulatorProcess:
 @contextmanager
 def emulator_process(timeout: float = 60.0, **options: object) -> Iterator[EmulatorProcess]:
     """Run an emulator subprocess with these EmulatorOptions; yields its URL and pid."""
-    from connectors.emulator import EmulatorOptions
+    from imgrag.connectors.emulator import EmulatorOptions
 
     opts = EmulatorOptions.model_validate({"host": "127.0.0.1", "port": 0, **options})
     proc = subprocess.Popen(

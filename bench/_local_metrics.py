@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from imgrag.connectors.embedder import ImageInput
 
 from bench._local_photos import PHOTOS, augmented, colour_variants, gallery
-from connectors.embedder import ImageInput
 
 Vectors = npt.NDArray[np.float32]
 EmbedImages = Callable[[Sequence[ImageInput]], Vectors]

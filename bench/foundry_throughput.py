@@ -8,13 +8,13 @@ import io
 import json
 import time
 
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.embedder import ImageInput
+from imgrag.connectors.foundry import FoundryEmbedder
 from PIL import Image
 from pydantic import SecretStr
 
 from bench._emulator import EmulatorProcess, emulator_process
-from connectors.config import EmbedderConfig
-from connectors.embedder import ImageInput
-from connectors.foundry import FoundryEmbedder
 
 LATENCY_MS = 100
 CONCURRENCY = (1, 8, 32)

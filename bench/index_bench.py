@@ -73,9 +73,9 @@ def point_id(i: int) -> str:
 
 
 def open_store(kind: str, directory: Path, n: int) -> Any:
-    from connectors.config import StoreConfig
-    from connectors.index import CollectionSpec
-    from connectors.stores import EdgeIndex, QdrantIndex
+    from imgrag.connectors.config import StoreConfig
+    from imgrag.connectors.index import CollectionSpec
+    from imgrag.connectors.stores import EdgeIndex, QdrantIndex
 
     index: Any
     if kind == "edge":
@@ -135,7 +135,7 @@ def peak_rss_mb() -> float:
 
 
 def worker_load(kind: str, n: int, directory: Path, nq: int) -> dict[str, Any]:
-    from connectors.index import Point
+    from imgrag.connectors.index import Point
 
     data = dataset(n)
     qs = queries(data, nq)

@@ -61,7 +61,7 @@ def run_ingest(root: Path, env: dict[str, str]) -> tuple[dict[str, object], floa
 
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(root), "--json"],
+        [sys.executable, "-m", "imgrag.pipeline.cli", "ingest", str(root), "--json"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -84,9 +84,9 @@ def run_ingest(root: Path, env: dict[str, str]) -> tuple[dict[str, object], floa
 
 def naive_loop(root: Path, endpoint: str, state: Path, n: int) -> float:
     """What a hand-written script does: one file at a time, read, base64, POST, upsert."""
-    from connectors.config import StoreConfig
-    from connectors.index import CollectionSpec, Point
-    from connectors.stores import open_index
+    from imgrag.connectors.config import StoreConfig
+    from imgrag.connectors.index import CollectionSpec, Point
+    from imgrag.connectors.stores import open_index
 
     index = open_index(StoreConfig(collection="naive"), state)
     index.ensure_collection(
@@ -125,7 +125,7 @@ def naive_loop(root: Path, endpoint: str, state: Path, n: int) -> float:
 
 def cpu_per_image() -> dict[str, float]:
     """Single-thread CPU ms for a 12-megapixel JPEG through probe, normalize and base64."""
-    from pipeline.images import normalize, probe
+    from imgrag.pipeline.images import normalize, probe
 
     base = Image.effect_noise((400, 300), 60).convert("RGB").resize((4000, 3000))
     buf = io.BytesIO()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import time
 
+from imgrag.connectors.embedder import ImageInput
+from imgrag.connectors.local import LocalEmbedder
+
 from bench._local_metrics import Inputs, evaluate, text_retrieval
 from bench._local_photos import HELD_OUT_QUERIES, PHOTOS
-from connectors.embedder import ImageInput
-from connectors.local import LocalEmbedder
 
 TARGETS = {"text_to_image_recall@5": 0.8, "image_to_image_augmented_recall@1": 0.95}
 

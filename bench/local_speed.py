@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from imgrag.connectors.embedder import ImageInput
+from imgrag.connectors.local import LocalEmbedder
+from imgrag.connectors.local.image_input import prepare
 
 from bench._local_photos import PHOTOS, encode, gallery, load
-from connectors.embedder import ImageInput
-from connectors.local import LocalEmbedder
-from connectors.local.image_input import prepare
 
 MIN_SECONDS = 4.0
 
@@ -38,8 +38,8 @@ _CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from connectors.embedder import ImageInput
-from connectors.local import LocalEmbedder
+from imgrag.connectors.embedder import ImageInput
+from imgrag.connectors.local import LocalEmbedder
 e = LocalEmbedder(Path(sys.argv[1]))
 ready = time.perf_counter() - t0
 images = [ImageInput(open(p, "rb").read()) for p in sys.argv[2:] if p != "--start-only"]
@@ -83,8 +83,7 @@ def throughput(run: Callable[[list[bytes]], object], images: list[bytes], batch:
 def eager_torch_runner() -> Callable[[list[bytes]], object]:
     """Baseline: the same decoding, then the eager torch network instead of onnxruntime."""
     import torch
-
-    from connectors.local.vision_model import load_eager_efficientnet
+    from imgrag.connectors.local.vision_model import load_eager_efficientnet
 
     model = load_eager_efficientnet()
     pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from imgrag.connectors.embedder import ImageInput
+from imgrag.connectors.local import DEFAULT_RECIPE, ConseRecipe, LocalEmbedder, conse
+from imgrag.connectors.local.class_names import NUM_CLASSES, class_prompts, colour_prompts
+from imgrag.connectors.local.colours import colour_histogram, weights_from_histogram
+from imgrag.connectors.local.image_input import prepare
+from imgrag.connectors.local.text_model import normalize_rows
 
 from bench._local_metrics import Inputs, Vectors, evaluate
-from connectors.embedder import ImageInput
-from connectors.local import DEFAULT_RECIPE, ConseRecipe, LocalEmbedder, conse
-from connectors.local.class_names import NUM_CLASSES, class_prompts, colour_prompts
-from connectors.local.colours import colour_histogram, weights_from_histogram
-from connectors.local.image_input import prepare
-from connectors.local.text_model import normalize_rows
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "photo": ("a photo of a {}.",),

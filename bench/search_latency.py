@@ -14,11 +14,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-from connectors.config import StoreConfig
-from connectors.index import CollectionSpec, Point
-from connectors.stores import open_index
-from pipeline.keys import point_id
+from imgrag.connectors.config import StoreConfig
+from imgrag.connectors.index import CollectionSpec, Point
+from imgrag.connectors.stores import open_index
+from imgrag.pipeline.keys import point_id
 
 DIM = 1024
 QUERIES = 200
@@ -29,14 +28,14 @@ _SERVER = """
 import sys
 from pathlib import Path
 import uvicorn
-from connectors.config import StoreConfig
-from connectors.stores import open_index
-from pipeline.keys import point_id
-from connectors.tiny import TinyEmbedder
-from pipeline.api import create_api
-from pipeline.metrics import Metrics
-from pipeline.retrieval import SearchService
-from pipeline.status import StatusReport
+from imgrag.connectors.config import StoreConfig
+from imgrag.connectors.stores import open_index
+from imgrag.pipeline.keys import point_id
+from imgrag.connectors.tiny import TinyEmbedder
+from imgrag.pipeline.api import create_api
+from imgrag.pipeline.metrics import Metrics
+from imgrag.pipeline.retrieval import SearchService
+from imgrag.pipeline.status import StatusReport
 from bench.search_latency import SPEC
 
 index = open_index(StoreConfig(collection="bench"), Path(sys.argv[1]))
@@ -93,8 +92,8 @@ def build(state: Path, n: int, rng: np.random.Generator) -> list[str]:
 
 
 async def direct(state: Path, ids: list[str], rng: np.random.Generator) -> dict[str, object]:
-    from connectors.tiny import TinyEmbedder
-    from pipeline.retrieval import SearchService
+    from imgrag.connectors.tiny import TinyEmbedder
+    from imgrag.pipeline.retrieval import SearchService
 
     index = open_index(StoreConfig(collection="bench"), state)
     index.ensure_collection(SPEC)

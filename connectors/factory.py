@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.config import EmbedderConfig
-from connectors.embedder import Embedder
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.embedder import Embedder
 
 
 def create_embedder(config: EmbedderConfig, *, cache_dir: Path) -> Embedder:
     """The embedder named by ``[embedder] provider``."""
     if config.provider == "foundry":
-        from connectors.foundry import FoundryEmbedder
+        from imgrag.connectors.foundry import FoundryEmbedder
 
         return FoundryEmbedder(config)
-    from connectors.local import load_local_embedder
+    from imgrag.connectors.local import load_local_embedder
 
     return load_local_embedder(cache_dir)

@@ -18,10 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
+from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
+from imgrag.connectors.errors import RequestRejected
 from PIL import Image
-
-from connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
-from connectors.errors import RequestRejected
 
 THUMB = 16
 _FEATURES = THUMB * THUMB * 3

@@ -12,16 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from imgrag.pipeline.filters import FilterError
+from imgrag.pipeline.metrics import Metrics
+from imgrag.pipeline.retrieval import QueryError, SearchService
+from imgrag.pipeline.status import StatusReport
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from pipeline.filters import FilterError
-from pipeline.metrics import Metrics
-from pipeline.retrieval import QueryError, SearchService
-from pipeline.status import StatusReport
 
 
 class SearchRequest(BaseModel):

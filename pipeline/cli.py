@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from imgrag.pipeline.config import ConfigError, Settings, load_settings
+from imgrag.pipeline.ingest import Summary
 from rich.console import Console
 
-from pipeline.config import ConfigError, Settings, load_settings
-from pipeline.ingest import Summary
-
 if TYPE_CHECKING:
-    from pipeline.api import DaemonInfo
-    from pipeline.retrieval import SearchHit
-    from pipeline.status import StatusReport
+    from imgrag.pipeline.api import DaemonInfo
+    from imgrag.pipeline.retrieval import SearchHit
+    from imgrag.pipeline.status import StatusReport
 
 T = TypeVar("T")
 
@@ -114,10 +113,9 @@ def emulator_command(
     ] = False,
 ) -> None:
     """Serve the Azure AI Foundry Models embeddings API locally (for offline development)."""
+    from imgrag.connectors.emulator import EmulatorOptions, EmulatorState, serve
+    from imgrag.connectors.errors import ConnectorError
     from pydantic import SecretStr, ValidationError
-
-    from connectors.emulator import EmulatorOptions, EmulatorState, serve
-    from connectors.errors import ConnectorError
 
     values: dict[str, object] = {
         "host": host, "model": model, "backend": backend, "latency_ms": latency_ms, "rpm": rpm,
@@ -183,9 +181,8 @@ def _summary_line(name: str, s: Summary) -> str:
 
 
 async def _run_ingest(settings: Settings, directory: Path, progress: bool) -> Summary:
+    from imgrag.pipeline.runtime import open_runtime
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from pipeline.runtime import open_runtime
 
     bar = Progress(
         "[progress.description]{task.description}",
@@ -208,8 +205,8 @@ async def _run_ingest(settings: Settings, directory: Path, progress: bool) -> Su
 
 def _guarded(work: Callable[[], T]) -> T:
     """Run a command body; known failures become one clear line and exit code 1."""
-    from connectors.errors import ConnectorError
-    from pipeline.ingest import FatalError
+    from imgrag.connectors.errors import ConnectorError
+    from imgrag.pipeline.ingest import FatalError
 
     try:
         return work()
@@ -242,8 +239,8 @@ def retry_command(
     ctx: typer.Context, directory: DirArg = Path("inbox"), json_: JsonOpt = False
 ) -> None:
     """Forget recorded failures and try those files again."""
-    from pipeline.journal import Journal
-    from pipeline.runtime import state_paths
+    from imgrag.pipeline.journal import Journal
+    from imgrag.pipeline.runtime import state_paths
 
     settings = settings_from(ctx)
     _setup_logging()
@@ -285,7 +282,7 @@ def watch_command(
     settings = settings_from(ctx)
     _setup_logging(verbose=True)
     _check_dir(directory)
-    from pipeline.daemon import run_watch
+    from imgrag.pipeline.daemon import run_watch
 
     def say(line: str) -> None:
         err_console.print(line, highlight=False, markup=False)
@@ -323,11 +320,10 @@ def search_command(
     json_: JsonOpt = False,
 ) -> None:
     """Search the index by text, by an example image, or by both."""
+    from imgrag.pipeline.filters import FilterError, parse_cli_filters
+    from imgrag.pipeline.retrieval import QueryError
+    from imgrag.pipeline.retriever import Retriever
     from rich.table import Table
-
-    from pipeline.filters import FilterError, parse_cli_filters
-    from pipeline.retrieval import QueryError
-    from pipeline.retriever import Retriever
 
     if text is None and image is None:
         raise fail("give TEXT, --image PATH, or both (imgrag search 'a red car')")
@@ -374,8 +370,8 @@ def status_command(
     json_: JsonOpt = False,
 ) -> None:
     """What is indexed, pending and failed, and why."""
-    from pipeline.api import read_daemon_file
-    from pipeline.runtime import state_paths
+    from imgrag.pipeline.api import read_daemon_file
+    from imgrag.pipeline.runtime import state_paths
 
     settings = settings_from(ctx)
     daemon = read_daemon_file(state_paths(settings)["daemon"])
@@ -405,8 +401,7 @@ def status_command(
 
 def _daemon_status(daemon: DaemonInfo, settings: Settings) -> StatusReport:
     import httpx
-
-    from pipeline.status import StatusReport
+    from imgrag.pipeline.status import StatusReport
 
     token = settings.api.token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
@@ -419,13 +414,13 @@ def _daemon_status(daemon: DaemonInfo, settings: Settings) -> StatusReport:
 
 
 def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
-    from connectors.embedder import EmbedderInfo
-    from connectors.index import FileState
-    from pipeline.candidates import walk
-    from pipeline.ingest import is_unchanged
-    from pipeline.journal import Journal
-    from pipeline.runtime import open_checked, rules_for, state_paths
-    from pipeline.status import StatusReport, failures_from
+    from imgrag.connectors.embedder import EmbedderInfo
+    from imgrag.connectors.index import FileState
+    from imgrag.pipeline.candidates import walk
+    from imgrag.pipeline.ingest import is_unchanged
+    from imgrag.pipeline.journal import Journal
+    from imgrag.pipeline.runtime import open_checked, rules_for, state_paths
+    from imgrag.pipeline.status import StatusReport, failures_from
 
     async def read_index() -> tuple[dict[str, FileState], EmbedderInfo]:
         # One event loop for open and close: the HTTP client belongs to the loop it ran on.

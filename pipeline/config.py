@@ -7,10 +7,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from imgrag.connectors.config import EmbedderConfig, StoreConfig
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from connectors.config import EmbedderConfig, StoreConfig
 
 DEFAULT_CONFIG = Path("configs/default.toml")
 PACKAGED_DEFAULTS: dict[str, Any] = {}

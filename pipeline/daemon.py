@@ -11,18 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-
-from connectors.errors import StoreError
-from pipeline.api import DaemonInfo, create_api, write_daemon_file
-from pipeline.candidates import walk
-from pipeline.config import Settings
-from pipeline.ingest import Ingestor, Summary
-from pipeline.journal import Journal
-from pipeline.metrics import Metrics
-from pipeline.retrieval import SearchService
-from pipeline.runtime import open_runtime, state_paths
-from pipeline.status import StatusReport, failures_from
-from pipeline.watcher import Changes, FolderWatcher
+from imgrag.connectors.errors import StoreError
+from imgrag.pipeline.api import DaemonInfo, create_api, write_daemon_file
+from imgrag.pipeline.candidates import walk
+from imgrag.pipeline.config import Settings
+from imgrag.pipeline.ingest import Ingestor, Summary
+from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.metrics import Metrics
+from imgrag.pipeline.retrieval import SearchService
+from imgrag.pipeline.runtime import open_runtime, state_paths
+from imgrag.pipeline.status import StatusReport, failures_from
+from imgrag.pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
 

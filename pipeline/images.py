@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from imgrag.connectors.embedder import EmbedderInfo, ImageInput
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-
-from connectors.embedder import EmbedderInfo, ImageInput
 
 try:  # HEIC/HEIF when the optional extra is installed
     from pillow_heif import register_heif_opener

@@ -21,10 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
-
-from connectors.embedder import Embedder, Embedding, ImageInput, Usage
-from connectors.errors import (
+from imgrag.connectors.embedder import Embedder, Embedding, ImageInput, Usage
+from imgrag.connectors.errors import (
     CollectionMismatch,
     CredentialError,
     EmbedderError,
@@ -35,13 +33,14 @@ from connectors.errors import (
     StoreError,
     StoreLocked,
 )
-from connectors.index import FileState, Index, Point
-from pipeline.batching import Batcher
-from pipeline.candidates import Rules, Seen, seen, walk
-from pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
-from pipeline.journal import Journal
-from pipeline.keys import embed_key, point_id
-from pipeline.sidecars import Sidecar, SidecarError, read_sidecar
+from imgrag.connectors.index import FileState, Index, Point
+from imgrag.pipeline.batching import Batcher
+from imgrag.pipeline.candidates import Rules, Seen, seen, walk
+from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
+from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.keys import embed_key, point_id
+from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
+from pydantic import BaseModel, Field
 
 log = logging.getLogger("imgrag.ingest")
 

@@ -13,16 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.errors import ModalityNotSupported
+from imgrag.connectors.index import Hit, Index
+from imgrag.pipeline.filters import build_filter
+from imgrag.pipeline.images import Format, for_embedder
+from imgrag.pipeline.keys import point_id
 from PIL import Image
 from pydantic import BaseModel
 from qdrant_client.http import models as qm
-
-from connectors.embedder import Embedder
-from connectors.errors import ModalityNotSupported
-from connectors.index import Hit, Index
-from pipeline.filters import build_filter
-from pipeline.images import Format, for_embedder
-from pipeline.keys import point_id
 
 ImageQuery = str | Path | bytes | Image.Image
 FilterSpec = Mapping[str, Any] | qm.Filter | None

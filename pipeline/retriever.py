@@ -1,4 +1,4 @@
-"""The Python query API: ``from pipeline import Retriever``.
+"""The Python query API: ``from imgrag.pipeline import Retriever``.
 
 With the embedded store, only one process may open the index. ``Retriever`` opens it
 directly when it is free and goes through the running daemon's local API when the daemon
@@ -16,12 +16,10 @@ from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import httpx
-from qdrant_client.http import models as qm
-
-from connectors.errors import StoreLocked
-from pipeline.api import DaemonInfo, read_daemon_file
-from pipeline.config import Settings, load_settings
-from pipeline.retrieval import (
+from imgrag.connectors.errors import StoreLocked
+from imgrag.pipeline.api import DaemonInfo, read_daemon_file
+from imgrag.pipeline.config import Settings, load_settings
+from imgrag.pipeline.retrieval import (
     FilterSpec,
     ImageQuery,
     QueryError,
@@ -29,7 +27,8 @@ from pipeline.retrieval import (
     SearchService,
     image_bytes,
 )
-from pipeline.runtime import open_checked, state_paths
+from imgrag.pipeline.runtime import open_checked, state_paths
+from qdrant_client.http import models as qm
 
 T = TypeVar("T")
 

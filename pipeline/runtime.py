@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.embedder import Embedder
-from connectors.errors import TransientEmbedderError
-from connectors.factory import create_embedder
-from connectors.index import CollectionSpec, Index
-from pipeline.candidates import Rules
-from pipeline.config import Settings
-from pipeline.ingest import Ingestor
-from pipeline.journal import Journal
+from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.errors import TransientEmbedderError
+from imgrag.connectors.factory import create_embedder
+from imgrag.connectors.index import CollectionSpec, Index
+from imgrag.pipeline.candidates import Rules
+from imgrag.pipeline.config import Settings
+from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.journal import Journal
 
 log = logging.getLogger("imgrag.runtime")
 
@@ -41,7 +41,7 @@ def rules_for(settings: Settings) -> Rules:
 
 
 def open_index(settings: Settings) -> Index:
-    from connectors.stores import open_index as _open
+    from imgrag.connectors.stores import open_index as _open
 
     return _open(settings.store, settings.state_dir)
 

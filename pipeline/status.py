@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from imgrag.connectors.embedder import Usage
+from imgrag.pipeline.journal import Journal
 from pydantic import BaseModel, Field
-
-from connectors.embedder import Usage
-from pipeline.journal import Journal
 
 
 class FailureOut(BaseModel):

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgrag.pipeline.candidates import Rules, relative
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -26,8 +27,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
-
-from pipeline.candidates import Rules, relative
 
 log = logging.getLogger("imgrag.watch")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
 from pydantic import SecretStr
-
-from connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
 
 EMULATOR_KEY = "emulator-test-key-0f9e"
 """The api key the shared emulator accepts."""

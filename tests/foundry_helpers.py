@@ -6,9 +6,8 @@ import asyncio
 import io
 from dataclasses import dataclass, field
 
+from imgrag.connectors.embedder import ImageInput
 from PIL import Image
-
-from connectors.embedder import ImageInput
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (32, 24)) -> bytes:

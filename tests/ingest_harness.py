@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrag.connectors.config import EmbedderConfig, StoreConfig
+from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.pipeline.config import IngestConfig, Settings
+from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.runtime import Runtime, open_runtime
 from pydantic import SecretStr
 
-from connectors.config import EmbedderConfig, StoreConfig
-from connectors.emulator import EmulatorHandle
-from pipeline.config import IngestConfig, Settings
-from pipeline.ingest import Ingestor
-from pipeline.runtime import Runtime, open_runtime
 from tests.conftest import EMULATOR_KEY
 
 

@@ -16,10 +16,10 @@ from azure.ai.inference.models import (
 )
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from imgrag.connectors.emulator import EmulatorHandle, running_emulator
 from PIL import Image
 from pydantic import SecretStr
 
-from connectors.emulator import EmulatorHandle, running_emulator
 from tests.conftest import EMULATOR_KEY
 
 

@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from pipeline.candidates import Rules, seen, walk
-from pipeline.config import DEFAULT_INCLUDE
-from pipeline.journal import Journal
-from pipeline.sidecars import SidecarError, read_sidecar
+from imgrag.pipeline.candidates import Rules, seen, walk
+from imgrag.pipeline.config import DEFAULT_INCLUDE
+from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.sidecars import SidecarError, read_sidecar
 
 RULES = Rules(include=DEFAULT_INCLUDE, exclude=("*/skip/*", "*.raw.png"))
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from connectors.emulator import EmulatorHandle
+from imgrag.connectors.emulator import EmulatorHandle
+
 from tests import images_factory as f
 from tests.conftest import EMULATOR_KEY
 
@@ -36,7 +37,7 @@ def imgrag(
     *args: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "imgrag.pipeline.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -111,7 +112,7 @@ def test_kill_9_mid_backfill_then_restart_converges(
     env = cli_env(tmp_path, emulator)
     emulator.state.options.latency_ms = 40
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(root)],
+        [sys.executable, "-m", "imgrag.pipeline.cli", "ingest", str(root)],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

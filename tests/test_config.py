@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from pipeline.config import ConfigError, load_settings
+from imgrag.pipeline.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

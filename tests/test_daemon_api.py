@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.pipeline import Retriever
+from imgrag.pipeline.api import read_daemon_file
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.emulator import EmulatorHandle
-from pipeline import Retriever
-from pipeline.api import read_daemon_file
 from tests import images_factory as f
 from tests.test_cli_ingest import REPO, cli_env, imgrag
 
@@ -40,7 +40,7 @@ def spawn_watch(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[
     """``imgrag watch ROOT`` in a subprocess, its messages going to ``log``."""
     with log.open("w") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "watch", str(root)],
+            [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(root)],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,
@@ -122,14 +122,13 @@ def test_new_file_status_metrics_and_clean_shutdown(daemon, tmp_path: Path) -> N
 
 
 def test_bearer_token_guards_status_and_search() -> None:
+    from imgrag.connectors.tiny import TinyEmbedder
+    from imgrag.pipeline.api import create_api
+    from imgrag.pipeline.metrics import Metrics
+    from imgrag.pipeline.retrieval import SearchService
+    from imgrag.pipeline.status import StatusReport
     from pydantic import SecretStr
     from starlette.testclient import TestClient
-
-    from connectors.tiny import TinyEmbedder
-    from pipeline.api import create_api
-    from pipeline.metrics import Metrics
-    from pipeline.retrieval import SearchService
-    from pipeline.status import StatusReport
 
     def report() -> StatusReport:
         return StatusReport(indexed=1, pending=0, failed=0)
@@ -149,11 +148,11 @@ def test_bearer_token_guards_status_and_search() -> None:
 def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connectors.errors import StoreLocked
+    from imgrag.connectors.errors import StoreLocked
 
     holder = (
-        "import sys; from pathlib import Path; from connectors.config import StoreConfig; "
-        "from connectors.stores import open_index; "
+        "import sys; from pathlib import Path; from imgrag.connectors.config import StoreConfig; "
+        "from imgrag.connectors.stores import open_index; "
         "index = open_index(StoreConfig(), Path(sys.argv[1])); print('ready', flush=True); "
         "sys.stdin.read()"
     )

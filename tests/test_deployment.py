@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import typer
 import yaml
-
-from pipeline.cli import app
-from pipeline.config import Settings
+from imgrag.pipeline.cli import app
+from imgrag.pipeline.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 

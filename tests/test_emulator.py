@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from imgrag.connectors.emulator import EmulatorHandle, running_emulator
+from imgrag.connectors.tiny import TinyEmbedder
 from PIL import Image
 from pydantic import SecretStr
 
-from connectors.emulator import EmulatorHandle, running_emulator
-from connectors.tiny import TinyEmbedder
 from tests.conftest import EMULATOR_KEY
 
 PARAMS = {"api-version": "2024-05-01-preview"}
@@ -425,7 +425,7 @@ def test_request_log_records_what_reached_the_server(emulator: EmulatorHandle) -
 
 def test_cli_prints_the_endpoint_and_serves() -> None:
     env = {**os.environ, "IMGRAG_EMULATOR_API_KEY": "cli-key"}
-    code = "from pipeline.cli import app; app()"
+    code = "from imgrag.pipeline.cli import app; app()"
     args = ["emulator", "--port", "0", "--backend", "tiny", "--model", "embed-v-4-0"]
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -450,7 +450,7 @@ def test_cli_prints_the_endpoint_and_serves() -> None:
 
 
 def test_local_backend_is_served_with_its_own_dimension() -> None:
-    local = pytest.importorskip("connectors.local")
+    local = pytest.importorskip("imgrag.connectors.local")
     embedder = local.LocalEmbedder(cache_dir=None)
     try:
         with running_emulator(embedder=embedder, model="embed-v-4-0") as handle:

@@ -11,20 +11,20 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from pydantic import SecretStr
-
-from connectors.config import EmbedderConfig
-from connectors.emulator.options import EmulatorOptions
-from connectors.emulator.server import running_emulator
-from connectors.errors import (
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.emulator.options import EmulatorOptions
+from imgrag.connectors.emulator.server import running_emulator
+from imgrag.connectors.errors import (
     ConnectorError,
     CredentialError,
     InputTypeNotSupported,
     MalformedResponse,
     TransientEmbedderError,
 )
-from connectors.foundry import FoundryEmbedder, normalize_endpoint
-from connectors.foundry.retry import server_delay
+from imgrag.connectors.foundry import FoundryEmbedder, normalize_endpoint
+from imgrag.connectors.foundry.retry import server_delay
+from pydantic import SecretStr
+
 from tests.foundry_helpers import FakeTime, TokenIssuer, images
 
 KEY = "sk-test-7f3a9c1e-do-not-log"
@@ -467,7 +467,7 @@ def test_server_delay_headers() -> None:
 
 
 async def test_probe_checks_the_service_and_learns_its_dimension(fake_time: FakeTime) -> None:
-    from connectors.tiny import TinyEmbedder
+    from imgrag.connectors.tiny import TinyEmbedder
 
     backend = TinyEmbedder(384)
     options = EmulatorOptions(port=0, api_key=SecretStr(KEY))

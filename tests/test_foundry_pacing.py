@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from connectors.foundry.pacing import Pacer
+from imgrag.connectors.foundry.pacing import Pacer
+
 from tests.foundry_helpers import FakeTime
 
 

@@ -6,9 +6,9 @@ import io
 from pathlib import Path
 
 import pytest
+from imgrag.pipeline.images import ImageRejected, normalize, probe
 from PIL import Image
 
-from pipeline.images import ImageRejected, normalize, probe
 from tests import images_factory as f
 
 

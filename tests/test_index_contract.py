@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imgrag.connectors.config import StoreConfig
+from imgrag.connectors.errors import CollectionMismatch, StoreError
+from imgrag.connectors.index import CollectionSpec, Index, Point
+from imgrag.connectors.stores import EdgeIndex, QdrantIndex, open_index
 from pydantic import SecretStr
 from qdrant_client.http import models as qm
-
-from connectors.config import StoreConfig
-from connectors.errors import CollectionMismatch, StoreError
-from connectors.index import CollectionSpec, Index, Point
-from connectors.stores import EdgeIndex, QdrantIndex, open_index
 
 DIM = 8
 KINDS = ["edge", "local", "server"]

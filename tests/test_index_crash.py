@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from imgrag.connectors.errors import StoreLocked
+from imgrag.connectors.index import CollectionSpec, Point
+from imgrag.connectors.stores import EdgeIndex
 from qdrant_client.http import models as qm
-
-from connectors.errors import StoreLocked
-from connectors.index import CollectionSpec, Point
-from connectors.stores import EdgeIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -31,8 +30,8 @@ WRITER = textwrap.dedent(
     """
     import sys, uuid
     import numpy as np
-    from connectors.index import CollectionSpec, Point
-    from connectors.stores import EdgeIndex
+    from imgrag.connectors.index import CollectionSpec, Point
+    from imgrag.connectors.stores import EdgeIndex
 
     index = EdgeIndex(sys.argv[1], index_threshold=300, settle_seconds=0.0)
     index.ensure_collection(CollectionSpec(name="images", model="crash-model", dimension=32))
@@ -51,8 +50,8 @@ WRITER = textwrap.dedent(
 HOLDER = textwrap.dedent(
     """
     import sys
-    from connectors.index import CollectionSpec
-    from connectors.stores import EdgeIndex
+    from imgrag.connectors.index import CollectionSpec
+    from imgrag.connectors.stores import EdgeIndex
 
     index = EdgeIndex(sys.argv[1])
     index.ensure_collection(CollectionSpec(name="images", model="crash-model", dimension=32))

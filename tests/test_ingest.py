@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
+from imgrag.connectors.errors import CollectionMismatch, CredentialError
+from imgrag.pipeline.ingest import FatalError
+from imgrag.pipeline.runtime import open_runtime
 from pydantic import SecretStr
 
-from connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from connectors.errors import CollectionMismatch, CredentialError
-from pipeline.ingest import FatalError
-from pipeline.runtime import open_runtime
 from tests import images_factory as f
 from tests.conftest import EMULATOR_KEY
 from tests.ingest_harness import pipeline, settings_for
@@ -233,7 +233,7 @@ async def test_future_dated_and_oversized_files(
 ) -> None:
     import time
 
-    monkeypatch.setattr("pipeline.ingest.MAX_FILE_BYTES", 20_000)
+    monkeypatch.setattr("imgrag.pipeline.ingest.MAX_FILE_BYTES", 20_000)
     async with pipeline(tmp_path, emulator) as p:
         future = add(p.root, "future.png", 1)
         later = time.time() + 86_400  # a camera whose clock is a day ahead

@@ -22,18 +22,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from connectors.embedder import Embedder, ImageInput
-from connectors.errors import (
+from imgrag.connectors.embedder import Embedder, ImageInput
+from imgrag.connectors.errors import (
     EmbedderError,
     ExtraNotInstalled,
     InputTypeNotSupported,
     RequestRejected,
 )
-from connectors.local import DEFAULT_RECIPE, ConseRecipe, LocalEmbedder, load_local_embedder
-from connectors.local.colours import colour_histogram, dominant_colour_weights
-from connectors.local.recipe import BASIC_COLOURS
+from imgrag.connectors.local import DEFAULT_RECIPE, ConseRecipe, LocalEmbedder, load_local_embedder
+from imgrag.connectors.local.colours import colour_histogram, dominant_colour_weights
+from imgrag.connectors.local.recipe import BASIC_COLOURS
+from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="the local extra is not installed")
 
@@ -153,9 +152,9 @@ def test_warm_start_reuses_exports_and_bank(
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached artefact was rebuilt")
 
-    monkeypatch.setattr("connectors.local.prompt_bank.compute_bank", must_not_run)
-    monkeypatch.setattr("connectors.local.embedder.export_minilm", must_not_run)
-    monkeypatch.setattr("connectors.local.embedder.export_efficientnet", must_not_run)
+    monkeypatch.setattr("imgrag.connectors.local.prompt_bank.compute_bank", must_not_run)
+    monkeypatch.setattr("imgrag.connectors.local.embedder.export_minilm", must_not_run)
+    monkeypatch.setattr("imgrag.connectors.local.embedder.export_efficientnet", must_not_run)
     guard = SocketGuard()
     guard.install(monkeypatch)
 
@@ -252,9 +251,8 @@ def test_caption_moves_the_image_vector_towards_the_caption(local: Session) -> N
 
 def test_onnx_text_encoder_matches_the_torch_reference(local: Session) -> None:
     torch = pytest.importorskip("torch")
+    from imgrag.connectors.local.text_model import load_eager_minilm, model_dir
     from transformers import AutoTokenizer
-
-    from connectors.local.text_model import load_eager_minilm, model_dir
 
     texts = ["a photo of a cat", "craters on the surface of the moon at night", "x"]
     tok = AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
@@ -269,8 +267,8 @@ def test_onnx_text_encoder_matches_the_torch_reference(local: Session) -> None:
 
 def test_onnx_classifier_matches_eager_torch(local: Session) -> None:
     torch = pytest.importorskip("torch")
-    from connectors.local.image_input import prepare
-    from connectors.local.vision_model import load_eager_efficientnet
+    from imgrag.connectors.local.image_input import prepare
+    from imgrag.connectors.local.vision_model import load_eager_efficientnet
 
     data = photo_bytes("coffee")
     pixels = prepare(data).pixels[None]
@@ -378,9 +376,9 @@ _WITHOUT_TORCH = """
 import sys
 for name in ("torch", "onnxruntime", "efficientnet_lite_pytorch"):
     sys.modules[name] = None  # an import of these now raises ImportError
-import connectors.local
-from connectors.local import LocalEmbedder, load_local_embedder
-from connectors.errors import ExtraNotInstalled
+import imgrag.connectors.local
+from imgrag.connectors.local import LocalEmbedder, load_local_embedder
+from imgrag.connectors.errors import ExtraNotInstalled
 try:
     load_local_embedder()
 except ExtraNotInstalled as exc:

@@ -9,15 +9,15 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from imgrag.connectors.config import EmbedderConfig, StoreConfig
+from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
+from imgrag.pipeline import AsyncRetriever, Retriever
+from imgrag.pipeline.config import IngestConfig, Settings
+from imgrag.pipeline.retrieval import QueryError
+from imgrag.pipeline.runtime import open_runtime
 from PIL import Image, ImageOps
 from pydantic import SecretStr
 
-from connectors.config import EmbedderConfig, StoreConfig
-from connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from pipeline import AsyncRetriever, Retriever
-from pipeline.config import IngestConfig, Settings
-from pipeline.retrieval import QueryError
-from pipeline.runtime import open_runtime
 from tests import images_factory as f
 from tests.conftest import EMULATOR_KEY
 
@@ -171,9 +171,9 @@ async def test_image_text_query_refused_by_a_model_without_it(
 
 
 async def test_query_images_are_prepared_like_documents(tmp_path: Path) -> None:
-    from connectors.embedder import ImageInput, InputType
-    from connectors.tiny import TinyEmbedder
-    from pipeline.retrieval import SearchService
+    from imgrag.connectors.embedder import ImageInput, InputType
+    from imgrag.connectors.tiny import TinyEmbedder
+    from imgrag.pipeline.retrieval import SearchService
 
     seen: list[ImageInput] = []
 

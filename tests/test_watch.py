@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.pipeline.daemon import Daemon
 
-from connectors.emulator import EmulatorHandle
-from pipeline.daemon import Daemon
 from tests import images_factory as f
 from tests.ingest_harness import Pipeline, pipeline, until
 
@@ -134,7 +134,7 @@ async def test_polling_observer(tmp_path: Path, emulator: EmulatorHandle, pollin
 async def test_outage_then_recovery_while_watching(
     tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipeline.daemon._RETRY_MIN_SECONDS", 0.2)
+    monkeypatch.setattr("imgrag.pipeline.daemon._RETRY_MIN_SECONDS", 0.2)
     async with watching(tmp_path, emulator) as (p, daemon):
         emulator.state.options.fail_rate = 1.0
         for i in range(3):
@@ -157,7 +157,7 @@ async def test_inotify_limit_falls_back_to_polling(
 ) -> None:
     import errno
 
-    import pipeline.watcher as watcher
+    import imgrag.pipeline.watcher as watcher
 
     class Exhausted(watcher.Observer):  # type: ignore[misc,valid-type]
         def start(self) -> None:
@@ -173,7 +173,7 @@ async def test_inotify_limit_falls_back_to_polling(
 async def test_rescan_catches_what_events_missed(
     tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.watcher as watcher
+    import imgrag.pipeline.watcher as watcher
 
     monkeypatch.setattr(watcher.FolderWatcher, "_note", lambda self, event: None)  # deaf
     async with watching(tmp_path, emulator, rescan_minutes=0.01) as (p, _):

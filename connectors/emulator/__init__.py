@@ -4,10 +4,10 @@ Used for offline development (``imgrag emulator``) and so tests exercise the pro
 client over real HTTP.
 """
 
-from connectors.emulator.app import create_app, model_info
-from connectors.emulator.options import API_KEY_ENV, DEFAULT_PORT, EmulatorOptions
-from connectors.emulator.server import EmulatorHandle, build_state, running_emulator, serve
-from connectors.emulator.state import EmulatorState, RequestRecord
+from imgrag.connectors.emulator.app import create_app, model_info
+from imgrag.connectors.emulator.options import API_KEY_ENV, DEFAULT_PORT, EmulatorOptions
+from imgrag.connectors.emulator.server import EmulatorHandle, build_state, running_emulator, serve
+from imgrag.connectors.emulator.state import EmulatorState, RequestRecord
 
 __all__ = [
     "API_KEY_ENV",

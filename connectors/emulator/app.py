@@ -14,19 +14,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from connectors.embedder import ImageInput, InputType
-from connectors.emulator.faults import InjectedFault
-from connectors.emulator.inputs import InputProblem, decode_image, text_tokens
-from connectors.emulator.quota import Throttle
-from connectors.emulator.state import AuthKind, EmulatorState, RequestRecord
-from connectors.emulator.wire import (
+from imgrag.connectors.embedder import ImageInput, InputType
+from imgrag.connectors.emulator.faults import InjectedFault
+from imgrag.connectors.emulator.inputs import InputProblem, decode_image, text_tokens
+from imgrag.connectors.emulator.quota import Throttle
+from imgrag.connectors.emulator.state import AuthKind, EmulatorState, RequestRecord
+from imgrag.connectors.emulator.wire import (
     EmbeddingItem,
     EmbeddingsResponse,
     ErrorBody,
@@ -37,7 +30,13 @@ from connectors.emulator.wire import (
     TextEmbeddingsRequest,
     UsageOut,
 )
-from connectors.errors import RequestRejected
+from imgrag.connectors.errors import RequestRejected
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from connectors.embedder import Embedder
-from connectors.errors import ConnectorError
-from connectors.tiny import TinyEmbedder
+from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.errors import ConnectorError
+from imgrag.connectors.tiny import TinyEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def make_backend(kind: str, dimension: int) -> tuple[Embedder, str]:
     """
     if kind in ("auto", "local"):
         try:
-            from connectors.local import LocalEmbedder  # optional extra
+            from imgrag.connectors.local import LocalEmbedder  # optional extra
 
             return LocalEmbedder(cache_dir=None), "local"
         except Exception as exc:  # ImportError, missing weights, anything the loader raises

@@ -7,9 +7,8 @@ import binascii
 import io
 import re
 
+from imgrag.connectors.embedder import ImageInput
 from PIL import Image, UnidentifiedImageError
-
-from connectors.embedder import ImageInput
 
 # The formats the Foundry image embedding models document.
 ACCEPTED_FORMATS = {

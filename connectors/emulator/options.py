@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from imgrag.connectors.catalog import CATALOG, lookup
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-
-from connectors.catalog import CATALOG, lookup
 
 DEFAULT_PORT = 8088
 API_KEY_ENV = "IMGRAG_EMULATOR_API_KEY"

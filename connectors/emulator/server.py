@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-
-from connectors.catalog import lookup
-from connectors.embedder import Embedder
-from connectors.emulator.app import create_app
-from connectors.emulator.backends import make_backend
-from connectors.emulator.options import EmulatorOptions
-from connectors.emulator.state import EmulatorState
+from imgrag.connectors.catalog import lookup
+from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.emulator.app import create_app
+from imgrag.connectors.emulator.backends import make_backend
+from imgrag.connectors.emulator.options import EmulatorOptions
+from imgrag.connectors.emulator.state import EmulatorState
 
 API_VERSION = "2024-05-01-preview"
 

@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from imgrag.connectors.catalog import ModelFacts, lookup
+from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.emulator.faults import FaultScript, InjectedFault, RandomFaults
+from imgrag.connectors.emulator.options import EmulatorOptions
+from imgrag.connectors.emulator.quota import QuotaLimiter
 from pydantic import BaseModel
-
-from connectors.catalog import ModelFacts, lookup
-from connectors.embedder import Embedder
-from connectors.emulator.faults import FaultScript, InjectedFault, RandomFaults
-from connectors.emulator.options import EmulatorOptions
-from connectors.emulator.quota import QuotaLimiter
 
 AuthKind = Literal["api-key", "bearer-key", "bearer-token"]
 

@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from imgrag.connectors.errors import CredentialError
 from pydantic import SecretStr
-
-from connectors.errors import CredentialError
 
 # Refresh a token this long before it expires, so no request leaves with a dying token.
 REFRESH_MARGIN_SECONDS = 300.0

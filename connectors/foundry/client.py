@@ -17,11 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-
-from connectors.catalog import lookup
-from connectors.config import EmbedderConfig
-from connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
-from connectors.errors import (
+from imgrag.connectors.catalog import lookup
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
+from imgrag.connectors.errors import (
     ConnectorError,
     CredentialError,
     InputTypeNotSupported,
@@ -29,10 +28,10 @@ from connectors.errors import (
     RequestRejected,
     TransientEmbedderError,
 )
-from connectors.foundry.auth import Auth, EntraAuth, KeyAuth, default_entra_credential
-from connectors.foundry.pacing import Pacer
-from connectors.foundry.retry import RETRYABLE_STATUS, backoff_delay, server_delay
-from connectors.foundry.wire import ServiceError, decode_vectors
+from imgrag.connectors.foundry.auth import Auth, EntraAuth, KeyAuth, default_entra_credential
+from imgrag.connectors.foundry.pacing import Pacer
+from imgrag.connectors.foundry.retry import RETRYABLE_STATUS, backoff_delay, server_delay
+from imgrag.connectors.foundry.wire import ServiceError, decode_vectors
 
 log = logging.getLogger("imgrag.foundry")
 

@@ -7,9 +7,8 @@ import math
 from typing import Any, Literal
 
 import numpy as np
+from imgrag.connectors.errors import MalformedResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
-
-from connectors.errors import MalformedResponse
 
 
 class _EmbeddingItem(BaseModel):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connectors.local.install import INSTALL_HINT, missing_modules, require_local_extra
-from connectors.local.recipe import DEFAULT_RECIPE, ConseRecipe
+from imgrag.connectors.local.install import INSTALL_HINT, missing_modules, require_local_extra
+from imgrag.connectors.local.recipe import DEFAULT_RECIPE, ConseRecipe
 
 if TYPE_CHECKING:
-    from connectors.local.embedder import LocalEmbedder, load_local_embedder
+    from imgrag.connectors.local.embedder import LocalEmbedder, load_local_embedder
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -27,9 +27,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # embedder.py itself imports only numpy and Pillow, but keeping it lazy means a
-    # broken optional install can never break `import connectors.local`.
+    # broken optional install can never break `import imgrag.connectors.local`.
     if name in ("LocalEmbedder", "load_local_embedder"):
-        from connectors.local import embedder
+        from imgrag.connectors.local import embedder
 
         return getattr(embedder, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ import json
 from functools import cache
 from importlib import resources
 
-from connectors.local.recipe import ConseRecipe, NameSource
+from imgrag.connectors.local.recipe import ConseRecipe, NameSource
 
 NUM_CLASSES = 1000
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
-from connectors.local.recipe import BASIC_COLOURS
+from imgrag.connectors.local.recipe import BASIC_COLOURS
 
 _INDEX = {name: i for i, name in enumerate(BASIC_COLOURS)}
 

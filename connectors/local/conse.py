@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
-from connectors.local.text_model import normalize_rows
+from imgrag.connectors.local.text_model import normalize_rows
 
 F32 = npt.NDArray[np.float32]
 

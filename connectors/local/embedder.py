@@ -13,18 +13,22 @@ from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
-
-from connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
-from connectors.errors import EmbedderError, InputTypeNotSupported
-from connectors.local import conse
-from connectors.local.cache import default_cache_dir
-from connectors.local.colours import dominant_colour_weights
-from connectors.local.image_input import prepare
-from connectors.local.install import require_local_extra
-from connectors.local.prompt_bank import PromptBank, bank_cache_path, load_or_compute_bank
-from connectors.local.recipe import DEFAULT_RECIPE, ConseRecipe
-from connectors.local.text_model import DIMENSION, TextEncoder, export_minilm, text_cache_path
-from connectors.local.vision_model import (
+from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
+from imgrag.connectors.errors import EmbedderError, InputTypeNotSupported
+from imgrag.connectors.local import conse
+from imgrag.connectors.local.cache import default_cache_dir
+from imgrag.connectors.local.colours import dominant_colour_weights
+from imgrag.connectors.local.image_input import prepare
+from imgrag.connectors.local.install import require_local_extra
+from imgrag.connectors.local.prompt_bank import PromptBank, bank_cache_path, load_or_compute_bank
+from imgrag.connectors.local.recipe import DEFAULT_RECIPE, ConseRecipe
+from imgrag.connectors.local.text_model import (
+    DIMENSION,
+    TextEncoder,
+    export_minilm,
+    text_cache_path,
+)
+from imgrag.connectors.local.vision_model import (
     ImageClassifier,
     export_efficientnet,
     vision_cache_path,

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from imgrag.connectors.errors import RequestRejected
 from PIL import Image, UnidentifiedImageError
-
-from connectors.errors import RequestRejected
 
 INPUT_SIZE = 224
 RESIZE_SIZE = 256  # shorter side before the centre crop: the usual 0.875 ImageNet crop

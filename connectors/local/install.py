@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from connectors.errors import ExtraNotInstalled
+from imgrag.connectors.errors import ExtraNotInstalled
 
 INSTALL_HINT = (
     "install a CPU torch first (pip install torch --index-url "

@@ -12,11 +12,10 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-
-from connectors.local.cache import versions_key, write_atomically
-from connectors.local.class_names import NUM_CLASSES, class_prompts, colour_prompts
-from connectors.local.recipe import ConseRecipe
-from connectors.local.text_model import DIMENSION, TextEncoder, normalize_rows
+from imgrag.connectors.local.cache import versions_key, write_atomically
+from imgrag.connectors.local.class_names import NUM_CLASSES, class_prompts, colour_prompts
+from imgrag.connectors.local.recipe import ConseRecipe
+from imgrag.connectors.local.text_model import DIMENSION, TextEncoder, normalize_rows
 
 BANK_FORMAT = "1"
 

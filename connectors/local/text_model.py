@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from connectors.local.cache import onnx_cache_path, write_atomically
+from imgrag.connectors.local.cache import onnx_cache_path, write_atomically
 
 EXPORT_VERSION = "1"
 OPSET = 17
@@ -96,9 +95,8 @@ class TextEncoder:
     """Sentence embeddings (384 dims, unit length) for batches of texts."""
 
     def __init__(self, onnx_path: Path) -> None:
+        from imgrag.connectors.local.onnx_runtime import open_session
         from tokenizers import Tokenizer
-
-        from connectors.local.onnx_runtime import open_session
 
         tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)

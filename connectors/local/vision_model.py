@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from connectors.local.cache import onnx_cache_path, write_atomically
-from connectors.local.image_input import INPUT_SIZE
+from imgrag.connectors.local.cache import onnx_cache_path, write_atomically
+from imgrag.connectors.local.image_input import INPUT_SIZE
 
 EXPORT_VERSION = "1"
 OPSET = 17
@@ -76,7 +75,7 @@ class ImageClassifier:
     """ImageNet-1k class probabilities for batches of prepared images."""
 
     def __init__(self, onnx_path: Path) -> None:
-        from connectors.local.onnx_runtime import open_session
+        from imgrag.connectors.local.onnx_runtime import open_session
 
         self._session = open_session(onnx_path)
 

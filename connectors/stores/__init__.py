@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.config import StoreConfig
-from connectors.index import Index
-from connectors.stores.edge import EdgeIndex, IndexStatus
-from connectors.stores.qdrant import QdrantIndex
+from imgrag.connectors.config import StoreConfig
+from imgrag.connectors.index import Index
+from imgrag.connectors.stores.edge import EdgeIndex, IndexStatus
+from imgrag.connectors.stores.qdrant import QdrantIndex
 
 __all__ = ["EdgeIndex", "IndexStatus", "QdrantIndex", "open_index"]
 

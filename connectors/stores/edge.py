@@ -30,14 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
-from pydantic import BaseModel
-from qdrant_client.http import models as qm
-
-from connectors.errors import StoreError
-from connectors.index import CollectionSpec, FileState, Hit, Point
-from connectors.stores.edge_filters import to_edge_filter
-from connectors.stores.owner_lock import OwnerLock
-from connectors.stores.schema import (
+from imgrag.connectors.errors import StoreError
+from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
+from imgrag.connectors.stores.edge_filters import to_edge_filter
+from imgrag.connectors.stores.owner_lock import OwnerLock
+from imgrag.connectors.stores.schema import (
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     CollectionRecord,
@@ -48,6 +45,8 @@ from connectors.stores.schema import (
     folder_filter,
     paths_filter,
 )
+from pydantic import BaseModel
+from qdrant_client.http import models as qm
 
 log = logging.getLogger(__name__)
 
@@ -518,7 +517,7 @@ class EdgeIndex:
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "connectors.stores.edge_rebuild", str(building)],
+            [sys.executable, "-m", "imgrag.connectors.stores.edge_rebuild", str(building)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,

@@ -7,9 +7,8 @@ import uuid
 from typing import Any
 
 import qdrant_edge as qe
+from imgrag.connectors.errors import StoreError
 from qdrant_client.http import models as qm
-
-from connectors.errors import StoreError
 
 
 def to_edge_filter(flt: qm.Filter | None) -> qe.Filter | None:

@@ -5,7 +5,7 @@ so running it on a thread would freeze every other thread of the owning process.
 flushes its shard, copies it, and runs this on the copy; it then replays what changed
 meanwhile and swaps the copy in (see ``edge.py``).
 
-Usage: ``python -m connectors.stores.edge_rebuild SHARD_DIR``; prints one JSON line.
+Usage: ``python -m imgrag.connectors.stores.edge_rebuild SHARD_DIR``; prints one JSON line.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m connectors.stores.edge_rebuild SHARD_DIR", file=sys.stderr)
+        print("usage: python -m imgrag.connectors.stores.edge_rebuild SHARD_DIR", file=sys.stderr)
         return 2
     _die_with_parent()
     # The owner keeps serving searches meanwhile; let it win the CPU.

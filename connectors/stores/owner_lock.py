@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from imgrag.connectors.errors import StoreError, StoreLocked
 from pydantic import BaseModel
-
-from connectors.errors import StoreError, StoreLocked
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt

@@ -18,14 +18,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from qdrant_client import QdrantClient
-from qdrant_client.http import models as qm
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-from connectors.config import StoreConfig
-from connectors.errors import CollectionMismatch, StoreError, StoreLocked
-from connectors.index import CollectionSpec, FileState, Hit, Point
-from connectors.stores.schema import (
+from imgrag.connectors.config import StoreConfig
+from imgrag.connectors.errors import CollectionMismatch, StoreError, StoreLocked
+from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
+from imgrag.connectors.stores.schema import (
     COLLECTION_METADATA_KEY,
     PAYLOAD_INDEXES,
     STATE_FIELDS,
@@ -36,6 +32,9 @@ from connectors.stores.schema import (
     folder_filter,
     paths_filter,
 )
+from qdrant_client import QdrantClient
+from qdrant_client.http import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 T = TypeVar("T")
 PAGE = 1000
