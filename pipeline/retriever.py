@@ -1,4 +1,4 @@
-"""The Python query API: ``from imgrag.pipeline import Retriever``.
+"""The Python query API: ``from imgrag import Retriever``.
 
 With the embedded store, only one process may open the index. ``Retriever`` opens it
 directly when it is free and goes through the running daemon's local API when the daemon

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from imgrag import Retriever
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline import Retriever
 from imgrag.pipeline.api import read_daemon_file
 from prometheus_client.parser import text_string_to_metric_families
 

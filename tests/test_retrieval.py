@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from imgrag import AsyncRetriever, Retriever
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from imgrag.pipeline import AsyncRetriever, Retriever
 from imgrag.pipeline.config import IngestConfig, Settings
 from imgrag.pipeline.retrieval import QueryError
 from imgrag.pipeline.runtime import open_runtime
