@@ -68,3 +68,16 @@ class StoreLocked(StoreError):
 
 class CollectionMismatch(StoreError):
     """The collection was created for another model, dimension or distance."""
+
+
+class DiskFull(StoreError):
+    """The filesystem under the state directory has no room for the next write."""
+
+    def __init__(self, directory: str, free_mb: int, need_mb: int) -> None:
+        super().__init__(
+            f"no space left under {directory}: {free_mb} MB free, need {need_mb}; "
+            "free some space there and run again (nothing indexed is lost)"
+        )
+        self.directory = directory
+        self.free_mb = free_mb
+        self.need_mb = need_mb

@@ -25,6 +25,7 @@ from imgrag.connectors.embedder import Embedder, Embedding, ImageInput, Usage
 from imgrag.connectors.errors import (
     CollectionMismatch,
     CredentialError,
+    DiskFull,
     EmbedderError,
     ExtraNotInstalled,
     InputTypeNotSupported,
@@ -52,6 +53,7 @@ _FATAL = (
     CollectionMismatch,
     StoreLocked,
     ExtraNotInstalled,
+    DiskFull,
 )
 _VECTOR_CACHE = 4096
 # No camera writes a bigger image; a bigger "photo" is a video or a disk image by mistake.

@@ -7,16 +7,19 @@ transient one (service or store unavailable) is retried on the next pass.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from imgrag.connectors.errors import DiskFull
 from pydantic import BaseModel
 
 Kind = Literal["permanent", "transient"]
+_MIN_FREE = 1_000_000  # below this, any SQLite I/O error is taken for a full disk
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
@@ -43,12 +46,49 @@ class Failure(BaseModel):
     last_at: float
 
 
+class _Connection(sqlite3.Connection):
+    """A connection whose "database or disk is full" is DiskFull: one line, no traceback.
+
+    SQLite never maps a sparse file (it writes each page of its -shm file), so a full disk
+    is an error here, not a signal.
+    """
+
+    folder = Path(".")
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise _full_disk(exc, self.folder) from None
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise _full_disk(exc, self.folder) from None
+
+
+def _full_disk(exc: sqlite3.OperationalError, folder: Path) -> Exception:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = 0
+    if "full" in str(exc) or free < _MIN_FREE:
+        return DiskFull(str(folder), free // 10**6, _MIN_FREE // 10**6)
+    return exc
+
+
 class Journal:
     """Thread-safe access to the failure journal."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, factory=_Connection
+        )
+        assert isinstance(db, _Connection)
+        db.folder = path.parent
+        self._db = db
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(_SCHEMA)

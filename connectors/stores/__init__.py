@@ -19,5 +19,9 @@ def open_index(config: StoreConfig, state_dir: Path) -> Index:
     for a server kind without a URL.
     """
     if config.kind == "edge":
-        return EdgeIndex(Path(state_dir) / "store", index_threshold=config.edge_index_threshold)
+        return EdgeIndex(
+            Path(state_dir) / "store",
+            index_threshold=config.edge_index_threshold,
+            state_dir=state_dir,
+        )
     return QdrantIndex(config)

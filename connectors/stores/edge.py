@@ -8,6 +8,13 @@ Layout under the store folder (the state directory's ``store/``)::
         CURRENT               name of the live shard generation, replaced atomically
         gen-000001/           the qdrant-edge shard (segments + WAL)
 
+Opening never deletes before it knows what is live: leftovers of a crashed build are removed
+only once ``CURRENT`` names a generation that opened (``edge_generations.py``). A blank or
+dangling ``CURRENT`` recovers the newest complete generation; a missing ``collection.json``
+is rebuilt from the points when they were made by the same model, else opening stops with
+one line. Writes check the free space first (``edge_space.py``): a full disk is a DiskFull
+error, never a SIGBUS, and writes resume once space is back, without reopening.
+
 Every write goes through the shard's write-ahead log before the call returns, so anything
 acknowledged survives kill -9. HNSW graphs are built in a child process on a flushed copy
 (``edge_rebuild.py``) because the library holds the GIL during ``optimize()``; until then
@@ -17,6 +24,7 @@ searches are exact, which is fast while few points are outside a graph.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -30,11 +38,24 @@ from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
-from imgrag.connectors.errors import StoreError
+from imgrag.connectors.errors import DiskFull, StoreError
 from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
+from imgrag.connectors.stores import edge_space as space
 from imgrag.connectors.stores.edge_filters import to_edge_filter
+from imgrag.connectors.stores.edge_generations import (
+    CURRENT_FILE,
+    SHARD_CONFIG,
+    complete_generations,
+    generation_name,
+    generation_number,
+    is_complete,
+    newest_number,
+    read_current,
+    remove_leftovers,
+)
 from imgrag.connectors.stores.owner_lock import OwnerLock
 from imgrag.connectors.stores.schema import (
+    MODEL_FIELD,
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     CollectionRecord,
@@ -51,8 +72,8 @@ from qdrant_client.http import models as qm
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "collection.json"
-CURRENT_FILE = "CURRENT"
 PAGE = 1000
+_MODEL_SAMPLE = 100
 _REPLAY_CHUNK = 256
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -86,6 +107,7 @@ class EdgeIndex:
     ``index_threshold``: points outside any HNSW graph before a background build starts.
     ``settle_seconds``: quiet time after the last write before flushing or building.
     ``auto_build``: False leaves builds to ``request_index_build`` (benchmarks, tools).
+    ``state_dir``: the folder named in a DiskFull message (default: ``path``).
     """
 
     def __init__(
@@ -96,8 +118,10 @@ class EdgeIndex:
         settle_seconds: float = 2.0,
         flush_seconds: float = 10.0,
         auto_build: bool = True,
+        state_dir: Path | str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.state_dir = Path(state_dir) if state_dir is not None else self.path
         self.index_threshold = index_threshold
         self.settle_seconds = settle_seconds
         self.flush_seconds = flush_seconds
@@ -111,6 +135,10 @@ class EdgeIndex:
         self._shard: qe.EdgeShard | None = None
         self._spec: CollectionSpec | None = None
         self._dir: Path | None = None
+        self._gen: str | None = None
+        # Set when sparse files could not be allocated: the next write tries again first.
+        self._unreserved = False
+        self._retry_flush_after = 0.0
         self._build: _Build | None = None
         self._build_requested = False
         self._retry_build_after = 0.0
@@ -152,10 +180,12 @@ class EdgeIndex:
                 return
             if (directory / RECORD_FILE).exists():
                 self._check(spec, directory)
-                shard = self._open_existing(directory, spec.dimension)
+                gen, shard = self._open_existing(directory, spec.dimension)
+            elif _holds_generations(directory):
+                gen, shard = self._open_without_record(spec, directory)
             else:
-                shard = self._create(spec, directory)
-            self._spec, self._dir = spec, directory
+                gen, shard = self._create(spec, directory)
+            self._spec, self._dir, self._gen = spec, directory, gen
             with self._handle_lock:
                 self._shard = shard
         self._start_maintenance()
@@ -167,12 +197,13 @@ class EdgeIndex:
             raise StoreError(f"cannot read {directory / RECORD_FILE}: {exc}") from None
         check_record(spec, record, where=str(self.path), drop_hint=f"remove the folder {directory}")
 
-    def _create(self, spec: CollectionSpec, directory: Path) -> qe.EdgeShard:
-        # A folder without its record is a creation interrupted by a crash: start over.
+    def _create(self, spec: CollectionSpec, directory: Path) -> tuple[str, qe.EdgeShard]:
+        # Only reached when no generation folder exists: nothing here holds points.
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
-        gen = "gen-000001"
+        space.ensure_room(directory, space.WRITE_ROOM, self.state_dir)
+        gen = generation_name(1)
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=spec.dimension, distance=qe.Distance.Cosine),
             optimizers=self._optimizers(spec.dimension),
@@ -184,13 +215,18 @@ class EdgeIndex:
                 shard.update(qe.UpdateOperation.create_field_index(field, _schema(kind)))
             shard.flush()
         except Exception as exc:
+            if space.is_no_space(exc):
+                raise space.disk_full(self.state_dir, space.WRITE_ROOM, directory) from None
             raise StoreError(f"cannot create the embedded store in {directory}: {exc}") from None
-        _write_atomic(directory / CURRENT_FILE, gen)
-        # Written last: its presence is what makes the collection exist.
-        _write_atomic(
-            directory / RECORD_FILE, CollectionRecord.from_spec(spec).model_dump_json(indent=2)
-        )
-        return shard
+        try:
+            self._write_file(directory / CURRENT_FILE, gen)
+            # Written last: its presence is what makes the collection exist.
+            record = CollectionRecord.from_spec(spec).model_dump_json(indent=2)
+            self._write_file(directory / RECORD_FILE, record)
+        except StoreError:
+            shard.close()
+            raise
+        return gen, shard
 
     def _optimizers(self, dimension: int) -> qe.EdgeOptimizersConfig:
         # The engine picks the segments that get a graph by their size in KB. A quarter of our
@@ -199,25 +235,122 @@ class EdgeIndex:
         kb = max(1, self.index_threshold * dimension * 4 // 1024 // 4)
         return qe.EdgeOptimizersConfig(indexing_threshold=kb)
 
-    def _open_existing(self, directory: Path, dimension: int) -> qe.EdgeShard:
+    def _open_existing(self, directory: Path, dimension: int | None) -> tuple[str, qe.EdgeShard]:
+        """Open the generation CURRENT names; recover the newest complete one if it is bad.
+
+        Leftovers are removed only after the generation CURRENT names has opened; a
+        recovery deletes nothing.
+        """
         try:
-            gen = (directory / CURRENT_FILE).read_text().strip()
+            named = read_current(directory)
         except OSError as exc:
-            raise StoreError(f"cannot read {directory / CURRENT_FILE}: {exc.strerror}") from None
-        # Leftovers of a build or swap cut short by a crash.
-        for entry in directory.iterdir():
-            if entry.is_dir() and entry.name.startswith("gen-") and entry.name != gen:
-                shutil.rmtree(entry, ignore_errors=True)
-        try:
-            config = qe.EdgeConfig(
-                vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
-                optimizers=self._optimizers(dimension),
-            )
-            return qe.EdgeShard.load(str(directory / gen), config)
-        except Exception as exc:
             raise StoreError(
-                f"cannot open the embedded store in {directory / gen}: {exc}"
+                f"cannot read {directory / CURRENT_FILE}: {exc.strerror}; nothing was deleted"
             ) from None
+        if named is not None and is_complete(directory / named):
+            shard = self._load(directory / named, dimension)
+            remove_leftovers(directory, named)
+            return named, shard
+        problem = _current_problem(directory, named)
+        for gen in complete_generations(directory):
+            try:
+                shard = self._load(directory / gen, dimension)
+            except DiskFull:
+                raise
+            except StoreError as exc:
+                log.warning("embedded store: %s does not open: %s", directory / gen, exc)
+                continue
+            try:
+                self._write_file(directory / CURRENT_FILE, gen)
+            except StoreError as exc:  # serve it anyway; the next open recovers again
+                log.warning("embedded store: %s", exc)
+            log.warning(
+                "embedded store %s: %s; recovered %s, the newest complete generation "
+                "(nothing was deleted)",
+                directory,
+                problem,
+                gen,
+            )
+            return gen, shard
+        raise StoreError(
+            f"the embedded store in {directory} is damaged: {problem}, and no complete "
+            f"generation opens; nothing was deleted; move {directory} away and run "
+            "`imgrag ingest` to rebuild it from the folder"
+        )
+
+    def _write_file(self, path: Path, text: str) -> None:
+        try:
+            _write_atomic(path, text)
+        except OSError as exc:
+            if space.is_no_space(exc):
+                raise space.disk_full(self.state_dir, space.SMALL_ROOM, path.parent) from None
+            raise StoreError(f"cannot write {path}: {exc.strerror}") from None
+
+    def _load(self, folder: Path, dimension: int | None) -> qe.EdgeShard:
+        if space.free_bytes(folder) < space.RESERVE_BELOW:
+            # Opening may replay the WAL into files a crash left sparse.
+            try:
+                space.reserve(folder)
+            except OSError:
+                raise space.disk_full(self.state_dir, space.WRITE_ROOM, folder) from None
+        try:
+            config = None
+            if dimension is not None:
+                config = qe.EdgeConfig(
+                    vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+                    optimizers=self._optimizers(dimension),
+                )
+            return qe.EdgeShard.load(str(folder), config)
+        except Exception as exc:
+            if space.is_no_space(exc):
+                raise space.disk_full(self.state_dir, space.SMALL_ROOM, folder) from None
+            raise StoreError(f"cannot open the embedded store in {folder}: {exc}") from None
+
+    def _open_without_record(
+        self, spec: CollectionSpec, directory: Path
+    ) -> tuple[str, qe.EdgeShard]:
+        """A collection folder without ``collection.json``: rebuild the record when the
+        points show they were made for ``spec``, else stop. Nothing is deleted."""
+        record = directory / RECORD_FILE
+        if not complete_generations(directory):
+            raise StoreError(
+                f"{record} is missing and {directory} holds no complete shard; nothing was "
+                f"deleted; move {directory} away and run `imgrag ingest` to rebuild it"
+            )
+        stored = _shard_dimension(directory)
+        if stored is not None and stored != spec.dimension:
+            raise StoreError(
+                f"{record} is missing and the points in {directory} have {stored} dimensions, "
+                f"not {spec.dimension}; nothing was deleted; use another collection "
+                f"(IMGRAG_STORE__COLLECTION=<new name>) or move {directory} away to re-index"
+            )
+        gen, shard = self._open_existing(directory, spec.dimension)
+        try:
+            models = _sample_models(shard)
+        except Exception:
+            shard.close()
+            raise
+        strangers = {m for m in models if m.lower() != spec.model.lower()}
+        if strangers:
+            shard.close()
+            raise StoreError(
+                f"{record} is missing and the points in {directory} were made by "
+                f"{', '.join(sorted(strangers))}, not {spec.model}; nothing was deleted; use "
+                f"another collection (IMGRAG_STORE__COLLECTION=<new name>) or move "
+                f"{directory} away to re-index"
+            )
+        try:
+            self._write_file(record, CollectionRecord.from_spec(spec).model_dump_json(indent=2))
+        except StoreError:
+            shard.close()
+            raise
+        log.warning(
+            "embedded store %s: collection.json was missing; rebuilt it for %s from %s",
+            directory,
+            spec.model,
+            "an empty shard" if not models else f"{len(models)} sampled points",
+        )
+        return gen, shard
 
     def drop_collection(self, name: str) -> None:
         """Delete a collection and everything in it (the way out of a model change)."""
@@ -239,12 +372,16 @@ class EdgeIndex:
         if not points:
             return
         batch = [qe.Point(p.id, p.vector, p.payload) for p in points]
-        self._write("upsert", qe.UpdateOperation.upsert_points(batch), [p.id for p in points])
+        # The WAL record, the vectors and the payloads: generously 3x their raw size.
+        raw = sum(len(p.vector) * 4 + 64 + len(json.dumps(p.payload, default=str)) for p in points)
+        need = space.WRITE_ROOM + 3 * raw
+        self._write("upsert", qe.UpdateOperation.upsert_points(batch), [p.id for p in points], need)
 
     def delete_ids(self, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""
         if ids:
-            self._write("delete", qe.UpdateOperation.delete_points(list(ids)), list(ids))
+            op = qe.UpdateOperation.delete_points(list(ids))
+            self._write("delete", op, list(ids), space.SMALL_ROOM)
 
     def delete_paths(self, paths: Sequence[str]) -> None:
         """Delete the points of these relative paths."""
@@ -268,33 +405,66 @@ class EdgeIndex:
             for start in range(0, len(ids), PAGE):
                 self.delete_ids(ids[start : start + PAGE])
 
-    def _write(self, what: str, op: Any, ids: list[str]) -> None:
+    def _write(self, what: str, op: Any, ids: list[str], need: int) -> None:
         with self._write_lock:
             shard = self._require()
+            self._make_room(need)
             try:
                 shard.update(op)
-            except ValueError as exc:
-                raise StoreError(f"embedded store {what} rejected the batch: {exc}") from None
             except Exception as exc:
+                if space.is_no_space(exc):
+                    raise space.disk_full(self.state_dir, need, self._dir) from None
+                if isinstance(exc, ValueError):
+                    raise StoreError(f"embedded store {what} rejected the batch: {exc}") from None
                 raise StoreError(f"embedded store {what} failed: {exc}") from None
             if self._build is not None:
                 self._build.touched.update(ids)
             self._last_write = time.monotonic()
             self._unflushed = True
             self._unchecked = True
+            self._reserve()
         with self._wake:
             self._wake.notify_all()
 
+    def _make_room(self, need: int) -> None:
+        """Raise DiskFull, before the engine is touched, unless ``need`` bytes are free and
+        the live files are allocated; the shard stays usable, so writes resume by themselves
+        once space is back."""
+        assert self._dir is not None
+        if self._unreserved:
+            self._reserve()
+            if self._unreserved:
+                raise space.disk_full(self.state_dir, need, self._dir)
+        space.ensure_room(self._dir, need, self.state_dir)
+
+    def _reserve(self) -> None:
+        """While the disk is tight, allocate the live generation's sparse files for real."""
+        assert self._dir is not None and self._gen is not None
+        try:
+            if space.free_bytes(self._dir) >= space.RESERVE_BELOW:
+                self._unreserved = False
+                return
+            space.reserve(self._dir / self._gen)
+            self._unreserved = False
+        except OSError as exc:
+            self._unreserved = space.is_no_space(exc)
+
     def flush(self) -> None:
-        """Persist segments so the WAL stays short and reopening stays fast."""
+        """Persist segments so the WAL stays short and reopening stays fast.
+
+        A failed flush loses nothing: every acknowledged write is in the WAL already.
+        """
         with self._write_lock:
             shard = self._require()
             try:
                 shard.flush()
             except Exception as exc:
+                if space.is_no_space(exc):
+                    raise space.disk_full(self.state_dir, space.SMALL_ROOM, self._dir) from None
                 raise StoreError(f"embedded store flush failed: {exc}") from None
             self._unflushed = False
             self._last_flush = time.monotonic()
+            self._reserve()
 
     # --- reads -----------------------------------------------------------------------
 
@@ -478,16 +648,22 @@ class EdgeIndex:
             try:
                 self._tick()
             except Exception as exc:  # the thread must survive; the error shows in status()
+                if str(exc) != self._last_error:  # once, not every second while it lasts
+                    log.warning("embedded store maintenance: %s", exc)
                 self._last_error = str(exc)
-                log.warning("embedded store maintenance: %s", exc)
 
     def _tick(self) -> None:
         if self._build is not None and self._build.proc.poll() is not None:
             self._finish_build()
         now = time.monotonic()
         quiet = now - self._last_write >= self.settle_seconds
-        if self._unflushed and (quiet or now - self._last_flush >= self.flush_seconds):
-            self.flush()
+        due = quiet or now - self._last_flush >= self.flush_seconds
+        if self._unflushed and due and now >= self._retry_flush_after:
+            try:
+                self.flush()
+            except DiskFull:
+                self._retry_flush_after = now + 10  # the WAL holds the writes meanwhile
+                raise
         if self._build is not None or not (self.auto_build and quiet and self._unchecked):
             return
         if now < self._retry_build_after:
@@ -502,17 +678,30 @@ class EdgeIndex:
 
     def _start_build(self) -> None:
         """Flush, copy the live shard, start the child that builds its graphs (write lock held)."""
-        assert self._dir is not None
+        assert self._dir is not None and self._gen is not None
         shard = self._require()
-        current = (self._dir / CURRENT_FILE).read_text().strip()
-        number = int(current.split("-")[1]) + 1
-        final = self._dir / f"gen-{number:06d}"
-        building = self._dir / f"gen-{number:06d}.building"
+        current = self._gen
+        # Above every folder present, so a generation kept by a recovery is never reused.
+        number = max(newest_number(self._dir), generation_number(current) or 0) + 1
+        final = self._dir / generation_name(number)
+        building = self._dir / f"{final.name}.building"
         shutil.rmtree(building, ignore_errors=True)
+        # The copy is as big as the live shard, and the build writes new segments beside it.
+        try:
+            size = _disk_usage(self._dir / current)
+            space.ensure_room(self._dir, 2 * size + space.WRITE_ROOM, self.state_dir)
+        except DiskFull as exc:
+            self._retry_build_after = time.monotonic() + 60
+            raise StoreError(f"background HNSW build postponed: {exc}") from None
         shard.flush()
         self._unflushed = False
         self._last_flush = time.monotonic()
-        shutil.copytree(self._dir / current, building)
+        try:
+            shutil.copytree(self._dir / current, building)
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)
+            self._retry_build_after = time.monotonic() + 60
+            raise
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -549,7 +738,8 @@ class EdgeIndex:
                 replayed = _replay(old, new, sorted(build.touched))
                 new.flush()
                 info = new.info()
-                previous = (self._dir / CURRENT_FILE).read_text().strip()
+                previous = self._gen
+                assert previous is not None
                 _write_atomic(self._dir / CURRENT_FILE, build.final.name)
             except Exception as exc:
                 if new is not None:
@@ -563,6 +753,8 @@ class EdgeIndex:
                 return
             with self._handle_lock:
                 self._shard = new
+            self._gen = build.final.name
+            self._reserve()
             self._build = None
             self._builds += 1
             self._last_build_seconds = round(time.monotonic() - build.started, 3)
@@ -603,7 +795,10 @@ class EdgeIndex:
                 shard, self._shard = self._shard, None
             try:
                 if shard is not None:
-                    shard.flush()
+                    try:
+                        shard.flush()
+                    except Exception as exc:  # the WAL has every write; reopening replays it
+                        log.warning("embedded store: flush on close failed: %s", exc)
                     shard.close()
             finally:
                 self._owner.release()
@@ -614,6 +809,51 @@ class EdgeIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _holds_generations(directory: Path) -> bool:
+    """Whether a collection folder has any generation folder (complete or not)."""
+    if not directory.is_dir():
+        return False
+    return any(
+        generation_number(e.name.removesuffix(".building")) is not None and e.is_dir()
+        for e in directory.iterdir()
+    )
+
+
+def _current_problem(directory: Path, named: str | None) -> str:
+    if not (directory / CURRENT_FILE).exists():
+        return "CURRENT is missing"
+    if named is None:
+        return "CURRENT is blank or not a generation name"
+    return f"CURRENT names {named}, which is missing or incomplete"
+
+
+def _shard_dimension(directory: Path) -> int | None:
+    """The vector size the newest complete generation was created with, if it says."""
+    for gen in complete_generations(directory):
+        try:
+            config = json.loads((directory / gen / SHARD_CONFIG).read_text())
+            size = config["vectors"][""]["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return int(size)
+    return None
+
+
+def _sample_models(shard: qe.EdgeShard) -> list[str]:
+    """The model named by the first points' payloads ("unknown" where none is named)."""
+    request = qe.ScrollRequest(
+        limit=_MODEL_SAMPLE,
+        with_payload=qe.PayloadSelector.Include([MODEL_FIELD]),
+        with_vector=False,
+    )
+    records, _ = shard.scroll(request)
+    models: list[str] = []
+    for record in records:
+        value = (record.payload or {}).get(MODEL_FIELD)
+        models.append(value if isinstance(value, str) and value else "an unknown model")
+    return models
 
 
 def _replay(old: qe.EdgeShard, new: qe.EdgeShard, ids: list[str]) -> int:
@@ -645,6 +885,16 @@ def _schema(kind: str) -> Any:
         "integer": qe.PayloadSchemaType.Integer,
         "datetime": qe.PayloadSchemaType.Datetime,
     }[kind]
+
+
+def _disk_usage(folder: Path) -> int:
+    """Bytes the files below ``folder`` take (their full size: a copy is not sparse)."""
+    total = 0
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(parent, name)).st_size
+    return total
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ so a crash never leaves a stale lock behind. The pid file only makes the error u
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -95,6 +96,11 @@ class OwnerLock:
             tmp.write_text(json.dumps(owner.model_dump()))
             os.replace(tmp, directory / OWNER_FILE)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # The OS lock alone decides; on a full disk only the nicer error is lost.
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                return
             self.release()
             raise StoreError(f"cannot write {directory / OWNER_FILE}: {exc.strerror}") from None
 

@@ -28,6 +28,9 @@ PAYLOAD_INDEXES: dict[str, PayloadKind] = {
 STATE_FIELDS: tuple[str, ...] = ("path", "size", "mtime_ns", "sha256", "embed_key", "sidecar")
 """The payload fields reconciliation needs; scrolls fetch only these."""
 
+MODEL_FIELD = "model"
+"""The payload field naming the model that made a point's vector (checks a lost record)."""
+
 COLLECTION_METADATA_KEY = "imgrag"
 """Key under which the server kind stores the collection record in collection metadata."""
 
