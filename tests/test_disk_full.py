@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.connectors.errors import DiskFull
+from imgrag.pipeline.journal import Journal
 
 from tests import images_factory as f
 from tests.test_cli_ingest import cli_env, imgrag, make_folder
@@ -115,6 +117,20 @@ def test_status_on_a_full_disk_does_not_die_by_a_signal(
     assert status.returncode == 0 or f"no space left under {small_disk}" in status.stderr, (
         status.stderr
     )
+
+
+def test_failure_journal_on_a_full_disk_raises_disk_full(small_disk: Path) -> None:
+    journal = Journal(small_disk / "journal.sqlite")
+    try:
+        journal.record("a.jpg", "sig", "permanent", "undecodable", "first")
+        fill(small_disk, leave=0)
+        with pytest.raises(DiskFull) as caught:  # not sqlite3.OperationalError
+            for i in range(10_000):
+                journal.record(f"f{i}.jpg", "sig", "transient", "store_unavailable", "x" * 900)
+        assert f"no space left under {small_disk}:" in str(caught.value)
+        assert journal.permanent_signature("a.jpg") == ("sig", "undecodable")
+    finally:
+        journal.close()
 
 
 WRITER = textwrap.dedent(

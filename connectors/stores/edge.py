@@ -362,7 +362,7 @@ class EdgeIndex:
                     shard, self._shard = self._shard, None
                 if shard is not None:
                     shard.close()
-                self._spec = self._dir = None
+                self._spec = self._dir = self._gen = None
             shutil.rmtree(self.path / name, ignore_errors=True)
 
     # --- writes ----------------------------------------------------------------------
