@@ -287,7 +287,11 @@ class EdgeIndex:
             raise StoreError(f"cannot write {path}: {exc.strerror}") from None
 
     def _load(self, folder: Path, dimension: int | None) -> qe.EdgeShard:
-        if space.free_bytes(folder) < space.RESERVE_BELOW:
+        try:
+            tight = space.free_bytes(folder) < space.RESERVE_BELOW
+        except OSError:
+            tight = False
+        if tight:
             # Opening may replay the WAL into files a crash left sparse.
             try:
                 space.reserve(folder)
@@ -464,6 +468,8 @@ class EdgeIndex:
                 raise StoreError(f"embedded store flush failed: {exc}") from None
             self._unflushed = False
             self._last_flush = time.monotonic()
+            if self._last_error and self._last_error.startswith("no space left"):
+                self._last_error = None  # space is back
             self._reserve()
 
     # --- reads -----------------------------------------------------------------------
