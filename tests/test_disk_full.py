@@ -13,12 +13,15 @@ import re
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.errors import DiskFull
+from imgrag.connectors.errors import DiskFull, StoreError
+from imgrag.connectors.index import CollectionSpec, Point
+from imgrag.connectors.stores import EdgeIndex
 from imgrag.pipeline.journal import Journal
 
 from tests import images_factory as f
@@ -131,6 +134,30 @@ def test_failure_journal_on_a_full_disk_raises_disk_full(small_disk: Path) -> No
         assert journal.permanent_signature("a.jpg") == ("sig", "undecodable")
     finally:
         journal.close()
+
+
+def test_background_build_waits_for_room_for_its_copy(small_disk: Path) -> None:
+    index = EdgeIndex(small_disk / "store", auto_build=False)
+    try:
+        index.ensure_collection(CollectionSpec(name="images", model="m", dimension=64))
+        points = [
+            Point(
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{i}")),
+                vector=[i % 5 + 1.0] * 64,
+                payload={},
+            )
+            for i in range(200)
+        ]
+        index.upsert(points)
+        # Room for writes (72 MiB and the batch), not for a copy of the store beside it.
+        fill(small_disk, leave=110 * 1024 * 1024)
+        with pytest.raises(StoreError, match="background HNSW build postponed: no space left"):
+            index.request_index_build()
+        assert not list((small_disk / "store" / "images").glob("*.building"))
+        index.upsert([Point(id=str(uuid.uuid4()), vector=[2.0] * 64, payload={})])
+        assert index.count() == 201
+    finally:
+        index.close()
 
 
 WRITER = textwrap.dedent(
