@@ -99,7 +99,7 @@ def naive_loop(root: Path, endpoint: str, state: Path, n: int) -> float:
             data = base64.b64encode(path.read_bytes()).decode()
             r = http.post(
                 f"{endpoint}/images/embeddings",
-                params={"api-version": "2024-05-01-preview"},
+                params={"api-version": "2025-04-01"},
                 headers={"api-key": KEY},
                 json={
                     "input": [{"image": f"data:image/png;base64,{data}"}],

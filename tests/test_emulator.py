@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from tests.conftest import EMULATOR_KEY
 
-PARAMS = {"api-version": "2024-05-01-preview"}
+PARAMS = {"api-version": "2025-04-01"}
 AUTH = {"api-key": EMULATOR_KEY}
 
 
@@ -416,7 +416,7 @@ def test_request_log_records_what_reached_the_server(emulator: EmulatorHandle) -
     assert first.route == "images" and first.inputs == 1 and first.text_inputs == []
     assert first.user_agent == "imgrag-test/1" and first.client_request_id == "cid-1"
     assert first.auth == "api-key" and first.status == 200 and first.tokens == 1000
-    assert first.api_version == "2024-05-01-preview"
+    assert first.api_version == "2025-04-01"
     assert EMULATOR_KEY not in str([r.model_dump() for r in emulator.state.requests])
 
 
