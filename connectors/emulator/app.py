@@ -143,7 +143,7 @@ _DENIED_KEY = (
 
 
 def _denied(message: str) -> ApiError:
-    return ApiError(401, "401", message)
+    return ApiError(401, "401", message, body={"error": {"code": "401", "message": message}})
 
 
 def _authenticate(state: EmulatorState, request: Request) -> AuthKind | None:
@@ -198,7 +198,8 @@ def _api_version(state: EmulatorState, request: Request) -> str:
         )
     if version not in state.options.api_versions:
         # What the service answers for a retired or unknown version.
-        raise ApiError(400, "BadRequest", "API version not supported")
+        body = {"error": {"code": "BadRequest", "message": "API version not supported"}}
+        raise ApiError(400, "BadRequest", "API version not supported", body=body)
     return version
 
 
