@@ -117,6 +117,9 @@ def _throttled(throttle: Throttle, state: EmulatorState) -> ApiError:
     if not state.options.retry_headers:
         # Some throttles carry no retry header at all, only the wait in the message.
         wait = state.options.message_wait_s
+        top = state.options.message_wait_max_s
+        if wait is not None and top is not None and top > wait:
+            wait = state.random.uniform(wait, top)
         seconds = max(1, math.ceil(throttle.retry_after_s if wait is None else wait))
         return ApiError(429, "429", f"Rate limit is exceeded. Try again in {seconds} seconds.")
     return ApiError(
@@ -464,6 +467,8 @@ def _finish(state: EmulatorState, record: RequestRecord, response: Response) -> 
     if record.client_request_id:
         response.headers["x-ms-client-request-id"] = record.client_request_id
     rpm, tpm = state.options.rpm, state.options.tpm
+    if not state.options.ratelimit_headers:
+        rpm = tpm = 0  # enforced, not reported
     left_requests, left_tokens = state.quota.remaining(rpm, tpm)
     if left_requests is not None:
         response.headers["x-ratelimit-limit-requests"] = str(rpm)

@@ -48,6 +48,10 @@ class EmulatorOptions(BaseModel):
     """Send Retry-After / retry-after-ms on 429; False names the wait only in the message."""
     message_wait_s: float | None = Field(default=None, ge=0)
     """Without retry headers: the wait the 429 message names (None = the real wait)."""
+    message_wait_max_s: float | None = Field(default=None, ge=0)
+    """With ``message_wait_s``: name a wait drawn uniformly between the two instead."""
+    ratelimit_headers: bool = True
+    """Send ``x-ratelimit-limit-*`` / ``-remaining-*``; False hides the quota from clients."""
     max_request_bytes: int | None = Field(default=None, gt=0)
     """Overrides the profile's request-size cap (413 above it)."""
     backend: Literal["auto", "local", "tiny"] = "auto"
