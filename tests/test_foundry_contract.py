@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -396,11 +397,17 @@ async def test_tokens_per_image_are_learned_from_usage(v4_alias: EmulatorHandle)
 # -- credentials in the endpoint URL -----------------------------------------------------------
 
 
-async def test_credentials_in_the_endpoint_url_never_print(foundry: EmulatorHandle) -> None:
+async def test_credentials_in_the_endpoint_url_never_print(
+    foundry: EmulatorHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Errors, reprs and logs (httpx logs each request URL at INFO) show the URL without
+    its userinfo."""
+    caplog.set_level(logging.DEBUG)
     url = foundry.url.replace("http://", "http://user:hunter2-url-secret@")
     emb = make(foundry, endpoint=url, api_key=SecretStr("wrong-key"))
     with pytest.raises(CredentialError) as info:
         await emb.embed_images(images(1), "document")
     assert "hunter2" not in str(info.value) and "hunter2" not in repr(emb)
     assert foundry.url in str(info.value)
+    assert "hunter2" not in caplog.text and "HTTP Request" in caplog.text
     await emb.aclose()

@@ -128,6 +128,7 @@ class FoundryEmbedder:
         self.endpoint = where.url
         self.shown_endpoint = where.shown
         self.endpoint_kind = where.kind
+        self._basic = httpx.BasicAuth(*where.userinfo) if where.userinfo else None
         self._auth: Auth
         if config.auth == "key":
             self._auth = KeyAuth(config.api_key)
@@ -259,6 +260,7 @@ class FoundryEmbedder:
                 f"{self.endpoint}/info",
                 params={"api-version": self.config.api_version, "model": self.config.model},
                 headers=headers,
+                auth=self._basic or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TransportError as exc:
             raise TransientEmbedderError(
@@ -341,7 +343,13 @@ class FoundryEmbedder:
                 headers = await self._auth.headers()
                 headers["x-ms-client-request-id"] = request_id
                 try:
-                    response = await self._http.post(url, params=params, json=body, headers=headers)
+                    response = await self._http.post(
+                        url,
+                        params=params,
+                        json=body,
+                        headers=headers,
+                        auth=self._basic or httpx.USE_CLIENT_DEFAULT,
+                    )
                 except httpx.TransportError as exc:
                     failure = f"{type(exc).__name__} talking to {self._host()}"
                 self._usage.requests += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from imgrag.connectors.errors import ConnectorError, CredentialError
 
@@ -26,10 +26,12 @@ _EXAMPLE = "https://<resource>.services.ai.azure.com/models"
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     url: str
-    """Where requests go (credentials in the URL are kept; httpx sends them)."""
+    """Where requests go, without userinfo (httpx would log it at INFO)."""
     shown: str
-    """The same URL without userinfo: what errors and logs print."""
+    """What errors and logs print: the same URL."""
     kind: Kind
+    userinfo: tuple[str, str] | None = None
+    """Credentials written into the URL, sent as HTTP basic auth as httpx would."""
 
 
 def without_userinfo(url: str) -> str:
@@ -67,7 +69,11 @@ def resolve(endpoint: str, kind: str = "auto") -> Endpoint:
         and parts.hostname.lower().endswith(_FOUNDRY_HOSTS)
     ):
         endpoint += "/models"
-    return Endpoint(endpoint, without_userinfo(endpoint), found)
+    userinfo = None
+    if parts.username is not None:
+        userinfo = (unquote(parts.username), unquote(parts.password or ""))
+    clean = without_userinfo(endpoint)
+    return Endpoint(clean, clean, found, userinfo)
 
 
 def entra_scope(kind: Kind, configured: str) -> str:
