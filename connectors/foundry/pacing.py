@@ -21,6 +21,10 @@ Sleep = Callable[[float], Awaitable[None]]
 HEADROOM = 0.97
 """Fraction of the quota aimed at: network jitter must not push two requests into one
 window's last slot."""
+LATE_TOLERANCE = 0.01
+"""A request that leaves at most this late keeps its place in the schedule, so the
+oversleep of every timer does not add up to lost quota. Well under the 1 s window's slack
+(``1 / HEADROOM - 1`` seconds)."""
 
 
 class _Schedule:
@@ -41,7 +45,10 @@ class _Schedule:
         return max(0.0, self.next_at - self._clock())
 
     def take(self, amount: float) -> None:
-        self.next_at = max(self._clock(), self.next_at) + amount * self.interval
+        now = self._clock()
+        late = now - self.next_at
+        start = self.next_at if 0 <= late <= LATE_TOLERANCE else max(now, self.next_at)
+        self.next_at = start + amount * self.interval
 
     def correct(self, amount: float) -> None:
         """Book ``amount`` more (or, negative, fewer) units than were taken."""
