@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MB = 1024 * 1024
+MAX_REQUEST_BYTES = 20 * 1000 * 1000
+"""Cohere documents about 20 MB per request; larger bodies are refused with 413."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +24,7 @@ class ModelFacts:
     pixel_priced: bool = False
     """Whether the image cost grows with its pixel count (Cohere embed v4)."""
     max_image_bytes: int = 5 * MB
-    max_request_bytes: int = 20 * 1000 * 1000
-    """Cohere documents about 20 MB per request; larger bodies are refused with 413."""
+    max_request_bytes: int = MAX_REQUEST_BYTES
     max_text_tokens: int = 512
     provider: str = "Cohere"
     emulator_only: bool = False

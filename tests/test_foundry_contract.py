@@ -355,7 +355,10 @@ async def test_requests_are_spread_inside_the_one_second_window(foundry: Emulato
     out = await emb.embed_images(images(8), "document")
     await emb.aclose()
     assert len(out) == 8
-    assert [r.status for r in posts(foundry)] == [200] * 8
+    statuses = [r.status for r in posts(foundry)]
+    # Evenly spaced, at most one request is unlucky with timing on a loaded machine; a burst
+    # (what a ten-second bucket sends) has most of the eight refused.
+    assert statuses.count(200) == 8 and statuses.count(429) <= 1
 
 
 # -- 7. v4 payloads --------------------------------------------------------------------------------
@@ -411,3 +414,17 @@ async def test_credentials_in_the_endpoint_url_never_print(
     assert foundry.url in str(info.value)
     assert "hunter2" not in caplog.text and "HTTP Request" in caplog.text
     await emb.aclose()
+
+
+async def test_a_model_not_in_the_catalog_starts_from_safe_defaults(
+    foundry: EmulatorHandle,
+) -> None:
+    """Nothing known about the family: one image per request, the 20 MB cap, 1,000 tokens."""
+    emb = make(foundry, model="Cohere-embed-v3-english", family="some-future-model")
+    emb2 = make(foundry, model="my-deployment")
+    for e in (emb, emb2):
+        assert (e.max_images_per_request, e.max_request_bytes) == (1, 20_000_000)
+        assert e.info.tokens_per_image == 1000
+    assert len(await emb.embed_images(images(2), "document")) == 2
+    await emb.aclose()
+    await emb2.aclose()

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from imgrag.connectors.catalog import ModelFacts, lookup
+from imgrag.connectors.catalog import MAX_REQUEST_BYTES, ModelFacts, lookup
 from imgrag.connectors.config import EmbedderConfig
 from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
 from imgrag.connectors.errors import (
@@ -139,8 +139,10 @@ class FoundryEmbedder:
         self._facts: ModelFacts | None = None
         self.max_images_per_request = config.max_images_per_request or 1
         self._dimension = config.dimensions or 0
-        self._tokens_per_image = config.tokens_per_image if config.tokens_per_image else 1000
-        self.max_request_bytes = config.max_request_bytes or ModelFacts.max_request_bytes
+        self._tokens_per_image = (
+            config.tokens_per_image if config.tokens_per_image is not None else 1000
+        )
+        self.max_request_bytes = config.max_request_bytes or MAX_REQUEST_BYTES
         self._learned_tokens = False
         self.family = ""
         self._apply_family(lookup(config.family or config.model))
