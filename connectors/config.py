@@ -20,11 +20,18 @@ class EmbedderConfig(_Section):
 
     provider: Literal["local", "foundry"] = "local"
     model: str = "Cohere-embed-v3-english"
+    """For Foundry: the deployment name, sent as ``model`` (it may differ from the model)."""
+    family: str = ""
+    """The model behind the deployment (e.g. ``embed-v-4-0``); empty = learned from
+    ``GET /info``, else taken from ``model`` when that names a known model."""
     endpoint: str = ""
+    endpoint_kind: Literal["auto", "foundry", "serverless", "managed"] = "auto"
+    """``auto`` recognizes the kind from the host name."""
     auth: Literal["key", "entra"] = "key"
     api_key: SecretStr | None = Field(default=None, exclude=True)
-    api_version: str = "2024-05-01-preview"
-    entra_scope: str = "https://cognitiveservices.azure.com/.default"
+    api_version: str = "2025-04-01"
+    entra_scope: str = ""
+    """Empty = the scope of the endpoint kind (cognitiveservices or ml.azure.com)."""
     entra_interactive: bool = False
     dimensions: int | None = Field(default=None, gt=0)
     encoding_format: Literal["float", "base64"] = "float"
@@ -35,7 +42,12 @@ class EmbedderConfig(_Section):
     requests_per_minute: int = Field(default=0, ge=0)
     tokens_per_minute: int = Field(default=0, ge=0)
     tokens_per_image: int | None = Field(default=None, ge=0)
+    max_request_bytes: int | None = Field(default=None, gt=0)
+    """Cap on one request's body; default the model's (about 20 MB for Cohere)."""
     max_attempts: int = Field(default=6, gt=0)
+    """Attempts for transient failures other than throttling (5xx, 408, connection)."""
+    throttle_budget_seconds: float = Field(default=600.0, gt=0)
+    """How long one request keeps waiting out 429s before it is reported as unavailable."""
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 

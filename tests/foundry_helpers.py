@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 from imgrag.connectors.embedder import ImageInput
 from PIL import Image
@@ -68,6 +69,22 @@ class TokenIssuer:
         token = f"entra-token-{len(self.issued) + 1}"
         self.issued.append(token)
         return AccessToken(token, int(self.time.wall) + self.lifetime)
+
+    async def close(self) -> None:
+        return None
+
+
+class EmulatorIdentity:
+    """A credential in azure-identity's async shape whose tokens the emulator issues for the
+    scope asked, so the emulator can check the audience as Entra ID-protected endpoints do."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.scopes: list[str] = []
+
+    async def get_token(self, *scopes: str, **_: object) -> AccessToken:
+        self.scopes.extend(scopes)
+        return AccessToken(self.state.issue_token(scopes[0]), 4_000_000_000)
 
     async def close(self) -> None:
         return None

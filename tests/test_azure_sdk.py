@@ -1,4 +1,12 @@
-"""Microsoft's own azure-ai-inference SDK against the emulator: it speaks the real API."""
+"""Microsoft's own azure-ai-inference SDK against the emulator: it speaks the real API.
+
+Every test runs against the three endpoint profiles (Foundry resource, serverless, managed).
+The SDK sends the key both as ``api-key`` and as ``Authorization: Bearer`` (its ``_patch.py``:
+"Serverless API, Managed Compute and GitHub endpoints support the first header, and Azure
+OpenAI and the new Unified Inference endpoints support the second"), so it reaches all three.
+Its default api-version is the retired ``2024-05-01-preview``; the clients are built with the
+GA ``2025-04-01`` (the API's version lifecycle page).
+"""
 
 from __future__ import annotations
 
@@ -29,16 +37,43 @@ def data_url(color: tuple[int, int, int]) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def sdk_client(handle: EmulatorHandle, key: str = EMULATOR_KEY) -> ImageEmbeddingsClient:
-    return ImageEmbeddingsClient(endpoint=handle.url, credential=AzureKeyCredential(key))
+API_VERSION = "2025-04-01"
+KINDS = ["foundry", "serverless", "managed"]
 
 
-@pytest.fixture(scope="module")
-def v4() -> Iterator[EmulatorHandle]:
+def sdk_client(
+    handle: EmulatorHandle, key: str = EMULATOR_KEY, api_version: str = API_VERSION
+) -> ImageEmbeddingsClient:
+    return ImageEmbeddingsClient(
+        endpoint=handle.url, credential=AzureKeyCredential(key), api_version=api_version
+    )
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorHandle]:
+    """A Cohere-embed-v3-english emulator per endpoint profile (shadows the shared one)."""
     with running_emulator(
-        api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="embed-v-4-0"
+        api_key=SecretStr(EMULATOR_KEY), backend="tiny", endpoint_kind=request.param
     ) as h:
         yield h
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def v4(request: pytest.FixtureRequest) -> Iterator[EmulatorHandle]:
+    with running_emulator(
+        api_key=SecretStr(EMULATOR_KEY),
+        backend="tiny",
+        model="embed-v-4-0",
+        endpoint_kind=request.param,
+    ) as h:
+        yield h
+
+
+@pytest.fixture(autouse=True)
+def _fresh(request: pytest.FixtureRequest) -> None:
+    for name in ("emulator", "v4"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).state.reset()
 
 
 @pytest.mark.parametrize(
@@ -61,14 +96,16 @@ def test_sdk_image_embeddings_with_input_type(
     assert record.input_type == wire
     assert record.route == "images" and record.status == 200
     assert record.user_agent and "azsdk-python-ai-inference" in record.user_agent
-    assert record.auth == "api-key"  # the SDK sends both headers; the api-key one is checked first
+    # The SDK sends both headers: a Foundry resource reads api-key, the others the Bearer one.
+    kind = emulator.options.endpoint_kind
+    assert record.auth == ("api-key" if kind == "foundry" else "bearer-key")
 
 
 def test_sdk_model_info(emulator: EmulatorHandle) -> None:
     with sdk_client(emulator) as client:
         info = client.get_model_info()
     assert info.model_name == "Cohere-embed-v3-english"
-    assert info.model_type == "embeddings"
+    assert info.model_type == "embedding"  # Cohere's value, accepted by the SDK's load_client
     assert info.model_provider_name == "Cohere"
 
 
@@ -108,8 +145,20 @@ def test_sdk_dimensions_base64_and_image_text_on_v4(v4: EmulatorHandle) -> None:
 
 
 def test_sdk_text_embeddings(emulator: EmulatorHandle) -> None:
-    with EmbeddingsClient(endpoint=emulator.url, credential=AzureKeyCredential(EMULATOR_KEY)) as c:
+    with EmbeddingsClient(
+        endpoint=emulator.url, credential=AzureKeyCredential(EMULATOR_KEY), api_version=API_VERSION
+    ) as c:
         result = c.embed(input=["a red car", "a blue boat"], input_type=EmbeddingInputType.QUERY)
     assert len(result.data) == 2
     assert emulator.state.requests[-1].route == "texts"
     assert emulator.state.requests[-1].input_type == "query"
+
+
+def test_sdk_default_api_version_is_refused_as_retired(emulator: EmulatorHandle) -> None:
+    """The SDK's built-in default (2024-05-01-preview) was retired on 2026-04-10."""
+    with (
+        sdk_client(emulator, api_version="2024-05-01-preview") as client,
+        pytest.raises(HttpResponseError, match="API version not supported") as info,
+    ):
+        client.embed(input=[ImageEmbeddingInput(image=data_url((1, 2, 3)))])
+    assert info.value.status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pydantic import SecretStr
 
 from tests.conftest import EMULATOR_KEY
 
-PARAMS = {"api-version": "2024-05-01-preview"}
+PARAMS = {"api-version": "2025-04-01"}
 AUTH = {"api-key": EMULATOR_KEY}
 
 
@@ -59,9 +60,27 @@ def post_images(
 def error_of(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"error"}
-    assert body["error"]["status"] == response.status_code
     assert body["error"]["code"] and body["error"]["message"]
     return body["error"]
+
+
+def flat_error_of(response: httpx.Response) -> dict[str, Any]:
+    """The documented unsupported-parameter 422 (Model Inference API reference): flat, with
+    ``status``, ``code``, ``message`` and ``detail.loc`` naming the parameter."""
+    body = response.json()
+    assert body["status"] == response.status_code == 422
+    assert body["code"] == "parameter_not_supported" and body["message"]
+    return body
+
+
+def invalid_input_of(response: httpx.Response) -> str:
+    """A refused image: ``422 {"error": {"code": "Invalid input", "message": "{\"message\":
+    \"invalid data uri\"}", "status": 422}}`` (the shape Foundry answers, issue 11)."""
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "Invalid input" and error["status"] == 422
+    inner: str = json.loads(error["message"])["message"]
+    return inner
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +125,7 @@ def test_missing_or_wrong_key_is_401_json(
 ) -> None:
     response = post_images(emulator, [{"image": RED}], headers=headers)
     assert response.status_code == 401
-    assert "api-key" in error_of(response)["message"]
+    assert "Access denied" in error_of(response)["message"]
     assert EMULATOR_KEY not in response.text
     assert emulator.state.requests[-1].auth is None
 
@@ -136,7 +155,7 @@ def test_info_names_the_model_at_root_and_under_models(emulator: EmulatorHandle)
         assert response.status_code == 200
         body = response.json()
         assert body["model_name"] == "Cohere-embed-v3-english"
-        assert body["model_type"] == "embeddings"
+        assert body["model_type"] == "embedding"  # what Cohere deployments answer
         assert body["model_provider_name"] == "Cohere"
     assert httpx.get(f"{emulator.url}/info", params=PARAMS).status_code == 401
 
@@ -169,10 +188,10 @@ def test_v3_one_image_ok_two_images_400(emulator: EmulatorHandle) -> None:
 def test_v3_rejects_dimensions_and_text_with_422(emulator: EmulatorHandle) -> None:
     dims = post_images(emulator, [{"image": RED}], dimensions=1024)
     assert dims.status_code == 422
-    assert error_of(dims)["detail"] == {"loc": ["body", "dimensions"], "value": 1024}
+    assert flat_error_of(dims)["detail"] == {"loc": ["body", "dimensions"], "input": 1024}
     text = post_images(emulator, [{"image": RED, "text": "a red square"}])
     assert text.status_code == 422
-    assert error_of(text)["detail"]["loc"] == ["body", "input", "0", "text"]
+    assert flat_error_of(text)["detail"]["loc"] == ["body", "input", "0", "text"]
 
 
 def test_vectors_are_deterministic_and_content_derived(emulator: EmulatorHandle) -> None:
@@ -198,7 +217,7 @@ def test_v4_several_images_with_dimensions_256(v4: EmulatorHandle) -> None:
     assert len(default.json()["data"][0]["embedding"]) == 1536
     odd = post_images(v4, [{"image": RED}], dimensions=300)
     assert odd.status_code == 422
-    assert "256" in error_of(odd)["message"]
+    assert "256" in flat_error_of(odd)["message"]
 
 
 def test_v4_fuses_image_and_text(v4: EmulatorHandle) -> None:
@@ -214,8 +233,8 @@ def test_v4_fuses_image_and_text(v4: EmulatorHandle) -> None:
 def test_input_type_is_422_on_the_no_input_type_profile(no_input_type: EmulatorHandle) -> None:
     refused = post_images(no_input_type, [{"image": RED}], input_type="document")
     assert refused.status_code == 422
-    error = error_of(refused)
-    assert error["detail"] == {"loc": ["body", "input_type"], "value": "document"}
+    error = flat_error_of(refused)
+    assert error["detail"] == {"loc": ["body", "input_type"], "input": "document"}
     assert "input_type" in error["message"]
     assert refused.headers["x-ms-error-code"] == error["code"]
     assert post_images(no_input_type, [{"image": RED}]).status_code == 200
@@ -265,17 +284,17 @@ def test_backend_dimension_differing_from_the_profile_is_served_and_reported() -
         (png_url((1, 2, 3), fmt="BMP"), "not supported"),
     ],
 )
-def test_bad_images_are_400(emulator: EmulatorHandle, image: str, expected: str) -> None:
+def test_bad_images_are_422_invalid_input(
+    emulator: EmulatorHandle, image: str, expected: str
+) -> None:
     response = post_images(emulator, [{"image": image}])
-    assert response.status_code == 400
-    assert expected in error_of(response)["message"]
+    assert expected in invalid_input_of(response)
 
 
-def test_image_over_5_mb_is_400(emulator: EmulatorHandle) -> None:
+def test_image_over_5_mb_is_422_invalid_input(emulator: EmulatorHandle) -> None:
     big = "data:image/png;base64," + base64.b64encode(b"\0" * (5 * 1024 * 1024 + 1)).decode()
     response = post_images(emulator, [{"image": big}])
-    assert response.status_code == 400
-    assert "at most 5242880 bytes" in error_of(response)["message"]
+    assert "at most 5242880 bytes" in invalid_input_of(response)
 
 
 def test_jpeg_webp_gif_are_accepted(emulator: EmulatorHandle) -> None:
@@ -296,34 +315,43 @@ def test_malformed_body_and_unknown_parameters_are_400(emulator: EmulatorHandle)
         truncate="END",
     )  # fmt: skip
     assert passed.status_code == 200
-    assert post_images(emulator, [{"image": RED}], model="gpt-4o").status_code == 400
+    unknown = post_images(emulator, [{"image": RED}], model="gpt-4o")
+    assert unknown.status_code == 404
+    assert error_of(unknown)["code"] == "unknown_model" and error_of(unknown)["details"]
 
 
 # -- quota ------------------------------------------------------------------------------------
 
 
 def test_rpm_quota_is_429_with_retry_hints(emulator: EmulatorHandle) -> None:
-    emulator.state.options.rpm = 2
+    emulator.state.options.rpm = 120  # two per 1 s window
     assert [post_images(emulator, [{"image": RED}]).status_code for _ in range(2)] == [200, 200]
     throttled = post_images(emulator, [{"image": RED}])
     assert throttled.status_code == 429
     error_of(throttled)
     seconds = int(throttled.headers["Retry-After"])
     millis = int(throttled.headers["x-ms-retry-after-ms"])
-    assert 1 <= seconds <= 60 and 0 < millis <= 60_000
+    assert seconds == 1 and 0 < millis <= 1000  # the 1 s window frees first
     assert seconds == -(-millis // 1000)  # the same moment, in two units
-    assert throttled.headers["x-ratelimit-remaining-requests"] == "0"
+    assert throttled.headers["x-ratelimit-limit-requests"] == "120"
+    assert throttled.headers["x-ratelimit-remaining-requests"] == "118"
 
 
-def test_tpm_quota_counts_1000_tokens_per_image(emulator: EmulatorHandle) -> None:
-    emulator.state.options.tpm = 2500
-    assert post_images(emulator, [{"image": RED}]).status_code == 200
-    assert post_images(emulator, [{"image": RED}]).status_code == 200
+def test_tpm_quota_counts_1000_tokens_per_image_and_can_be_overdrawn(
+    emulator: EmulatorHandle,
+) -> None:
+    """A request is let in while any token quota is left, so ``remaining`` goes below zero,
+    as reported for Azure deployments (openai/openai-dotnet#838)."""
+    emulator.state.options.tpm = 1500
+    assert post_images(emulator, [{"image": RED}]).headers["x-ratelimit-remaining-tokens"] == "500"
+    overdrawn = post_images(emulator, [{"image": RED}])
+    assert overdrawn.status_code == 200
+    assert overdrawn.headers["x-ratelimit-remaining-tokens"] == "-500"
+    assert overdrawn.headers["x-ratelimit-limit-tokens"] == "1500"
     throttled = post_images(emulator, [{"image": RED}])
     assert throttled.status_code == 429
     assert "tokens" in error_of(throttled)["message"]
     assert int(throttled.headers["Retry-After"]) >= 1
-    assert throttled.headers["x-ratelimit-remaining-tokens"] == "500"
 
 
 def test_max_concurrency_is_429_while_a_request_is_in_flight(emulator: EmulatorHandle) -> None:
@@ -400,11 +428,15 @@ def test_base64_encoding_decodes_to_the_float_vector(v4: EmulatorHandle) -> None
     assert v4.state.requests[-1].encoding_format == "base64"
 
 
-def test_usage_is_1000_tokens_per_image(v4: EmulatorHandle) -> None:
-    body = post_images(v4, [{"image": RED}, {"image": GREEN}, {"image": BLUE}]).json()
-    assert body["usage"] == {"prompt_tokens": 3000, "total_tokens": 3000}
-    captioned = post_images(v4, [{"image": RED, "text": "three small words"}]).json()
-    assert captioned["usage"]["total_tokens"] == 1003
+def test_v4_usage_grows_with_pixels(v4: EmulatorHandle) -> None:
+    """Cohere bills v4 images by pixel count: about 1,610 tokens for 512x512."""
+    big = png_url((1, 2, 3), size=(512, 512))
+    body = post_images(v4, [{"image": big}, {"image": big}]).json()
+    assert body["usage"] == {"prompt_tokens": 3220, "total_tokens": 3220}
+    small = post_images(v4, [{"image": RED}]).json()["usage"]["total_tokens"]  # 40x30
+    assert small == round(1610 * 40 * 30 / 512**2)
+    captioned = post_images(v4, [{"image": big, "text": "three small words"}]).json()
+    assert captioned["usage"]["total_tokens"] == 1613
 
 
 def test_request_log_records_what_reached_the_server(emulator: EmulatorHandle) -> None:
@@ -416,7 +448,7 @@ def test_request_log_records_what_reached_the_server(emulator: EmulatorHandle) -
     assert first.route == "images" and first.inputs == 1 and first.text_inputs == []
     assert first.user_agent == "imgrag-test/1" and first.client_request_id == "cid-1"
     assert first.auth == "api-key" and first.status == 200 and first.tokens == 1000
-    assert first.api_version == "2024-05-01-preview"
+    assert first.api_version == "2025-04-01"
     assert EMULATOR_KEY not in str([r.model_dump() for r in emulator.state.requests])
 
 
@@ -476,3 +508,107 @@ def test_a_backend_failure_is_a_500_in_the_service_shape() -> None:
         assert response.status_code == 500
         assert error_of(response)["code"] == "InternalServerError"
         assert handle.state.requests[-1].status == 500
+
+
+# -- the service's contract (issue 11) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_key_alone", "bearer_key"),
+    [("foundry", 200, 200), ("serverless", 401, 200), ("managed", 401, 200)],
+)
+def test_endpoint_kinds_read_their_own_key_header(
+    kind: str, api_key_alone: int, bearer_key: int
+) -> None:
+    """Serverless and managed endpoints read only ``Authorization: Bearer <key>``; Foundry
+    resources also read ``api-key`` (azure-ai-inference ``_patch.py`` sends both for that
+    reason). ``api-key`` alone gets the service's 401 body."""
+    with running_emulator(api_key=SecretStr(EMULATOR_KEY), backend="tiny", endpoint_kind=kind) as h:
+        alone = post_images(h, [{"image": RED}])
+        assert alone.status_code == api_key_alone
+        if alone.status_code == 401:
+            assert error_of(alone) == {"code": "401", "message": ANY_DENIED}
+        bearer = {"Authorization": f"Bearer {EMULATOR_KEY}"}
+        assert post_images(h, [{"image": RED}], headers=bearer).status_code == bearer_key
+
+
+ANY_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+    "provide a valid key for an active subscription and use a correct regional API endpoint "
+    "for your resource."
+)
+
+
+def test_entra_tokens_are_checked_for_the_audience_of_the_endpoint_kind() -> None:
+    with running_emulator(backend="tiny", endpoint_kind="managed", require_auth=True) as h:
+        ml = {"Authorization": f"Bearer {h.state.issue_token('https://ml.azure.com/.default')}"}
+        cog = h.state.issue_token("https://cognitiveservices.azure.com/.default")
+        assert post_images(h, [{"image": RED}], headers=ml).status_code == 200
+        wrong = post_images(h, [{"image": RED}], headers={"Authorization": f"Bearer {cog}"})
+        assert wrong.status_code == 401
+        assert "audience is incorrect (https://ml.azure.com)" in error_of(wrong)["message"]
+
+
+def test_retired_api_version_is_refused_as_the_service_does(emulator: EmulatorHandle) -> None:
+    """2024-05-01-preview was retired on 2026-04-10 (Model Inference API lifecycle); the
+    service answers 400 "API version not supported" (hotovo/aider-desk#460)."""
+    old = post_images(emulator, [{"image": RED}], params={"api-version": "2024-05-01-preview"})
+    assert old.status_code == 400
+    assert error_of(old) == {"code": "BadRequest", "message": "API version not supported"}
+
+
+def test_deployment_names_no_model_name_and_info_by_deployment() -> None:
+    with running_emulator(
+        backend="tiny", model="embed-v-4-0", deployments=["photos", "photos-canary"]
+    ) as h:
+        assert post_images(h, [{"image": RED}], headers={}, model="photos").status_code == 200
+        missing = post_images(h, [{"image": RED}], headers={})
+        assert missing.status_code == 400 and error_of(missing)["code"] == "no_model_name"
+        unknown = post_images(h, [{"image": RED}], headers={}, model="embed-v-4-0")
+        assert unknown.status_code == 404
+        assert error_of(unknown)["code"] == "unknown_model"
+        assert "embed-v-4-0" in error_of(unknown)["details"]
+        info = httpx.get(f"{h.url}/info", params={**PARAMS, "model": "photos-canary"})
+        assert info.json()["model_name"] == "embed-v-4-0"
+        assert h.state.requests[-1].model == "photos-canary"
+
+
+def test_429_without_retry_headers_names_the_wait_only_in_its_message(
+    emulator: EmulatorHandle,
+) -> None:
+    emulator.state.options.rpm = 60
+    emulator.state.options.retry_headers = False
+    emulator.state.options.message_wait_s = 30
+    try:
+        assert post_images(emulator, [{"image": RED}]).status_code == 200
+        throttled = post_images(emulator, [{"image": RED}])
+    finally:
+        emulator.state.options.retry_headers = True
+        emulator.state.options.message_wait_s = None
+    assert throttled.status_code == 429
+    assert error_of(throttled)["message"] == "Rate limit is exceeded. Try again in 30 seconds."
+    assert not {"retry-after", "retry-after-ms", "x-ms-retry-after-ms"} & set(throttled.headers)
+
+
+def test_rpm_is_enforced_over_one_and_ten_second_windows(emulator: EmulatorHandle) -> None:
+    """The service evaluates RPM over 1 s and 10 s windows: 60 RPM allows one request per
+    second and ten per 10 s, so a burst is throttled where a 60 s window would let it by."""
+    emulator.state.options.rpm = 60
+    assert [post_images(emulator, [{"image": RED}]).status_code for _ in range(2)] == [200, 429]
+    emulator.state.reset()
+    emulator.state.options.rate_windows = [10.0, 60.0]  # the 10 s window alone
+    try:
+        codes = [post_images(emulator, [{"image": RED}]).status_code for _ in range(11)]
+    finally:
+        emulator.state.options.rate_windows = [1.0, 10.0, 60.0]
+    assert codes == [200] * 10 + [429]
+
+
+def test_request_over_the_size_cap_is_413(v4: EmulatorHandle) -> None:
+    v4.state.options.max_request_bytes = 1000
+    try:
+        big = post_images(v4, [{"image": RED}] * 20)
+    finally:
+        v4.state.options.max_request_bytes = None
+    assert big.status_code == 413
+    assert error_of(big)["code"] == "RequestEntityTooLarge"

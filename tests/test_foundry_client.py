@@ -332,12 +332,41 @@ async def test_429_with_http_date_retry_after(v3: object, fake_time: FakeTime) -
 async def test_429_pauses_every_sender_and_halves_concurrency(
     v3: object, fake_time: FakeTime
 ) -> None:
-    v3.state.inject(429, retry_after=5)  # type: ignore[attr-defined]
-    emb = client(v3, fake_time, max_concurrency=8)
-    out = await emb.embed_images(images(6), "document")
-    assert len(out) == 6
-    assert emb._pacer.limit < 8  # backed off, growing back with successes
-    await emb.aclose()
+    """After a 429 every sender waits once for the named time, and new requests start only
+    while at most half the former concurrency is on the wire (AIMD). Counted on the wire."""
+    state = v3.state  # type: ignore[attr-defined]
+    state.options.latency_ms = 30  # requests overlap
+    state.inject(429, retry_after=5)
+    wire = {"in_flight": 0, "throttled": False}
+    after_429: list[int] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        wire["in_flight"] += 1
+        if wire["throttled"]:
+            after_429.append(int(wire["in_flight"]))
+
+    async def on_response(response: httpx.Response) -> None:
+        wire["in_flight"] -= 1
+        wire["throttled"] = wire["throttled"] or response.status_code == 429
+
+    http = httpx.AsyncClient(
+        timeout=10, event_hooks={"request": [on_request], "response": [on_response]}
+    )
+    config = EmbedderConfig(
+        provider="foundry",
+        endpoint=v3.url,
+        api_key=SecretStr(KEY),
+        max_concurrency=8,  # type: ignore[attr-defined]
+    )
+    emb = FoundryEmbedder(config, http_client=http, clock=fake_time.clock, sleep=fake_time.sleep)
+    try:
+        out = await emb.embed_images(images(24), "document")
+    finally:
+        state.options.latency_ms = 0
+        await http.aclose()
+    assert len(out) == 24
+    assert fake_time.sleeps.count(5.0) == 1  # one shared pause, not one per sender
+    assert after_429 and after_429[0] <= 4  # the first new request waited for half of 8
 
 
 async def test_5xx_then_success(v3: object, fake_time: FakeTime) -> None:
@@ -476,6 +505,7 @@ async def test_probe_checks_the_service_and_learns_its_dimension(fake_time: Fake
         assert emb.info.dimension == 1024  # what the catalog says Cohere v3 makes
         info = await emb.probe()
         assert info.dimension == emb.info.dimension == 384  # what this deployment serves
-        assert [(r.route, r.inputs) for r in handle.state.requests] == [("images", 1)]
+        # GET /info?model=<deployment> first (the family), then one tiny image (the dimension)
+        assert [(r.route, r.inputs) for r in handle.state.requests] == [("info", 0), ("images", 1)]
         await emb.aclose()
     await backend.aclose()

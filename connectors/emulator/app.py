@@ -8,6 +8,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -16,7 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from imgrag.connectors.embedder import ImageInput, InputType
 from imgrag.connectors.emulator.faults import InjectedFault
-from imgrag.connectors.emulator.inputs import InputProblem, decode_image, text_tokens
+from imgrag.connectors.emulator.inputs import InputProblem, decode_image, image_tokens, text_tokens
+from imgrag.connectors.emulator.options import ENTRA_AUDIENCE
 from imgrag.connectors.emulator.quota import Throttle
 from imgrag.connectors.emulator.state import AuthKind, EmulatorState, RequestRecord
 from imgrag.connectors.emulator.wire import (
@@ -55,6 +57,7 @@ class ApiError(Exception):
         *,
         detail: ErrorDetail | None = None,
         headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -62,8 +65,13 @@ class ApiError(Exception):
         self.message = message
         self.detail = detail
         self.headers = headers or {}
+        self.body = body
+        """A body in another shape than ``{"error": {...}}`` (the service uses several)."""
 
     def response(self) -> Response:
+        if self.body is not None:
+            headers = {"x-ms-error-code": self.code, **self.headers}
+            return JSONResponse(self.body, self.status, headers=headers)
         body = ErrorBody(
             error=ErrorInfo(
                 code=self.code, message=self.message, status=self.status, detail=self.detail
@@ -74,17 +82,46 @@ class ApiError(Exception):
 
 
 def _unsupported(param: list[str], value: Any, message: str) -> ApiError:
+    """The documented unsupported-parameter answer: flat, naming the parameter in
+    ``detail.loc`` (Model Inference API reference, "Extensibility" / error example)."""
     return ApiError(
-        422, "UnsupportedParameter", message, detail=ErrorDetail(loc=param, value=value)
+        422,
+        "parameter_not_supported",
+        message,
+        body={
+            "status": 422,
+            "code": "parameter_not_supported",
+            "detail": {"loc": param, "input": value},
+            "message": message,
+        },
     )
 
 
-def _throttled(throttle: Throttle) -> ApiError:
+def invalid_input(message: str) -> ApiError:
+    """A refused image, as Foundry answers it: nested, the message itself a JSON string."""
+    inner = json.dumps({"message": message})
+    return ApiError(
+        422,
+        "Invalid input",
+        inner,
+        body={"error": {"code": "Invalid input", "message": inner, "status": 422}},
+    )
+
+
+def _throttled(throttle: Throttle, state: EmulatorState) -> ApiError:
     what = {
         "requests": "requests per minute",
         "tokens": "tokens per minute",
         "concurrency": "concurrent requests",
     }[throttle.reason]
+    if not state.options.retry_headers:
+        # Some throttles carry no retry header at all, only the wait in the message.
+        wait = state.options.message_wait_s
+        top = state.options.message_wait_max_s
+        if wait is not None and top is not None and top > wait:
+            wait = state.random.uniform(wait, top)
+        seconds = max(1, math.ceil(throttle.retry_after_s if wait is None else wait))
+        return ApiError(429, "429", f"Rate limit is exceeded. Try again in {seconds} seconds.")
     return ApiError(
         429,
         "RateLimitExceeded",
@@ -101,42 +138,60 @@ def _throttled(throttle: Throttle) -> ApiError:
 # --- checks shared by every API route -------------------------------------------------------
 
 
+_DENIED_KEY = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+    "provide a valid key for an active subscription and use a correct regional API endpoint "
+    "for your resource."
+)
+
+
+def _denied(message: str) -> ApiError:
+    return ApiError(401, "401", message, body={"error": {"code": "401", "message": message}})
+
+
 def _authenticate(state: EmulatorState, request: Request) -> AuthKind | None:
+    """Check the credential the way the endpoint kind does.
+
+    Foundry resources take the key as ``api-key`` or ``Authorization: Bearer``; serverless
+    and managed endpoints read only the Bearer header (which is why the azure-ai-inference
+    SDK sends both, see its ``_patch.py``). Entra tokens must be issued for the kind's
+    audience; serverless endpoints take no Entra tokens.
+    """
     options = state.options
+    kind = options.endpoint_kind
     key = options.api_key.get_secret_value() if options.api_key else None
     header_key = request.headers.get("api-key")
     bearer = None
     authz = request.headers.get("authorization", "")
     if authz[:7].lower() == "bearer ":
         bearer = authz[7:].strip()
-    if key and header_key is not None and hmac.compare_digest(header_key, key):
+    key_header_read = kind == "foundry" and key and header_key is not None
+    if key_header_read and hmac.compare_digest(header_key or "", key or ""):
         return "api-key"
     if key and bearer is not None and hmac.compare_digest(bearer, key):
         return "bearer-key"
-    if bearer is not None and bearer in state.accepted_tokens:
-        return "bearer-token"
+    if bearer is not None and kind != "serverless":
+        audience = state.token_audience(bearer)
+        wanted = ENTRA_AUDIENCE[kind]
+        if audience is not None:
+            if audience in ("*", wanted):
+                return "bearer-token"
+            raise _denied(
+                "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                f"({wanted}), or have expired."
+            )
     if not options.auth_required:
         return None
-    reason = (
-        "no credential was sent"
-        if header_key is None and bearer is None
-        else ("the key or token is not valid")
-    )
-    raise ApiError(
-        401,
-        "Unauthorized",
-        f"Access denied: {reason}. Send the key in the 'api-key' header or "
-        "'Authorization: Bearer <key>', or a valid Microsoft Entra ID token.",
-    )
+    raise _denied(_DENIED_KEY)
 
 
-def _api_version(request: Request) -> str:
+def _api_version(state: EmulatorState, request: Request) -> str:
     version = request.query_params.get("api-version")
     if not version:
         raise ApiError(
             400,
             "MissingApiVersionParameter",
-            "The 'api-version' query parameter is required, e.g. ?api-version=2024-05-01-preview.",
+            "The 'api-version' query parameter is required, e.g. ?api-version=2025-04-01.",
         )
     if not _API_VERSION.match(version):
         raise ApiError(
@@ -144,6 +199,10 @@ def _api_version(request: Request) -> str:
             "InvalidApiVersionParameter",
             f"api-version {version!r} is not of the form YYYY-MM-DD or YYYY-MM-DD-preview.",
         )
+    if version not in state.options.api_versions:
+        # What the service answers for a retired or unknown version.
+        body = {"error": {"code": "BadRequest", "message": "API version not supported"}}
+        raise ApiError(400, "BadRequest", "API version not supported", body=body)
     return version
 
 
@@ -193,6 +252,32 @@ def _fit(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     return out / np.where(norms == 0, 1.0, norms)
 
 
+def check_deployment(state: EmulatorState, name: str | None) -> None:
+    """``model`` names a deployment. A Foundry resource serves many, so it must be given."""
+    if name is None:
+        if state.options.endpoint_kind == "foundry" and len(state.options.deployment_names) > 1:
+            raise ApiError(
+                400,
+                "no_model_name",
+                "No model specified in request. Please provide a model name in the request "
+                "body or as a x-ms-model-mesh-model-name header.",
+            )
+        return
+    if name not in state.options.deployment_names:
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"Unknown model: {name}",
+            body={
+                "error": {
+                    "code": "unknown_model",
+                    "message": f"Unknown model: {name}",
+                    "details": f"Model {name} is not deployed on this resource.",
+                }
+            },
+        )
+
+
 def _parse(model: type[BaseModel], raw: bytes) -> Any:
     try:
         payload = json.loads(raw)
@@ -238,12 +323,7 @@ class _Embedder:
                 f"Extra parameters {body.extra_fields} are not allowed unless the "
                 "'extra-parameters' header is 'drop' or 'pass-through'.",
             )
-        if body.model is not None and body.model.lower() != profile.name.lower():
-            raise ApiError(
-                400,
-                "unknown_model",
-                f"Unknown model: {body.model!r}; this endpoint serves {profile.name!r}.",
-            )
+        check_deployment(self.state, body.model)
         if body.input_type is not None and not profile.supports_input_type:
             raise _unsupported(
                 ["body", "input_type"],
@@ -284,15 +364,18 @@ class _Embedder:
                 )
         limit = self.state.max_image_bytes
 
-        def decode_all() -> list[ImageInput]:
+        def decode_all() -> list[tuple[ImageInput, int]]:
             return [decode_image(i, it.image, it.text, limit) for i, it in enumerate(body.input)]
 
         try:
-            items = await asyncio.to_thread(decode_all)
+            decoded = await asyncio.to_thread(decode_all)
         except InputProblem as exc:
-            raise ApiError(400, "InvalidImage", str(exc)) from None
+            raise invalid_input(str(exc)) from None
+        items = [item for item, _ in decoded]
         tokens = sum(
-            profile.tokens_per_image + (text_tokens(it.text) if it.text else 0) for it in items
+            image_tokens(pixels, profile.tokens_per_image, profile.pixel_priced)
+            + (text_tokens(item.text) if item.text else 0)
+            for item, pixels in decoded
         )
         return await self._admit_and_embed(tokens, lambda: self._embed_images(items, body))
 
@@ -317,9 +400,10 @@ class _Embedder:
 
     async def _admit_and_embed(self, tokens: int, run: Any) -> tuple[np.ndarray, int]:
         state = self.state
-        throttle = state.quota.admit(tokens, state.options.rpm, state.options.tpm)
+        options = state.options
+        throttle = state.quota.admit(tokens, options.rpm, options.tpm, options.rate_windows)
         if throttle is not None:
-            raise _throttled(throttle)
+            raise _throttled(throttle, state)
         await state.pass_gate()
         delay = state.random.latency_s(state.options.latency_ms, state.options.jitter)
         if delay:
@@ -383,10 +467,14 @@ def _finish(state: EmulatorState, record: RequestRecord, response: Response) -> 
     if record.client_request_id:
         response.headers["x-ms-client-request-id"] = record.client_request_id
     rpm, tpm = state.options.rpm, state.options.tpm
+    if not state.options.ratelimit_headers:
+        rpm = tpm = 0  # enforced, not reported
     left_requests, left_tokens = state.quota.remaining(rpm, tpm)
     if left_requests is not None:
+        response.headers["x-ratelimit-limit-requests"] = str(rpm)
         response.headers["x-ratelimit-remaining-requests"] = str(left_requests)
     if left_tokens is not None:
+        response.headers["x-ratelimit-limit-tokens"] = str(tpm)
         response.headers["x-ratelimit-remaining-tokens"] = str(left_tokens)
     record.status = response.status_code
     if response.status_code >= 400:
@@ -402,7 +490,7 @@ async def _embeddings(request: Request, route: Literal["images", "texts"]) -> Re
     ticket: int | None = None
     try:
         record.auth = _authenticate(state, request)
-        _api_version(request)
+        _api_version(state, request)
         fault = state.faults.pop()
         if fault is not None:
             return _finish(state, record, _injected_response(fault))
@@ -415,10 +503,16 @@ async def _embeddings(request: Request, route: Literal["images", "texts"]) -> Re
             )
         entered = state.quota.enter(state.options.max_concurrency, state.options.latency_ms / 1000)
         if isinstance(entered, Throttle):
-            raise _throttled(entered)
+            raise _throttled(entered, state)
         ticket = entered
         state.notify()
+        cap = state.max_request_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _too_large(int(declared), cap)
         raw = await request.body()
+        if len(raw) > cap:
+            raise _too_large(len(raw), cap)
         serve = _Embedder(state)
         if route == "images":
             body = _parse(ImageEmbeddingsRequest, raw)
@@ -453,6 +547,14 @@ async def _embeddings(request: Request, route: Literal["images", "texts"]) -> Re
             state.notify()
 
 
+def _too_large(size: int, cap: int) -> ApiError:
+    return ApiError(
+        413,
+        "RequestEntityTooLarge",
+        f"The request body is {size} bytes; requests may be at most {cap} bytes.",
+    )
+
+
 async def images_embeddings(request: Request) -> Response:
     return await _embeddings(request, "images")
 
@@ -464,10 +566,9 @@ async def text_embeddings(request: Request) -> Response:
 def model_info(state: EmulatorState) -> ModelInfoOut:
     """What ``GET /info`` answers, including how the emulator differs from the real model."""
     profile = state.profile
-    provider = "Emulator" if profile.emulator_only else profile.name.split("-")[0]
     return ModelInfoOut(
         model_name=profile.name,
-        model_provider_name=provider,
+        model_provider_name=profile.provider,
         emulator={
             "backend": state.backend_name,
             "dimension": state.dimension,
@@ -480,6 +581,9 @@ def model_info(state: EmulatorState) -> ModelInfoOut:
             "supports_text": not state.options.image_only,
             "tokens_per_image": profile.tokens_per_image,
             "max_image_bytes": state.max_image_bytes,
+            "max_request_bytes": state.max_request_bytes,
+            "endpoint_kind": state.options.endpoint_kind,
+            "deployments": state.options.deployment_names,
         },
     )
 
@@ -490,7 +594,9 @@ async def info(request: Request) -> Response:
     state.log(record)
     try:
         record.auth = _authenticate(state, request)
-        _api_version(request)
+        _api_version(state, request)
+        record.model = request.query_params.get("model")
+        check_deployment(state, record.model)
         return _finish(state, record, JSONResponse(model_info(state).model_dump()))
     except ApiError as exc:
         return _finish(state, record, exc.response())

@@ -67,6 +67,10 @@ class RandomFaults:
                 return None
             return self._rng.choice((500, 503))
 
+    def uniform(self, low: float, high: float) -> float:
+        with self._lock:
+            return self._rng.uniform(low, high)
+
     def latency_s(self, latency_ms: float, jitter: float) -> float:
         if latency_ms <= 0:
             return 0.0

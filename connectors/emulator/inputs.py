@@ -25,13 +25,13 @@ class InputProblem(Exception):
     """An input the service would refuse with 400; the message names the input."""
 
 
-def decode_image(index: int, url: str, text: str | None, max_bytes: int) -> ImageInput:
-    """Turn one ``data:image/...;base64,`` URL into checked image bytes."""
+def decode_image(index: int, url: str, text: str | None, max_bytes: int) -> tuple[ImageInput, int]:
+    """Turn one ``data:image/...;base64,`` URL into checked image bytes and its pixel count."""
     match = _DATA_URL.match(url)
     if match is None:
         raise InputProblem(
             f"input[{index}].image is not a base64 data URL "
-            "(expected 'data:image/<format>;base64,...')"
+            "(expected 'data:image/<format>;base64,...'): invalid data uri"
         )
     mime = match["mime"].lower()
     if not mime.startswith("image/"):
@@ -49,6 +49,7 @@ def decode_image(index: int, url: str, text: str | None, max_bytes: int) -> Imag
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format or ""
+            pixels = img.width * img.height
             img.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputProblem(f"input[{index}].image could not be decoded as an image") from None
@@ -57,11 +58,18 @@ def decode_image(index: int, url: str, text: str | None, max_bytes: int) -> Imag
         raise InputProblem(
             f"input[{index}].image format {fmt.lower()!r} is not supported ({accepted})"
         )
-    return ImageInput(data=data, mime=ACCEPTED_FORMATS[fmt], text=text)
+    return ImageInput(data=data, mime=ACCEPTED_FORMATS[fmt], text=text), pixels
 
 
 def _too_large(index: int, size: int, limit: int) -> str:
     return f"input[{index}].image is {size} bytes; images may be at most {limit} bytes"
+
+
+def image_tokens(pixels: int, per_image: int, pixel_priced: bool) -> int:
+    """Tokens billed for one image: flat, or in proportion to 512x512 when priced by pixels."""
+    if not pixel_priced:
+        return per_image
+    return max(1, round(per_image * pixels / (512 * 512)))
 
 
 def text_tokens(text: str) -> int:

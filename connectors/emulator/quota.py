@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 WINDOW_SECONDS = 60.0
@@ -30,7 +30,8 @@ class Throttle:
 
 
 class QuotaLimiter:
-    """A sliding one-minute window for requests and tokens, plus an in-flight counter.
+    """Sliding windows for requests (1 s, 10 s, 60 s) and tokens (60 s), plus an in-flight
+    counter.
 
     Limits are read on every call so changes to the options take effect at once; 0 = no limit.
     Refused requests do not consume quota, as with the service.
@@ -39,7 +40,8 @@ class QuotaLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._admitted: deque[tuple[float, int]] = deque()  # (time, tokens)
+        self._times: list[float] = []  # admission times, ascending
+        self._tokens: list[int] = []  # tokens charged to each admission
         self._in_flight: dict[int, float] = {}  # ticket -> start time
         self._next_ticket = 0
 
@@ -50,7 +52,8 @@ class QuotaLimiter:
     def reset(self) -> None:
         """Forget the window (tests start from a clean quota)."""
         with self._lock:
-            self._admitted.clear()
+            self._times.clear()
+            self._tokens.clear()
 
     def enter(self, max_concurrency: int, expected_s: float) -> int | Throttle:
         """Take a concurrency slot: a ticket to pass to ``leave``, or the refusal."""
@@ -69,38 +72,54 @@ class QuotaLimiter:
         with self._lock:
             self._in_flight.pop(ticket, None)
 
-    def admit(self, tokens: int, rpm: int, tpm: int) -> Throttle | None:
-        """Charge one request of ``tokens`` to the window, or say when it would fit."""
+    def admit(
+        self, tokens: int, rpm: int, tpm: int, windows: Sequence[float] = (WINDOW_SECONDS,)
+    ) -> Throttle | None:
+        """Charge one request of ``tokens``, or say when it would fit.
+
+        Requests are counted over every window in ``windows`` (each allows ``rpm * w / 60``),
+        as the service evaluates its per-minute request limit over 1 s and 10 s windows.
+        Tokens are counted over the minute, and a request is let in while any token quota is
+        left, so ``remaining`` tokens can go below zero as they do on the service.
+        """
         with self._lock:
             now = self._clock()
-            while self._admitted and self._admitted[0][0] <= now - WINDOW_SECONDS:
-                self._admitted.popleft()
-            if rpm and len(self._admitted) >= rpm:
-                # Free once enough old requests leave the window to make room for one.
-                start = self._admitted[len(self._admitted) - rpm][0]
-                return Throttle("requests", start + WINDOW_SECONDS - now)
+            self._trim(now)
+            if rpm:
+                for window in sorted(windows):
+                    allowed = max(1, math.floor(rpm * window / WINDOW_SECONDS + 1e-9))
+                    first = bisect.bisect_right(self._times, now - window)
+                    if len(self._times) - first >= allowed:
+                        # Room frees when the allowed-th latest request leaves this window.
+                        oldest = self._times[len(self._times) - allowed]
+                        return Throttle("requests", max(0.001, oldest + window - now))
             if tpm:
-                used = sum(t for _, t in self._admitted)
-                if used + tokens > tpm:
-                    return Throttle("tokens", self._tokens_free_at(tokens, tpm, used) - now)
-            self._admitted.append((now, tokens))
+                used = sum(self._tokens)
+                if used >= tpm:
+                    return Throttle("tokens", self._tokens_free_at(used, tpm) - now)
+            self._times.append(now)
+            self._tokens.append(tokens)
             return None
 
-    def _tokens_free_at(self, tokens: int, tpm: int, used: int) -> float:
-        if tokens > tpm:  # never fits; say "a full window" like a saturated deployment
-            return self._clock() + WINDOW_SECONDS
-        need = used + tokens - tpm
-        for when, spent in self._admitted:
+    def _trim(self, now: float) -> None:
+        cut = bisect.bisect_right(self._times, now - WINDOW_SECONDS)
+        if cut:
+            del self._times[:cut]
+            del self._tokens[:cut]
+
+    def _tokens_free_at(self, used: int, tpm: int) -> float:
+        need = used - tpm + 1
+        for when, spent in zip(self._times, self._tokens, strict=True):
             need -= spent
             if need <= 0:
                 return when + WINDOW_SECONDS
         return self._clock() + WINDOW_SECONDS
 
     def remaining(self, rpm: int, tpm: int) -> tuple[int | None, int | None]:
-        """Requests and tokens left in the current window (None = unlimited)."""
+        """Requests and tokens left in the current minute (None = unlimited); tokens may be
+        negative after a request larger than what was left."""
         with self._lock:
-            now = self._clock()
-            live = [(t, n) for t, n in self._admitted if t > now - WINDOW_SECONDS]
-            reqs = max(0, rpm - len(live)) if rpm else None
-            toks = max(0, tpm - sum(n for _, n in live)) if tpm else None
+            self._trim(self._clock())
+            reqs = max(0, rpm - len(self._times)) if rpm else None
+            toks = tpm - sum(self._tokens) if tpm else None
             return reqs, toks

@@ -18,7 +18,7 @@ from imgrag.connectors.emulator.backends import make_backend
 from imgrag.connectors.emulator.options import EmulatorOptions
 from imgrag.connectors.emulator.state import EmulatorState
 
-API_VERSION = "2024-05-01-preview"
+API_VERSION = "2025-04-01"
 
 
 @dataclass(frozen=True, slots=True)

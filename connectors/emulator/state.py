@@ -53,7 +53,9 @@ class EmulatorState:
         self.backend = backend
         self.backend_name = backend_name
         self.accepted_tokens: set[str] = set()
-        """Bearer tokens accepted besides the api key (Entra ID tests add and revoke them)."""
+        """Bearer tokens accepted for any audience (Entra ID tests add and revoke them)."""
+        self.issued_tokens: dict[str, str] = {}
+        """Tokens from ``issue_token``, each valid for one audience only."""
         self.requests: list[RequestRecord] = []
         self.quota = QuotaLimiter()
         self.faults = FaultScript()
@@ -83,6 +85,23 @@ class EmulatorState:
     @property
     def max_image_bytes(self) -> int:
         return self.options.max_image_bytes or self.profile.max_image_bytes
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.options.max_request_bytes or self.profile.max_request_bytes
+
+    def issue_token(self, scope: str) -> str:
+        """A bearer token for ``scope`` (``<audience>/.default``), as Entra ID would issue."""
+        audience = scope.removesuffix("/.default").rstrip("/")
+        token = f"emulator-token-{len(self.issued_tokens) + 1}"
+        self.issued_tokens[token] = audience
+        return token
+
+    def token_audience(self, token: str) -> str | None:
+        """The audience a known token was issued for ("*" for any), or None if unknown."""
+        if token in self.accepted_tokens:
+            return "*"
+        return self.issued_tokens.get(token)
 
     @property
     def in_flight(self) -> int:
@@ -135,6 +154,7 @@ class EmulatorState:
         """Forget the request log, pending faults and the quota window."""
         with self._cond:
             self.requests.clear()
+        self.issued_tokens.clear()
         self.faults.clear()
         self.quota.reset()
 

@@ -74,7 +74,9 @@ class ModelInfoOut(BaseModel):
     """Body of ``GET /info``; the ``emulator`` block is ours, the rest mirrors the service."""
 
     model_name: str
-    model_type: Literal["embeddings"] = "embeddings"
+    # Cohere deployments answer "embedding" (the azure-ai-inference SDK's load_client
+    # accepts it for that reason, see its _patch.py).
+    model_type: Literal["embedding", "embeddings"] = "embedding"
     model_provider_name: str
     emulator: dict[str, Any] = Field(default_factory=dict)
 

@@ -28,7 +28,11 @@ class Auth(Protocol):
 
 
 class KeyAuth:
-    """Sends the API key in the ``api-key`` header."""
+    """Sends the API key as ``api-key`` and as ``Authorization: Bearer``.
+
+    Foundry resources read ``api-key``; serverless and managed endpoints read only the
+    Bearer header. Microsoft's azure-ai-inference SDK sends both for that reason.
+    """
 
     kind = "key"
 
@@ -44,7 +48,8 @@ class KeyAuth:
         return "KeyAuth(key=**********)"
 
     async def headers(self) -> dict[str, str]:
-        return {"api-key": self._key.get_secret_value()}
+        key = self._key.get_secret_value()
+        return {"api-key": key, "Authorization": f"Bearer {key}"}
 
     async def refresh(self) -> bool:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -40,3 +41,30 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
     """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
     ceiling = min(_MAX_DELAY, _BASE_DELAY * 2 ** (attempt - 1))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+# "Rate limit is exceeded. Try again in 30 seconds." / "Please retry after 33 seconds."
+_MESSAGE_WAIT = re.compile(
+    r"(?:try again in|retry after)\s+(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|sec|seconds?)\b",
+    re.IGNORECASE,
+)
+
+
+def message_delay(message: str) -> float | None:
+    """The wait a 429 names only in its message, or None."""
+    match = _MESSAGE_WAIT.search(message)
+    if match is None:
+        return None
+    value = float(match[1])
+    return value / 1000.0 if match[2].lower().startswith("m") else value
+
+
+def ratelimit_header(headers: httpx.Headers, name: str) -> int | None:
+    """An ``x-ratelimit-*`` count; it can be negative once a large request overdraws it."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None

@@ -38,11 +38,17 @@ class EmbeddingsResponse(BaseModel):
 
 
 class ServiceError(BaseModel):
-    """What the service says when it refuses a request, reduced to one readable line."""
+    """What the service says when it refuses a request, reduced to one readable line.
+
+    The service answers in several shapes: nested under ``error`` (``code``, ``message``,
+    ``details``; the message is sometimes itself a JSON string) or flat (``code``,
+    ``message``, ``detail.loc`` naming the refused parameter).
+    """
 
     code: str = ""
     message: str = ""
     detail: str = ""
+    loc: list[str] = []
 
     @classmethod
     def from_response(cls, body: bytes) -> ServiceError:
@@ -52,23 +58,45 @@ class ServiceError(BaseModel):
             raw: Any = json.loads(body)
         except ValueError:
             return cls(message=body[:300].decode("utf-8", "replace").strip())
-        if isinstance(raw, dict):
-            err = raw.get("error", raw)
-            if isinstance(err, str):
-                return cls(
-                    message=err, detail=_text(raw.get("detail")) or _text(raw.get("message"))
-                )
-            if isinstance(err, dict):
-                return cls(
-                    code=_text(err.get("code")),
-                    message=_text(err.get("message")) or _text(raw.get("message")),
-                    detail=_text(err.get("detail")) or _text(raw.get("detail")),
-                )
-        return cls(message=str(raw)[:300])
+        if not isinstance(raw, dict):
+            return cls(message=str(raw)[:300])
+        err = raw.get("error", raw)
+        if isinstance(err, str):
+            return cls(message=err, detail=_text(raw.get("detail")) or _text(raw.get("message")))
+        if not isinstance(err, dict):
+            return cls(message=str(err)[:300])
+        detail = err.get("detail", raw.get("detail"))
+        loc: list[str] = []
+        for part in detail if isinstance(detail, list) else [detail]:
+            if isinstance(part, dict) and isinstance(part.get("loc"), list):
+                loc = [str(p) for p in part["loc"]]
+                break
+        details = err.get("details", raw.get("details"))
+        return cls(
+            code=_text(err.get("code")),
+            message=_unwrap(_text(err.get("message")) or _text(raw.get("message"))),
+            detail=_text(details) if details else ("" if loc else _text(detail)),
+            loc=loc,
+        )
 
     def text(self) -> str:
         parts = [p for p in (self.code, self.message, self.detail) if p]
-        return ": ".join(parts) if parts else "(no message)"
+        where = f" (at {'.'.join(self.loc)})" if self.loc else ""
+        return (": ".join(parts) if parts else "(no message)") + where
+
+
+def _unwrap(message: str) -> str:
+    """``'{"message":"invalid data uri"}'`` -> ``'invalid data uri'``."""
+    import json
+
+    if message.startswith("{"):
+        try:
+            inner = json.loads(message)
+        except ValueError:
+            return message
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+    return message
 
 
 def _text(value: Any) -> str:
@@ -116,7 +144,7 @@ def decode_vectors(
         vectors[item.index] = vec
     if dimensions is not None and dim != dimensions:
         raise bad(f"asked for {dimensions} dimensions, got {dim}")
-    tokens = parsed.usage.total_tokens if parsed.usage else None
+    tokens = parsed.usage.prompt_tokens or parsed.usage.total_tokens if parsed.usage else None
     return vectors, tokens
 
 
