@@ -8,12 +8,16 @@ not secrets anywhere but are treated as such by the code under test.
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -147,3 +151,66 @@ def start_azurite(workdir: Path) -> Azurite:
 def unique_name(prefix: str) -> str:
     """A fresh container or queue name (lowercase, 3-63 chars)."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class FaultProxy:
+    """A loopback reverse proxy in front of Azurite that answers chosen requests with a
+    throttling error, as Azure Storage does under load (503 ``ServerBusy``), and forwards
+    everything else unchanged. Shared Key signatures cover the path, not the host, so
+    signed requests pass through it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.fail: Callable[[str, str], bool] = lambda method, path: False
+        self.log: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy.fail(self.command, self.path):
+                    status, headers, data = 503, [("x-ms-error-code", "ServerBusy")], b""
+                else:
+                    conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
+                    try:
+                        conn.request(self.command, self.path, body, dict(self.headers))
+                        resp = conn.getresponse()
+                        status, data = resp.status, resp.read()
+                        headers = [
+                            (k, v)
+                            for k, v in resp.getheaders()
+                            if k.lower()
+                            not in ("content-length", "connection", "transfer-encoding")
+                        ]
+                    finally:
+                        conn.close()
+                with proxy._lock:
+                    proxy.log.append((self.command, self.path, status))
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

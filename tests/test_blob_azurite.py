@@ -33,6 +33,7 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueClient
 from imgrag.connectors.blob import (
     BlobEvent,
+    BlobKeptChanging,
     BlobSourceConfig,
     BlobSourceError,
     BlobState,
@@ -49,7 +50,15 @@ from imgrag.connectors.blob import (
     reconcile,
 )
 
-from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, start_azurite, unique_name, wait_for
+from tests.azurite import (
+    ACCOUNT,
+    ACCOUNT_KEY,
+    Azurite,
+    FaultProxy,
+    start_azurite,
+    unique_name,
+    wait_for,
+)
 
 NO_ENV: dict[str, str] = {}
 ARM = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Storage"
@@ -537,3 +546,102 @@ def test_no_secret_in_any_output(
     assert "403" in text and "HTTP" in text  # the failures did happen and were described
     for secret in (ACCOUNT_KEY, signature, sas, server.connection_string):
         assert secret not in text
+
+
+# --- throttling and transient errors ------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(server: Azurite) -> Iterator[FaultProxy]:
+    p = FaultProxy(server.blob_port)
+    yield p
+    p.close()
+
+
+def through(server: Azurite, proxy: FaultProxy, container: str, **fields: Any) -> BlobSourceConfig:
+    conn = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint={proxy.url()};"
+    )
+    return config(server, container, connection_string=conn, **fields)
+
+
+def test_throttled_reads_are_retried_by_the_storage_policy(
+    server: Azurite, container: ContainerClient, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """503 ServerBusy is what Azure Storage answers when throttling ("Azure Storage
+    scalability targets"; the SDK's ExponentialRetry retries 500/503)."""
+    put(container, "t.jpg", b"throttled" * 10)
+    for i in range(5):
+        put(container, f"l{i}.jpg", b"l")
+    budget = {"GET": 2}
+
+    def two_503s_per_kind(method: str, path: str) -> bool:
+        if budget.get(method, 0) > 0:
+            budget[method] -= 1
+            return True
+        return False
+
+    proxy.fail = two_503s_per_kind
+    client = open_container(through(server, proxy, container.container_name, retry_total=3), NO_ENV)
+    listing = Listing(client, page_size=2)
+    names = [e.name for e in listing]
+    assert listing.complete and len(names) == 6
+    assert [s for _, _, s in proxy.log[:3]] == [503, 503, 200]  # retried, then served
+    budget["GET"] = 2
+    entry = next(e for e in Listing(container) if e.name == "t.jpg")
+    got = download_to(client, entry, tmp_path / "t.jpg", max_bytes=1000)
+    assert got.attempts == 1 and (tmp_path / "t.jpg").read_bytes() == b"throttled" * 10
+
+
+def test_throttling_past_the_retries_ends_the_listing_incomplete(
+    server: Azurite, container: ContainerClient, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    for i in range(6):
+        put(container, f"{i}.jpg", b"x")
+    lists = {"n": 0}
+
+    def busy_after_first_page(method: str, path: str) -> bool:
+        if "comp=list" in path:
+            lists["n"] += 1
+            return lists["n"] > 1
+        return True  # and every read is throttled too
+
+    proxy.fail = busy_after_first_page
+    client = open_container(through(server, proxy, container.container_name, retry_total=2), NO_ENV)
+    stored = {f"{i}.jpg": BlobState("e", 1) for i in range(6)}
+    listing = Listing(client, page_size=2)
+    rec = reconcile(stored, listing)
+    assert listing.count == 2 and not listing.complete
+    assert listing.error is not None and "503" in listing.error
+    assert rec.gone == []
+    entry = next(e for e in Listing(container) if e.name == "0.jpg")
+    with pytest.raises(BlobSourceError, match=r"reading 0\.jpg: HTTP 503"):
+        download_to(client, entry, tmp_path / "0.jpg", max_bytes=10)
+    assert not (tmp_path / "0.jpg").exists()
+
+
+def test_a_blob_that_keeps_changing_is_given_up_after_the_bounded_attempts(
+    server: Azurite, container: ContainerClient, tmp_path: Path
+) -> None:
+    put(container, "busy.jpg", bytes(4096))
+    (entry,) = list(Listing(container))
+    client = small_chunks(server, container.container_name)
+    writes = [0]
+
+    def rewrite_every_time(current: int, total: int | None) -> None:
+        if current <= 1024:  # once per attempt, after its first range
+            writes[0] += 1
+            put(container, "busy.jpg", bytes([writes[0]]) * 4096)
+
+    with pytest.raises(BlobKeptChanging, match="changed during each of 3 reads"):
+        download_to(
+            client,
+            entry,
+            tmp_path / "b.jpg",
+            max_bytes=1 << 20,
+            max_attempts=3,
+            progress_hook=rewrite_every_time,
+        )
+    assert writes[0] == 3
+    assert not (tmp_path / "b.jpg").exists() and not (tmp_path / "b.jpg.part").exists()
