@@ -14,6 +14,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -645,3 +649,103 @@ def test_a_blob_that_keeps_changing_is_given_up_after_the_bounded_attempts(
         )
     assert writes[0] == 3
     assert not (tmp_path / "b.jpg").exists() and not (tmp_path / "b.jpg.part").exists()
+
+
+# --- a worker killed mid-run --------------------------------------------------------------
+
+WORKER_PROGRAM = r"""
+import os, sys, threading, pathlib
+from imgrag.connectors.blob import BlobSourceConfig, QueueWorker, open_queue
+
+cfg = BlobSourceConfig.model_validate_json(sys.argv[1])
+points, hang_on = pathlib.Path(sys.argv[2]), int(sys.argv[3])
+seen = [0]
+
+def handle(event):
+    seen[0] += 1
+    (points / f"{event.name}.taken-by-{os.getpid()}").touch()
+    if seen[0] == hang_on:
+        threading.Event().wait()  # stuck mid-work until killed
+    # The "point": one file per blob, replaced atomically, so a retry rewrites, never adds.
+    tmp = points / f"{event.name}.tmp"
+    tmp.write_text(event.etag or "")
+    os.replace(tmp, points / event.name)
+    with open(points / "writes.log", "a") as log:
+        log.write(event.name + "\n")
+
+def poison(message):
+    raise SystemExit(f"unexpected poison message: {message.reason}")
+
+QueueWorker(
+    open_queue(cfg), container=cfg.container, handle=handle, poison=poison,
+    max_dequeues=cfg.max_dequeues, visibility_timeout=cfg.visibility_timeout_seconds,
+    batch_size=1,
+).run(threading.Event(), 0.05)
+"""
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
+    server: Azurite, container: ContainerClient, queue_name: str, tmp_path: Path
+) -> None:
+    """kill -9 while a message is in flight: it was never deleted, so after its visibility
+    timeout a restarted worker takes it; every blob ends with exactly one point."""
+    cfg = config(
+        server,
+        container.container_name,
+        queue=queue_name,
+        visibility_timeout_seconds=2,
+        connection_string=None,
+        auth="auto",
+    )
+    env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": server.connection_string}
+    q = open_queue(cfg, env)
+    names = [f"k/{i:02}.jpg" for i in range(10)]
+    for name in names:
+        q.send_message(
+            grid_message("Created", container.container_name, name, put(container, name, b"k"))
+        )
+    points = tmp_path / "points"
+    (points / "k").mkdir(parents=True)
+
+    def spawn(hang_on: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER_PROGRAM,
+                cfg.model_dump_json(),
+                str(points),
+                str(hang_on),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    first = spawn(hang_on=4)
+    try:
+        wait_for(
+            lambda: len(list(points.glob(f"k/*.taken-by-{first.pid}"))) == 4, 60, "the 4th take"
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    taken = ["k/" + p.name.split(".taken-by-")[0] for p in points.glob(f"k/*.taken-by-{first.pid}")]
+    (stuck,) = [n for n in taken if not (points / n).exists()]  # taken, never written
+    second = spawn(hang_on=0)
+    try:
+        wait_for(
+            lambda: (
+                all((points / n).exists() for n in names)
+                and q.get_queue_properties().approximate_message_count == 0
+            ),
+            60,
+            "the restarted worker to finish the queue",
+        )
+    finally:
+        second.kill()
+        second.wait(timeout=10)
+    writes = Counter((points / "writes.log").read_text().split())
+    assert writes == Counter(dict.fromkeys(names, 1))
+    assert (points / f"{stuck}.taken-by-{second.pid}").exists()  # the orphan was taken over
