@@ -6,6 +6,15 @@ the index: the pipeline hands in stored state and gets plain decisions back.
 
 from __future__ import annotations
 
+try:
+    import azure.storage.blob
+    import azure.storage.queue  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"the blob source needs the `blob` extra ({exc.name} is missing); "
+        'install it with `pip install "imgrag[blob]"`'
+    ) from None
+
 from .clients import open_container, open_queue
 from .config import BlobConfigError, BlobSourceConfig
 from .download import Downloaded, SidecarData, download_to, read_sidecars

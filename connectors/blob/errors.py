@@ -41,7 +41,8 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> tuple[str, int 
     code: str | None = None
     if isinstance(exc, HttpResponseError):
         status = exc.status_code
-        code = exc.error_code or (exc.reason if exc.reason else None)
+        raw = getattr(exc, "error_code", None) or exc.reason
+        code = str(getattr(raw, "value", raw)) if raw else None
         text = f"HTTP {status} {code or ''}".strip()
         hint = {
             401: "check the credential",

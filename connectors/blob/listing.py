@@ -85,7 +85,7 @@ class Listing:
         pager = self._container.list_blobs(
             name_starts_with=self.prefix or None, include=include, results_per_page=self.page_size
         )
-        return pager.by_page()  # type: ignore[no-any-return]
+        return pager.by_page()
 
     def __iter__(self) -> Iterator[BlobEntry]:
         if self._started:
