@@ -162,6 +162,7 @@ class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.fail: Callable[[str, str], bool] = lambda method, path: False
+        self.status, self.error_code = 503, "ServerBusy"
         self.log: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -176,7 +177,8 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if proxy.fail(self.command, self.path):
-                    status, headers, data = 503, [("x-ms-error-code", "ServerBusy")], b""
+                    status, data = proxy.status, b""
+                    headers = [("x-ms-error-code", proxy.error_code)]
                 else:
                     conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                     try:

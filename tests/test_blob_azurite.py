@@ -283,8 +283,7 @@ def test_sidecars_metadata_and_tags(
     entries = {e.name: e for e in listing}
     photo = entries["trip/photo.jpg"]
     assert photo.metadata == {"camera": "x100"}
-    if listing.include_tags:
-        assert photo.tags == {"project": "alps"}
+    assert listing.include_tags and photo.tags == {"project": "alps"}
     got = download_to(client, photo, tmp_path / "photo.jpg", max_bytes=1000)
     assert got.metadata == {"camera": "x100"}
     side = read_sidecars(client, "trip/photo.jpg", present=entries.keys())
@@ -596,6 +595,22 @@ def test_throttled_reads_are_retried_by_the_storage_policy(
     entry = next(e for e in Listing(container) if e.name == "t.jpg")
     got = download_to(client, entry, tmp_path / "t.jpg", max_bytes=1000)
     assert got.attempts == 1 and (tmp_path / "t.jpg").read_bytes() == b"throttled" * 10
+
+
+def test_an_account_without_index_tags_is_listed_without_them(
+    server: Azurite, container: ContainerClient, proxy: FaultProxy
+) -> None:
+    """Accounts with a hierarchical namespace have no blob index tags and refuse
+    `include=tags` (Blob index tags: "feature support"); the listing goes on without."""
+    put(container, "n.jpg", b"n", metadata={"m": "1"})
+    proxy.status, proxy.error_code = 400, "InvalidQueryParameterValue"
+    proxy.fail = lambda method, path: "comp=list" in path and "tags" in path
+    client = open_container(through(server, proxy, container.container_name), NO_ENV)
+    listing = Listing(client)
+    (entry,) = list(listing)
+    assert listing.complete and listing.include_tags is False
+    assert entry.tags is None and entry.metadata == {"m": "1"}
+    assert [s for _, _, s in proxy.log] == [400, 200]
 
 
 def test_throttling_past_the_retries_ends_the_listing_incomplete(

@@ -10,7 +10,13 @@ wrote the JSON as plain text; both are read). Two schemas are accepted:
 For ``Microsoft.Storage.BlobCreated`` / ``Microsoft.Storage.BlobDeleted`` the subject is
 ``/blobServices/default/containers/<container>/blobs/<name>`` and ``data`` carries ``url``,
 ``eTag`` (created only), ``contentLength``, ``contentType``, ``api``, ``blobType`` and
-``sequencer`` (Microsoft's "Azure Blob Storage as an Event Grid source" schema).
+``sequencer``.
+
+Sources (Microsoft): "Azure Blob Storage as an Event Grid source"
+(learn.microsoft.com/azure/event-grid/event-schema-blob-storage), "Azure Event Grid event
+schema" (learn.microsoft.com/azure/event-grid/event-schema), "CloudEvents v1.0 schema with
+Azure Event Grid" (learn.microsoft.com/azure/event-grid/cloud-event-schema), and on the
+queue encoding, MicrosoftDocs/azure-docs#102923 (Event Grid's queue messages are base64).
 """
 
 from __future__ import annotations
