@@ -23,6 +23,11 @@ def _retry(config: BlobSourceConfig) -> ExponentialRetry:
     )
 
 
+# Downloads are fetched in ranges of this size, so a large image is never held whole in
+# memory (the SDK's defaults are a 32 MiB first request and 4 MiB ranges).
+DOWNLOAD_RANGE_BYTES = 4 * 1024 * 1024
+
+
 def _common(config: BlobSourceConfig) -> dict[str, Any]:
     return {
         "retry_policy": _retry(config),
@@ -72,7 +77,12 @@ def open_container(
     """The container client for this source (extra ``kwargs`` go to the azure-core pipeline)."""
     auth = config.resolved_auth(environ)
     protect_logs(config.secret_values(environ))
-    options = {**_common(config), **kwargs}
+    options = {
+        **_common(config),
+        "max_single_get_size": DOWNLOAD_RANGE_BYTES,
+        "max_chunk_get_size": DOWNLOAD_RANGE_BYTES,
+        **kwargs,
+    }
     if auth == "connection_string":
         conn = config.secret("connection_string", environ).get_secret_value()
         return ContainerClient.from_connection_string(conn, config.container, **options)
