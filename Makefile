@@ -27,9 +27,17 @@ run: $(STAMP_RUN)
 	mkdir -p inbox
 	IMGRAG_CONFIG=$${IMGRAG_CONFIG:-configs/default.toml} $(BIN)/imgrag watch ./inbox
 
-test: $(STAMP_TEST)
+test: $(STAMP_TEST) azurite
 	$(BIN)/ruff check pipeline connectors tests bench
 	$(BIN)/python -m pytest
+
+# Azurite (Azure Storage emulator) for the blob-source tests, into ./node_modules. Without
+# npm, or if the install fails, those tests skip and say why.
+.PHONY: azurite
+azurite:
+	@test -x node_modules/.bin/azurite || { command -v npm >/dev/null 2>&1 \
+	  && npm install --prefix . --no-save --no-audit --no-fund --silent azurite@3 >/dev/null 2>&1 \
+	  || echo "azurite not installed (no npm or install failed): blob tests will skip"; }
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench

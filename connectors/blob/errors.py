@@ -1,0 +1,66 @@
+"""Errors of the blob source: one line, the cause and the fix, never a secret."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
+
+from ..errors import ConnectorError
+from .secrets import redact
+
+
+class BlobSourceError(ConnectorError):
+    """Talking to Blob or Queue Storage failed after the retry policy gave up."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class BlobTooLarge(BlobSourceError):
+    """The blob is over the configured size limit; it was not read."""
+
+
+class BlobGone(BlobSourceError):
+    """The blob was deleted between listing and reading."""
+
+
+class BlobKeptChanging(BlobSourceError):
+    """The blob changed during every allowed download attempt."""
+
+
+class SidecarInvalid(BlobSourceError):
+    """A sidecar blob (``photo.txt`` / ``photo.json``) exists but cannot be used."""
+
+
+def describe(exc: BaseException, secrets: Iterable[str] = ()) -> tuple[str, int | None, str | None]:
+    """A one-line, redacted description of an Azure SDK error, its status and error code."""
+    status: int | None = None
+    code: str | None = None
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code
+        raw = getattr(exc, "error_code", None) or exc.reason
+        code = str(getattr(raw, "value", raw)) if raw else None
+        text = f"HTTP {status} {code or ''}".strip()
+        hint = {
+            401: "check the credential",
+            403: "check the credential and its role or SAS permissions (list, read)",
+            404: "check the account, container and queue names",
+        }.get(status or 0)
+        if hint:
+            text += f"; {hint}"
+    elif isinstance(exc, ServiceRequestError):
+        text = "cannot reach the storage endpoint; check the account URL and the network"
+    elif isinstance(exc, AzureError):
+        text = type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return redact(text, secrets).splitlines()[0] if text else type(exc).__name__, status, code
+
+
+def wrap(exc: BaseException, what: str, secrets: Iterable[str] = ()) -> BlobSourceError:
+    """A :class:`BlobSourceError` for ``what`` failing with ``exc``; the SDK text is dropped."""
+    text, status, code = describe(exc, secrets)
+    return BlobSourceError(redact(f"{what}: {text}", secrets), status=status, code=code)
