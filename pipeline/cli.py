@@ -334,7 +334,7 @@ def watch_command(
     from imgrag.pipeline.daemon import run_watch
 
     def say(line: str) -> None:
-        err_console.print(line, highlight=False, markup=False)
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     _guarded(
         lambda: asyncio.run(

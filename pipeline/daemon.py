@@ -97,6 +97,7 @@ class Daemon:
         self.blocked: dict[Block, str] = {}
         self._deferred: set[str] = set()
         self._catch_up = False
+        self._abandoned = 0
         self._lock = asyncio.Lock()
         self._watcher: FolderWatcher | None = None
         self._root_id: tuple[int, int] | None = None
@@ -115,7 +116,7 @@ class Daemon:
     @property
     def left(self) -> int:
         """Files not indexed at stop: skipped, abandoned in flight, or not handed over yet."""
-        return self.ingestor.left + self.pending
+        return self.ingestor.left + self._abandoned + self.pending
 
     @property
     def health(self) -> str:
@@ -181,6 +182,7 @@ class Daemon:
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout=_STOP_GRACE_SECONDS)
         except TimeoutError:
+            self._abandoned = self.ingestor.pending
             log.warning(
                 "stopping: abandoning %d files still in flight after %.0fs",
                 self.ingestor.pending,
