@@ -110,9 +110,7 @@ def test_sigterm_with_requests_hanging_abandons_them_and_the_api_answers_meanwhi
     root = tmp_path / "inbox"
     for i in range(3):
         f.save(f.photo(i, (48, 32)), root / f"p{i}.png", "PNG")
-    env = cli_env(
-        tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__SETTLE_SECONDS="0.3"
-    )
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__SETTLE_SECONDS="0.3")
     log = tmp_path / "daemon.log"
     state = tmp_path / "state" / "daemon.json"
     proc = spawn_watch(root, env, log)
@@ -190,8 +188,10 @@ def test_key_refused_mid_run_keeps_files_pending_and_recovers_when_fixed(
         assert proc.poll() is None
         write_config("key-two")  # the fix: the daemon re-reads it by itself
         wait_for(
-            lambda: (status_of(info.url) or {}).get("indexed") == 2
-            and (health_of(info.url) or {}).get("status") == "ok",
+            lambda: (
+                (status_of(info.url) or {}).get("indexed") == 2
+                and (health_of(info.url) or {}).get("status") == "ok"
+            ),
             what="recovery with the new key",
         )
         assert "key-two" not in log.read_text() and "key-one" not in log.read_text()

@@ -12,7 +12,7 @@ import pytest
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline import daemon as daemon_module
 from imgrag.pipeline import watcher as watcher_module
-from imgrag.pipeline.daemon import Daemon, DaemonFailed
+from imgrag.pipeline.daemon import Daemon
 
 from tests import images_factory as f
 from tests.ingest_harness import pipeline, until
@@ -26,9 +26,9 @@ def add(root: Path, rel: str, seed: int) -> None:
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Short backoffs so restarts and recoveries happen within a test."""
-    monkeypatch.setattr(daemon_module, "_RESTART_MIN_SECONDS", 0.2)
-    monkeypatch.setattr(daemon_module, "_RECOVER_MIN_SECONDS", 0.2)
-    monkeypatch.setattr(daemon_module, "_ROOT_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(daemon_module, "_RESTART_MIN_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(daemon_module, "_RECOVER_MIN_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(daemon_module, "_ROOT_CHECK_SECONDS", 0.2, raising=False)
 
 
 async def test_root_moved_away_and_back(
@@ -73,7 +73,7 @@ async def test_root_deleted_and_recreated_is_watched_again(
 async def test_a_crashing_task_is_restarted_and_health_says_degraded(
     tmp_path: Path, emulator: EmulatorHandle, quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_module, "_MAX_FAILURES", 1000)
+    monkeypatch.setattr(daemon_module, "_MAX_FAILURES", 1000, raising=False)
     broken = asyncio.Event()
     broken.set()
     real = watcher_module.FolderWatcher.next_changes
@@ -97,18 +97,18 @@ async def test_a_crashing_task_is_restarted_and_health_says_degraded(
 async def test_a_task_that_keeps_failing_ends_the_daemon(
     tmp_path: Path, emulator: EmulatorHandle, quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_module, "_MAX_FAILURES", 3)
-    monkeypatch.setattr(daemon_module, "_RESTART_MIN_SECONDS", 0.01)
+    monkeypatch.setattr(daemon_module, "_MAX_FAILURES", 3, raising=False)
+    monkeypatch.setattr(daemon_module, "_RESTART_MIN_SECONDS", 0.01, raising=False)
 
     async def always(self):  # type: ignore[no-untyped-def]
         raise OSError("injected rescan fault")
 
     monkeypatch.setattr(Daemon, "_rescan_loop", always)
     async with pipeline(tmp_path, emulator) as p:
-        daemon = Daemon(
-            p.root, p.ingestor, p.runtime.journal, settle_seconds=0.2, rescan_minutes=1
-        )
-        with pytest.raises(DaemonFailed) as info:
+        daemon = Daemon(p.root, p.ingestor, p.runtime.journal, settle_seconds=0.2, rescan_minutes=1)
+        from imgrag.pipeline.ingest import FatalError  # DaemonFailed ends the CLI in one line
+
+        with pytest.raises(FatalError) as info:
             await asyncio.wait_for(daemon.run(), timeout=30)
         message = str(info.value)
         assert "the rescan task failed 3 times in a row" in message
