@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -244,7 +246,9 @@ class Daemon:
                     raise
                 self._block("credential", f"the service refuses the key ({cause})")
                 return None
-            except StoreError as exc:
+            except (StoreError, OSError, sqlite3.OperationalError) as exc:
+                if not _is_store_failure(exc):
+                    raise
                 self._block("store", f"the store cannot write ({exc})")
                 return None
         self.problems.pop("prune", None)
@@ -453,6 +457,15 @@ class Daemon:
         self._unblocked.set()
         self.last_rescan = time.monotonic()
         return True
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    """A write that failed for lack of room (or a store that is down): pause, don't crash."""
+    if isinstance(exc, StoreError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc) or "disk I/O error" in str(exc)
 
 
 @contextlib.contextmanager
