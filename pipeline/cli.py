@@ -177,6 +177,7 @@ def _summary_line(name: str, s: Summary) -> str:
         f"{name}: {s.indexed} indexed, {s.reused} reused, {s.unchanged} unchanged, "
         f"{s.removed} removed, {s.failed} failed{f' ({failed})' if failed else ''}; "
         f"{s.requests} requests, {s.tokens} tokens in {s.seconds:.1f}s"
+        + (f"; stopped early, {s.left} files left for the next run" if s.left else "")
     )
 
 
@@ -206,6 +207,7 @@ async def _run_ingest(
         if before is not None:
             before()
         ingestor = runtime.ingestor(directory, on_progress=lambda _rel, _outcome: bar.advance(task))
+        _stop_on_signals(ingestor.stop)
         with bar:
             try:
                 return await ingestor.reconcile(
@@ -213,6 +215,21 @@ async def _run_ingest(
                 )
             finally:
                 await ingestor.close()
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT: take no new files, flush, report what is left; a second one kills."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)  # back to the default for a second signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first)
 
 
 def _warn_unreadable(summary: Summary) -> None:

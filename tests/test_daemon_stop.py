@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +201,35 @@ def test_key_refused_mid_run_keeps_files_pending_and_recovers_when_fixed(
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def test_a_task_that_keeps_failing_ends_the_process_with_one_line(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    """The whole CLI in a child process, with a fault injected into its rescan task."""
+    root = tmp_path / "inbox"
+    root.mkdir()
+    boot = (
+        "import sys\n"
+        "import imgrag.pipeline.daemon as d\n"
+        "d._RESTART_MIN_SECONDS = 0.01\n"
+        "async def boom(self):\n"
+        "    raise OSError('injected rescan fault')\n"
+        "d.Daemon._rescan_loop = boom\n"
+        "from imgrag.pipeline.cli import app\n"
+        "sys.argv = ['imgrag', 'watch', sys.argv[1], '--no-api']\n"
+        "app()\n"
+    )
+    env = cli_env(tmp_path, emulator)
+    run = subprocess.run(
+        [sys.executable, "-c", boot, str(root)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the rescan task failed 5 times in a row")
+    assert "injected rescan fault" in last
