@@ -251,8 +251,9 @@ class Daemon:
                     raise
                 self._block("store", f"the store cannot write ({exc})")
                 return None
-        self.problems.pop("prune", None)
-        self._note_listing(summary)
+        if name in ("reconcile", "rescan"):  # only a full walk says how the folder looks
+            self.problems.pop("prune", None)
+            self._note_listing(summary)
         if summary.failed_by_reason.get("store_unavailable"):
             self._block("store", "the store cannot write; files are kept pending")
         if self.on_summary is not None:
