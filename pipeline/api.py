@@ -44,8 +44,13 @@ def create_api(
     report: Callable[[], StatusReport],
     metrics: Metrics,
     token: SecretStr | None = None,
+    health_report: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
-    """The ASGI app the daemon serves on loopback."""
+    """The ASGI app the daemon serves on loopback.
+
+    ``/health`` says ``ok``, ``degraded`` (with the problems: a task down, the root
+    missing, a refused key, a store that cannot write) or ``stopping``.
+    """
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -55,7 +60,8 @@ def create_api(
         return hmac.compare_digest(given.encode(), expected.encode())
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "pid": os.getpid()})
+        state = health_report() if health_report is not None else {"status": "ok"}
+        return JSONResponse({**state, "pid": os.getpid()})
 
     async def status(request: Request) -> Response:
         if not authorized(request):

@@ -6,7 +6,7 @@ import contextlib
 import fnmatch
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 # Names that are never final files: partial downloads, editor locks, OS litter.
@@ -94,20 +94,52 @@ def seen(root: Path, rel: str, rules: Rules) -> Seen | None:
     return Seen(rel, st.st_size, st.st_mtime_ns, _sidecar_sig(stats, path.stem))
 
 
-def walk(root: Path, rules: Rules, below: str = "") -> Iterator[Seen]:
+@dataclass(slots=True)
+class Listing:
+    """How complete a walk was: what could not be listed, so nothing under it is removed."""
+
+    root_missing: bool = False
+    """The root itself could not be listed (moved away, deleted, unmounted, unreadable)."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Relative folder (or entry) → why it could not be read."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.root_missing and not self.unreadable
+
+    def covers(self, rel: str) -> bool:
+        """Whether the absence of ``rel`` from the walk means it is really gone: the root
+        was listed and no folder on its way (nor the entry itself) failed to list."""
+        if self.root_missing:
+            return False
+        return not any(rel == u or rel.startswith(u + "/") for u in self.unreadable)
+
+
+def walk(
+    root: Path, rules: Rules, below: str = "", listing: Listing | None = None
+) -> Iterator[Seen]:
     """Every wanted file below ``root`` (or its subfolder ``below``), one folder at a time.
 
-    Symbolic links are followed only when they resolve inside the root.
+    Symbolic links are followed only when they resolve inside the root. A folder or entry
+    that cannot be read is noted in ``listing`` (when given): the walk goes on, and the
+    caller must not take what is below it for deleted.
     """
+    listing = listing if listing is not None else Listing()
     real_root = root.resolve()
     ignored = {p.resolve() for p in rules.ignore_dirs}
-    stack = [root / below if below else root]
+    start = root / below if below else root
+    stack = [start]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except OSError as exc:
+            # Gone, not a folder, EACCES, EIO, a stale mount: unknown, never "empty".
+            if folder == start and not below:
+                listing.root_missing = True
+            rel_folder = relative(root, folder) or below or "."
+            listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
             continue
         files: list[tuple[Path, os.stat_result]] = []
         sidecars: dict[str, os.stat_result] = {}
@@ -123,8 +155,12 @@ def walk(root: Path, rules: Rules, below: str = "") -> Iterator[Seen]:
                     if entry.name.lower().endswith(_SIDECAR_SUFFIXES):
                         sidecars[entry.name] = entry.stat()
                     files.append((path, entry.stat()))
-            except (FileNotFoundError, PermissionError):
-                continue  # vanished or unreadable while walking: the next scan sees it
+            except OSError as exc:
+                # Vanished or unreadable while walking: the next scan sees it; keep its point.
+                rel_entry = relative(root, path)
+                if rel_entry is not None:
+                    listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
+                continue
         for path, st in files:
             rel = relative(root, path)
             if rel is None or not rules.wants(rel):

@@ -177,10 +177,19 @@ def _summary_line(name: str, s: Summary) -> str:
         f"{name}: {s.indexed} indexed, {s.reused} reused, {s.unchanged} unchanged, "
         f"{s.removed} removed, {s.failed} failed{f' ({failed})' if failed else ''}; "
         f"{s.requests} requests, {s.tokens} tokens in {s.seconds:.1f}s"
+        + (f"; stopped early, {s.left} files left for the next run" if s.left else "")
     )
 
 
-async def _run_ingest(settings: Settings, directory: Path, progress: bool) -> Summary:
+async def _run_ingest(
+    settings: Settings,
+    directory: Path,
+    progress: bool,
+    *,
+    prune: bool = False,
+    before: Callable[[], None] | None = None,
+) -> Summary:
+    """One reconcile pass. ``before`` runs once the store is ours (nothing else can write)."""
     from imgrag.pipeline.runtime import open_runtime
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -195,12 +204,49 @@ async def _run_ingest(settings: Settings, directory: Path, progress: bool) -> Su
     )
     task = bar.add_task("indexing", total=None)
     async with open_runtime(settings) as runtime:
+        if before is not None:
+            before()
         ingestor = runtime.ingestor(directory, on_progress=lambda _rel, _outcome: bar.advance(task))
+        _stop_on_signals(ingestor.stop)
         with bar:
             try:
-                return await ingestor.reconcile(on_total=lambda n: bar.update(task, total=n))
+                return await ingestor.reconcile(
+                    on_total=lambda n: bar.update(task, total=n), prune=prune
+                )
             finally:
                 await ingestor.close()
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT: take no new files, flush, report what is left; a second one kills."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)  # back to the default for a second signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first)
+
+
+def _warn_unreadable(summary: Summary) -> None:
+    if summary.unreadable:
+        shown = ", ".join(f"{f} ({why})" for f, why in list(summary.unreadable.items())[:5])
+        err_console.print(
+            f"[yellow]warning:[/] could not read {len(summary.unreadable)} folders: "
+            f"{escape_markup(shown)}; nothing under them was removed (fix their permissions)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _guarded(work: Callable[[], T]) -> T:
@@ -220,12 +266,21 @@ def ingest_command(
     directory: DirArg = Path("inbox"),
     json_: JsonOpt = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any file failed.")] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune", help="Confirm removing every indexed file when DIR has none any more."
+        ),
+    ] = False,
 ) -> None:
     """Reconcile DIR with the index once: new, changed, moved and deleted files."""
     settings = settings_from(ctx)
     _setup_logging()
     _check_dir(directory)
-    summary = _guarded(lambda: asyncio.run(_run_ingest(settings, directory, not json_)))
+    summary = _guarded(
+        lambda: asyncio.run(_run_ingest(settings, directory, not json_, prune=prune))
+    )
+    _warn_unreadable(summary)
     if json_:
         typer.echo(summary.model_dump_json(indent=2))
     else:
@@ -245,10 +300,21 @@ def retry_command(
     settings = settings_from(ctx)
     _setup_logging()
     _check_dir(directory)
-    journal = Journal(state_paths(settings)["journal"])
-    cleared = journal.clear_permanent()
-    journal.close()
-    summary = _guarded(lambda: asyncio.run(_run_ingest(settings, directory, not json_)))
+    cleared = 0
+
+    def clear() -> None:
+        # Only once the store is ours: a retry refused by a running daemon keeps the record.
+        nonlocal cleared
+        journal = Journal(state_paths(settings)["journal"])
+        try:
+            cleared = journal.clear_permanent()
+        finally:
+            journal.close()
+
+    summary = _guarded(
+        lambda: asyncio.run(_run_ingest(settings, directory, not json_, before=clear))
+    )
+    _warn_unreadable(summary)
     if json_:
         typer.echo(json.dumps({"cleared": cleared, **summary.model_dump()}, indent=2))
     else:
@@ -285,7 +351,7 @@ def watch_command(
     from imgrag.pipeline.daemon import run_watch
 
     def say(line: str) -> None:
-        err_console.print(line, highlight=False, markup=False)
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     _guarded(
         lambda: asyncio.run(
@@ -385,6 +451,10 @@ def status_command(
     typer.echo(
         f"{report.indexed} indexed, {report.pending} pending, {report.failed} failed ({where})"
     )
+    if report.health == "degraded":
+        typer.echo("degraded: " + "; ".join(report.problems))
+    elif report.health == "stopping":
+        typer.echo("stopping: the daemon is flushing its work")
     if report.waiting_for:
         typer.echo(f"waiting: {report.waiting_for}")
     for reason, count in report.failed_by_reason.items():

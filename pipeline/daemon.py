@@ -1,21 +1,36 @@
-"""The watch daemon: reconcile, then follow the folder until asked to stop."""
+"""The watch daemon: reconcile, then follow the folder until asked to stop.
+
+Every background task (follow, rescan, retry, recover, the API) runs under a supervisor:
+an unexpected exception is logged with its traceback and the task restarts with backoff,
+while health says ``degraded`` and why. A task that keeps failing ends the daemon with
+one line (exit code 1) rather than leaving a zombie that serves its API and indexes
+nothing. Conditions that block ingestion without being bugs (the root is missing, the
+service refuses the key, the store cannot write) pause ingestion: changes are kept, the
+``recover`` task checks again with backoff, and a reconcile catches up once they clear.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import functools
 import logging
 import os
 import signal
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import uvicorn
-from imgrag.connectors.errors import StoreError
+from imgrag.connectors.errors import CredentialError, StoreError
 from imgrag.pipeline.api import DaemonInfo, create_api, write_daemon_file
 from imgrag.pipeline.candidates import walk
-from imgrag.pipeline.config import Settings
-from imgrag.pipeline.ingest import Ingestor, Summary
+from imgrag.pipeline.config import Settings, load_settings
+from imgrag.pipeline.credentials import RenewableEmbedder
+from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.retrieval import SearchService
@@ -27,6 +42,25 @@ log = logging.getLogger("imgrag.daemon")
 
 _RETRY_MIN_SECONDS = 5.0
 _RETRY_MAX_SECONDS = 300.0
+# Supervision: restart delays double from MIN to MAX; a task that fails this many times in a
+# row (without running HEALTHY seconds in between) ends the daemon.
+_RESTART_MIN_SECONDS = 1.0
+_RESTART_MAX_SECONDS = 60.0
+_MAX_FAILURES = 5
+_HEALTHY_SECONDS = 300.0
+# Recovery from a blocked state: the root is checked every ROOT seconds (a stat); a refused
+# key or a failing store is tried again with backoff from MIN to MAX.
+_ROOT_CHECK_SECONDS = 1.0
+_RECOVER_MIN_SECONDS = 2.0
+_RECOVER_MAX_SECONDS = 120.0
+# On SIGTERM, in-flight files get this long to finish before they are abandoned.
+_STOP_GRACE_SECONDS = 5.0
+
+Block = Literal["root", "credential", "store"]
+
+
+class DaemonFailed(FatalError):
+    """A background task kept failing; the daemon stops rather than run as a zombie."""
 
 
 class Daemon:
@@ -42,6 +76,7 @@ class Daemon:
         rescan_minutes: float,
         polling: bool = False,
         on_summary: Callable[[str, Summary], None] | None = None,
+        renew_credential: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.root = root
         self.ingestor = ingestor
@@ -50,21 +85,57 @@ class Daemon:
         self.rescan_seconds = rescan_minutes * 60
         self.polling = polling
         self.on_summary = on_summary
+        self.renew_credential = renew_credential
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.watch_mode = ""
         self.started_at = time.time()
         self.last_rescan = 0.0
         self.waiting_for: str | None = None
+        self.problems: dict[str, str] = {}
+        """What makes the daemon degraded right now (key → one line)."""
+        self.restarts: dict[str, int] = {}
+        self.failed: str | None = None
+        self.blocked: dict[Block, str] = {}
+        self._deferred: set[str] = set()
+        self._catch_up = False
+        self._abandoned = 0
         self._lock = asyncio.Lock()
         self._watcher: FolderWatcher | None = None
+        self._root_id: tuple[int, int] | None = None
+        self._unblocked = asyncio.Event()
+        self._unblocked.set()
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- what the outside sees -------------------------------------------------------------
 
     @property
     def pending(self) -> int:
         waiting = self._watcher.waiting if self._watcher is not None else 0
-        return self.ingestor.pending + waiting
+        return self.ingestor.pending + waiting + len(self._deferred)
+
+    @property
+    def left(self) -> int:
+        """Files not indexed at stop: skipped, abandoned in flight, or not handed over yet."""
+        return self.ingestor.left + self._abandoned + self.pending
+
+    @property
+    def health(self) -> str:
+        if self.stopping.is_set():
+            return "stopping"
+        return "degraded" if self.problems else "ok"
+
+    def health_report(self) -> dict[str, Any]:
+        return {
+            "status": self.health,
+            "problems": list(self.problems.values()),
+            "restarts": dict(self.restarts),
+        }
 
     def stop(self) -> None:
+        """Take no new work; in-flight files finish (or are abandoned after a grace)."""
+        self.ingestor.stop()
         self.stopping.set()
 
     def install_signal_handlers(self) -> None:
@@ -72,50 +143,233 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
 
-    async def run(self) -> None:
-        """Reconcile, watch, rescan and retry until ``stop()``; in-flight work finishes."""
-        # Watch first so nothing that changes during the initial reconcile is missed.
-        self._watcher = FolderWatcher(
-            self.root, self.ingestor.rules, settle_seconds=self.settle_seconds, polling=self.polling
-        )
-        self.watch_mode = self._watcher.start()
-        try:
-            await self._pass("reconcile", self.ingestor.reconcile())
-            self.last_rescan = time.monotonic()
-            self.ready.set()
-            tasks = [
-                asyncio.create_task(self._follow()),
-                asyncio.create_task(self._rescan_loop()),
-                asyncio.create_task(self._retry_loop()),
-            ]
-            await self.stopping.wait()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            async with self._lock:  # let a pass in progress finish before closing
-                pass
-        finally:
-            self._watcher.stop()
+    # -- the life cycle --------------------------------------------------------------------
 
-    async def _pass(self, name: str, work: object) -> Summary:
+    async def run(self) -> None:
+        """Reconcile, watch, rescan and retry until ``stop()``.
+
+        Raises DaemonFailed when a background task kept failing.
+        """
+        # Watch first so nothing that changes during the initial reconcile is missed.
+        self._check_root()
+        self._tasks = [asyncio.create_task(self._main())]
+        try:
+            await self.stopping.wait()
+            self.ingestor.stop()
+            await self._drain()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self._stop_watcher()
+        if self.failed:
+            raise DaemonFailed(self.failed)
+
+    async def _main(self) -> None:
+        await self.supervise("reconcile", self._initial_reconcile)
+        await asyncio.gather(
+            self.supervise("follow", self._follow),
+            self.supervise("rescan", self._rescan_loop),
+            self.supervise("retry", self._retry_loop),
+            self.supervise("recover", self._recover_loop),
+        )
+
+    async def _initial_reconcile(self) -> None:
+        await self._pass("reconcile", self.ingestor.reconcile)
+        self.last_rescan = time.monotonic()
+        self.ready.set()
+
+    async def _drain(self) -> None:
+        """Let the pass in progress finish what it started, up to the grace period."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout=_STOP_GRACE_SECONDS)
+        except TimeoutError:
+            self._abandoned = self.ingestor.pending
+            log.warning(
+                "stopping: abandoning %d files still in flight after %.0fs",
+                self.ingestor.pending,
+                _STOP_GRACE_SECONDS,
+            )
+        else:
+            self._lock.release()
+
+    async def supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` until it returns; restart it with backoff when it raises."""
+        failures = 0
+        key = f"task:{name}"
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() - started > _HEALTHY_SECONDS:
+                    failures = 0
+                failures += 1
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                what = f"{type(exc).__name__}: {exc}"
+                if failures >= _MAX_FAILURES:
+                    self.failed = (
+                        f"the {name} task failed {failures} times in a row (last: {what}); "
+                        "the daemon stops (the log above has each traceback)"
+                    )
+                    log.error("%s", self.failed, exc_info=exc)
+                    self.problems[key] = self.failed
+                    self.stopping.set()
+                    return
+                delay = min(_RESTART_MIN_SECONDS * 2 ** (failures - 1), _RESTART_MAX_SECONDS)
+                self.problems[key] = f"{name} task down ({what}); restarting in {delay:.0f}s"
+                log.error(
+                    "the %s task failed (%s); restarting in %.0fs", name, what, delay, exc_info=exc
+                )
+                await asyncio.sleep(delay)
+                self.problems.pop(key, None)
+
+    # -- passes ------------------------------------------------------------------------------
+
+    async def _pass(self, name: str, work: Callable[[], Awaitable[Summary]]) -> Summary | None:
+        """Run one pass under the lock; blocking conditions pause ingestion, not the task."""
         async with self._lock:
-            summary: Summary = await work  # type: ignore[misc]
+            if self.stopping.is_set():
+                return None
+            try:
+                summary = await work()
+            except PruneRefused as exc:
+                self.problems["prune"] = f"{exc} (stop the daemon first)"
+                log.warning("%s", exc)
+                return None
+            except (FatalError, CredentialError) as exc:
+                cause = cause_of(exc) if isinstance(exc, FatalError) else exc
+                if not isinstance(cause, CredentialError):
+                    raise
+                self._block("credential", f"the service refuses the key ({cause})")
+                return None
+            except (StoreError, OSError, sqlite3.OperationalError) as exc:
+                if not _is_store_failure(exc):
+                    raise
+                self._block("store", f"the store cannot write ({exc})")
+                return None
+        if name in ("reconcile", "rescan"):  # only a full walk says how the folder looks
+            self.problems.pop("prune", None)
+            self._note_listing(summary)
+        if summary.failed_by_reason.get("store_unavailable"):
+            self._block("store", "the store cannot write; files are kept pending")
         if self.on_summary is not None:
             self.on_summary(name, summary)
         return summary
 
+    def _note_listing(self, summary: Summary) -> None:
+        if summary.root_missing:
+            self._root_gone()
+            return
+        if summary.unreadable:
+            shown = ", ".join(f"{f} ({why})" for f, why in list(summary.unreadable.items())[:5])
+            more = len(summary.unreadable) - 5
+            self.problems["unreadable"] = (
+                f"cannot read {len(summary.unreadable)} folders: {shown}"
+                + (f" and {more} more" if more > 0 else "")
+                + "; nothing under them is removed"
+            )
+        else:
+            self.problems.pop("unreadable", None)
+
+    def _block(self, kind: Block, why: str) -> None:
+        line = {
+            "root": f"root missing: waiting for {self.root} to come back; nothing is removed",
+            "credential": f"{why}; files are kept pending and the key is re-read with backoff "
+            "(fix AZURE_INFERENCE_CREDENTIAL or [embedder] api_key)",
+            "store": f"{why}; ingestion is paused and resumes when writes succeed "
+            "(free space under the state directory)",
+        }[kind]
+        if self.blocked.get(kind) != line:
+            log.warning("%s", line)
+        self.blocked[kind] = line
+        self.problems[kind] = line
+        self._unblocked.clear()
+        self._kick.set()
+
+    def _unblock(self, kind: Block) -> None:
+        if self.blocked.pop(kind, None) is not None:
+            log.warning("%s: resolved, ingestion resumes", kind)
+        self.problems.pop(kind, None)
+        if not self.blocked:
+            self._unblocked.set()
+
+    # -- the root and its watcher ----------------------------------------------------------
+
+    def _check_root(self) -> bool:
+        """Whether the root lists; (re)starts the watcher when it came back or was replaced."""
+        try:
+            st = os.stat(self.root)
+            with os.scandir(self.root):
+                pass
+        except OSError:
+            self._root_gone()
+            return False
+        ident = (st.st_dev, st.st_ino)
+        if self._watcher is None or ident != self._root_id or not self._watcher.alive:
+            # Back, replaced by a new folder, or its observer died: catch up once watched.
+            self._catch_up = self._catch_up or self._root_id is not None or "root" in self.blocked
+            self._stop_watcher()
+            self._watcher = FolderWatcher(
+                self.root,
+                self.ingestor.rules,
+                settle_seconds=self.settle_seconds,
+                polling=self.polling,
+            )
+            self.watch_mode = self._watcher.start()
+            self._root_id = ident
+        return True
+
+    def _root_gone(self) -> None:
+        self._stop_watcher()
+        self._root_id = None
+        self._block("root", "")
+
+    def _stop_watcher(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    # -- background tasks ------------------------------------------------------------------
+
     async def _follow(self) -> None:
-        assert self._watcher is not None
         while True:
-            changes = await self._watcher.next_changes()
-            await self._apply(changes)
+            watcher = self._watcher
+            if watcher is None:
+                await asyncio.sleep(_ROOT_CHECK_SECONDS)  # the recover task restarts it
+                continue
+            changes = await watcher.next_changes(timeout=_ROOT_CHECK_SECONDS)
+            if changes:
+                await self._apply(changes)
+            if not watcher.alive and watcher is self._watcher:
+                self._stop_watcher()
+                if await asyncio.to_thread(self._root_lists):
+                    raise RuntimeError(f"the folder watcher on {self.root} stopped")
+
+    def _root_lists(self) -> bool:
+        try:
+            with os.scandir(self.root):
+                return True
+        except OSError:
+            return False
 
     async def _apply(self, changes: Changes) -> None:
         files = list(changes.files)
         for folder in changes.new_folders:
             files += await asyncio.to_thread(self._files_below, folder)
+        if self.blocked:
+            self._deferred.update(files)
+            self._catch_up = True
+            return
         if files:
-            await self._pass("update", self.ingestor.update(dict.fromkeys(files)))
+            await self._pass(
+                "update", functools.partial(self.ingestor.update, dict.fromkeys(files))
+            )
+            if self.blocked:
+                self._deferred.update(files)
         for folder in changes.gone_folders:
             if not (self.root / folder).is_dir():
                 async with self._lock:
@@ -129,7 +383,8 @@ class Daemon:
             return
         while True:
             await asyncio.sleep(self.rescan_seconds)
-            await self._pass("rescan", self.ingestor.reconcile())
+            await self._unblocked.wait()
+            await self._pass("rescan", self.ingestor.reconcile)
             self.last_rescan = time.monotonic()
 
     async def _retry_loop(self) -> None:
@@ -137,13 +392,14 @@ class Daemon:
         delay = _RETRY_MIN_SECONDS
         while True:
             await asyncio.sleep(delay)
+            await self._unblocked.wait()
             paths = await asyncio.to_thread(self.journal.transient_paths)
             if not paths:
                 self.waiting_for = None
                 delay = _RETRY_MIN_SECONDS
                 continue
-            summary = await self._pass("retry", self.ingestor.update(paths))
-            if summary.pending:
+            summary = await self._pass("retry", functools.partial(self.ingestor.update, paths))
+            if summary is not None and summary.pending:
                 reasons = ", ".join(sorted(summary.failed_by_reason))
                 self.waiting_for = f"{summary.pending} files waiting ({reasons})"
                 log.warning("%s; retrying in %.0fs", self.waiting_for, delay)
@@ -151,6 +407,82 @@ class Daemon:
             else:
                 self.waiting_for = None
                 delay = _RETRY_MIN_SECONDS
+
+    async def _recover_loop(self) -> None:
+        """Watch the root; while ingestion is blocked, try again with backoff."""
+        delay = _RECOVER_MIN_SECONDS
+        next_try = 0.0
+        while True:
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=_ROOT_CHECK_SECONDS)
+            root_ok = self._check_root()
+            if not root_ok:
+                continue
+            if not self.blocked and not self._catch_up:
+                delay = _RECOVER_MIN_SECONDS
+                continue
+            if time.monotonic() < next_try:
+                continue
+            if await self._try_recover():
+                delay = _RECOVER_MIN_SECONDS
+                next_try = 0.0
+            else:
+                next_try = time.monotonic() + delay
+                log.warning(
+                    "still blocked (%s); trying again in %.0fs", ", ".join(self.blocked), delay
+                )
+                delay = min(delay * 2, _RECOVER_MAX_SECONDS)
+
+    async def _try_recover(self) -> bool:
+        """Re-read the key if it was refused, then catch up with a full reconcile."""
+        if "credential" in self.blocked and self.renew_credential is not None:
+            try:
+                await self.renew_credential()
+            except CredentialError as exc:
+                self._block("credential", f"the service refuses the key ({exc})")
+                return False
+        blocked_before = set(self.blocked)
+        for kind in blocked_before:
+            self.blocked.pop(kind, None)
+        await self._pass("reconcile", self.ingestor.reconcile)
+        if self.blocked or self.stopping.is_set():  # a refused prune is a problem, not a block
+            self._catch_up = True
+            for kind in blocked_before - set(self.blocked):
+                self.blocked[kind] = self.problems.get(kind, kind)
+            return False
+        for kind in blocked_before:
+            self._unblock(kind)
+        self._deferred.clear()  # the reconcile covered them
+        self._catch_up = False
+        self._unblocked.set()
+        self.last_rescan = time.monotonic()
+        return True
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    """A write that failed for lack of room (or a store that is down): pause, don't crash."""
+    if isinstance(exc, StoreError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc) or "disk I/O error" in str(exc)
+
+
+@contextlib.contextmanager
+def _no_signal_capture() -> Iterator[None]:
+    yield
+
+
+def _quiet_server(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that never takes SIGINT/SIGTERM: the daemon owns them, so a stop
+    flushes the work before the API goes away."""
+    server = uvicorn.Server(config)
+    if hasattr(server, "capture_signals"):  # uvicorn >= 0.29 installs handlers here
+        server.capture_signals = _no_signal_capture  # type: ignore[method-assign]
+    else:  # older releases
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    return server
 
 
 async def run_watch(
@@ -164,10 +496,38 @@ async def run_watch(
 ) -> None:
     """``imgrag watch``: the daemon with its local API, until SIGINT/SIGTERM."""
     async with open_runtime(settings, wait_for_embedder=True) as runtime:
+        from imgrag.connectors.factory import create_embedder
+
+        embedder = RenewableEmbedder(runtime.embedder)
+        runtime.embedder = embedder
         metrics_box: list[Metrics] = []
         ingestor = runtime.ingestor(
             root, observe_embed=lambda s: metrics_box[0].embed_seconds.observe(s)
         )
+        current_key = [settings.embedder.api_key]
+
+        async def renew_credential() -> None:
+            """Re-read the key (config file and environment); probe with it."""
+            try:
+                fresh = load_settings(settings.config_path)
+            except Exception as exc:  # a half-edited file: keep the key in use
+                log.warning("could not re-read the settings: %s", exc)
+                fresh = settings
+            key = fresh.embedder.api_key
+            if key is not None and key != current_key[0]:
+                new = create_embedder(
+                    settings.embedder.model_copy(update={"api_key": key}),
+                    cache_dir=state_paths(settings)["cache"],
+                )
+                old = embedder.inner
+                embedder.replace(new)
+                current_key[0] = key
+                if old is not runtime_first[0]:
+                    await old.aclose()
+                log.warning("re-read the embedder key from the settings")
+            await embedder.probe()
+
+        runtime_first = [embedder.inner]
         daemon = Daemon(
             root,
             ingestor,
@@ -176,8 +536,9 @@ async def run_watch(
             rescan_minutes=settings.ingest.rescan_minutes,
             polling=polling,
             on_summary=on_summary,
+            renew_credential=renew_credential,
         )
-        info = runtime.embedder.info
+        info = embedder.info
 
         def report() -> StatusReport:
             count, by_reason, recent = failures_from(runtime.journal)
@@ -187,7 +548,7 @@ async def run_watch(
                 failed=count,
                 failed_by_reason=by_reason,
                 failures=recent,
-                usage=runtime.embedder.usage,
+                usage=embedder.usage,
                 embedder={
                     "provider": info.provider,
                     "model": info.model,
@@ -201,60 +562,109 @@ async def run_watch(
                     "started_at": daemon.started_at,
                 },
                 waiting_for=daemon.waiting_for,
+                health=daemon.health,
+                problems=list(daemon.problems.values()),
             )
 
         metrics_box.append(Metrics(report))
         daemon.install_signal_handlers()
-        server: uvicorn.Server | None = None
         serving: asyncio.Task[None] | None = None
+        servers: list[uvicorn.Server] = []
         daemon_file = state_paths(settings)["daemon"]
-        if api:
-            service = SearchService(
-                runtime.embedder,
-                runtime.index,
-                source=settings.store.collection,
-                image_format=settings.embedder.image_format,
-            )
-            app = create_api(service, report, metrics_box[0], settings.api.token)
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=settings.api.host,
-                    port=settings.api.port,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                )
-            )
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    serving.result()  # raises the reason it could not start
-                    raise StoreError(f"the local API could not listen on port {settings.api.port}")
-                await asyncio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            write_daemon_file(
-                daemon_file,
-                DaemonInfo(
-                    pid=os.getpid(),
-                    host=settings.api.host,
-                    port=port,
-                    root=str(root.absolute()),
-                    started_at=daemon.started_at,
-                ),
-            )
-            announce(f"local API on http://{settings.api.host}:{port}")
-        announce(
-            f"watching {root} (model {info.model}, store "
-            f"{settings.store.kind}:{settings.store.collection}); Ctrl+C stops"
-        )
         try:
-            await daemon.run()
-        finally:
-            await ingestor.close()
-            if server is not None and serving is not None:
-                server.should_exit = True
-                await serving
+            if api:
+                service = SearchService(
+                    embedder,
+                    runtime.index,
+                    source=settings.store.collection,
+                    image_format=settings.embedder.image_format,
+                )
+                app = create_api(
+                    service, report, metrics_box[0], settings.api.token, daemon.health_report
+                )
+                first = asyncio.get_running_loop().create_future()
+
+                async def serve_api() -> None:
+                    port = settings.api.port
+                    if servers and servers[-1].servers:  # a restart keeps the port it had
+                        port = servers[-1].servers[0].sockets[0].getsockname()[1]
+                    server = _quiet_server(
+                        uvicorn.Config(
+                            app,
+                            host=settings.api.host,
+                            port=port,
+                            log_level="warning",
+                            access_log=False,
+                            lifespan="off",
+                            timeout_graceful_shutdown=2,
+                        )
+                    )
+                    servers.append(server)
+                    task = asyncio.create_task(server.serve())
+                    while not server.started:
+                        if task.done():
+                            task.result()  # raises the reason it could not start
+                            raise OSError(f"the local API could not listen on port {port}")
+                        await asyncio.sleep(0.01)
+                    bound = server.servers[0].sockets[0].getsockname()[1]
+                    write_daemon_file(
+                        daemon_file,
+                        DaemonInfo(
+                            pid=os.getpid(),
+                            host=settings.api.host,
+                            port=bound,
+                            root=str(root.absolute()),
+                            started_at=daemon.started_at,
+                        ),
+                    )
+                    if not first.done():
+                        first.set_result(bound)
+                    await task
+                    if not server.should_exit:
+                        raise RuntimeError("the local API stopped serving")
+
+                async def api_task() -> None:
+                    try:
+                        await serve_api()
+                    except BaseException as exc:
+                        if not first.done():
+                            first.set_exception(exc)
+                            return
+                        raise
+
+                async def supervised_api() -> None:
+                    await daemon.supervise("api", api_task)
+
+                serving = asyncio.create_task(supervised_api())
+                try:
+                    port = await first
+                except OSError as exc:
+                    raise StoreError(
+                        f"the local API could not listen on {settings.api.host}:"
+                        f"{settings.api.port} ({exc.strerror or exc}); set [api] port "
+                        "(IMGRAG_API__PORT) to a free port"
+                    ) from None
+                announce(f"local API on http://{settings.api.host}:{port}")
+            announce(
+                f"watching {root} (model {info.model}, store "
+                f"{settings.store.kind}:{settings.store.collection}); Ctrl+C stops"
+            )
+            try:
+                await daemon.run()
+            finally:
+                await ingestor.close()  # pending writes land while the API still answers
+                await embedder.aclose()
+                if servers:
+                    servers[-1].should_exit = True
+                if serving is not None:
+                    await serving
                 daemon_file.unlink(missing_ok=True)
-        announce("stopped: in-flight work finished and flushed")
+        finally:
+            if serving is not None and not serving.done():
+                serving.cancel()
+        left = daemon.left
+        announce(
+            f"stopped: in-flight work flushed; {left} files left for the next start"
+            if left
+            else "stopped: in-flight work finished and flushed; nothing left"
+        )

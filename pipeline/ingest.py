@@ -36,7 +36,7 @@ from imgrag.connectors.errors import (
 )
 from imgrag.connectors.index import FileState, Index, Point
 from imgrag.pipeline.batching import Batcher
-from imgrag.pipeline.candidates import Rules, Seen, seen, walk
+from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
@@ -64,6 +64,15 @@ class FatalError(Exception):
     """The run cannot go on (bad credentials, wrong collection, ...). One line, with the fix."""
 
 
+class PruneRefused(FatalError):
+    """A pass would remove every point of a non-empty index; the user must confirm it."""
+
+
+def cause_of(exc: BaseException) -> BaseException:
+    """The connector error behind a FatalError (kept as its cause or context)."""
+    return exc.__cause__ or exc.__context__ or exc
+
+
 class Summary(BaseModel):
     """What a pass did. ``failed`` counts files not indexed, by reason in ``failed_by_reason``."""
 
@@ -74,6 +83,11 @@ class Summary(BaseModel):
     failed: int = 0
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     pending: int = 0
+    left: int = 0
+    """Files not started because a stop was asked; the next start picks them up."""
+    unreadable: dict[str, str] = Field(default_factory=dict)
+    """Folders that could not be listed (folder → why); nothing under them was removed."""
+    root_missing: bool = False
     requests: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -145,12 +159,22 @@ class Ingestor:
         self._known: dict[str, FileState] = {}
         self._loaded = False
         self.pending = 0
+        self.stopping = False
+        self.left = 0
+        """Files skipped because a stop was asked (left for the next start)."""
+        self.listing = Listing()
+        """How complete the last reconcile's walk was."""
 
     # -- setup and teardown ----------------------------------------------------------------
 
+    def stop(self) -> None:
+        """Take no new files: passes in progress finish what they started and return."""
+        self.stopping = True
+
     async def close(self) -> None:
         await self._upserts.flush()
-        self._pool.shutdown(wait=True)
+        # Decodes still running on abandoned files are not waited for: the process is ending.
+        self._pool.shutdown(wait=not self.stopping, cancel_futures=True)
 
     async def load_state(self) -> None:
         """Read the per-file state the index holds (only the reconciliation fields)."""
@@ -164,23 +188,40 @@ class Ingestor:
 
     # -- passes ----------------------------------------------------------------------------
 
-    async def reconcile(self, on_total: Callable[[int], None] | None = None) -> Summary:
-        """Compare the whole folder with the index and fix every difference."""
+    async def reconcile(
+        self, on_total: Callable[[int], None] | None = None, *, prune: bool = False
+    ) -> Summary:
+        """Compare the whole folder with the index and fix every difference.
+
+        A point is removed only when its file is known gone: the walk listed its folder
+        and the file was not there. A pass that would empty a non-empty index raises
+        PruneRefused unless ``prune`` confirms it.
+        """
         started = time.perf_counter()
         usage_before = self.embedder.usage
         summary = Summary()
         await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
-        found = await asyncio.to_thread(lambda: list(walk(self.root, self.rules)))
+        listing = Listing()
+        found = await asyncio.to_thread(lambda: list(walk(self.root, self.rules, listing=listing)))
+        self.listing = listing
+        summary.unreadable = dict(listing.unreadable)
+        summary.root_missing = listing.root_missing
         present = {s.rel for s in found}
+        gone = [p for p in self._known if p not in present and listing.covers(p)]
+        if gone and not present and len(gone) == len(self._known) and not prune:
+            raise PruneRefused(
+                f"refusing to remove all {len(gone)} indexed files: {self.root} has no file "
+                "matching [ingest] include (empty, unmounted, or include matches nothing); "
+                f"if they are really gone, confirm with `imgrag ingest {self.root} --prune`"
+            )
         todo = [s for s in found if self._needs_work(s, permanent.get(s.rel), summary)]
         if on_total is not None:
             on_total(len(todo))
         await self._run_many(todo, summary)
-        gone = [p for p in self._known if p not in present]
-        if gone:
+        if gone and not self.stopping:
             summary.removed += await self._delete(gone)
-        stale = [p for p in permanent if p not in present]
+        stale = [p for p in permanent if p not in present and listing.covers(p)]
         if stale:
             await asyncio.to_thread(self.journal.clear, stale)
         return self._finish(summary, usage_before, started)
@@ -203,10 +244,28 @@ class Ingestor:
             if self._needs_work(s, failure, summary):
                 todo.append(s)
         await self._run_many(todo, summary)
+        missing = await asyncio.to_thread(self.known_gone, missing)
         if missing:
             summary.removed += await self._delete([m for m in missing if m in self._known])
             await asyncio.to_thread(self.journal.clear, missing)
         return self._finish(summary, usage_before, started)
+
+    def known_gone(self, rels: Iterable[str]) -> list[str]:
+        """Of files not found, those positively gone: the nearest folder on their way that
+        exists could be listed (a missing or unreadable root proves nothing)."""
+        if not _listable(self.root):
+            return []
+        out = []
+        listable: dict[Path, bool] = {}
+        for rel in rels:
+            folder = (self.root / rel).parent
+            while folder != self.root and not folder.is_dir():
+                folder = folder.parent
+            if folder not in listable:
+                listable[folder] = _listable(folder)
+            if listable[folder]:
+                out.append(rel)
+        return out
 
     def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
         """False (and counted) when the index already has the file, or it failed for good
@@ -228,8 +287,14 @@ class Ingestor:
         return summary
 
     async def remove_folder(self, rel_folder: str) -> int:
-        """A folder was deleted or moved away: drop every point below it."""
-        prefix = rel_folder.rstrip("/") + "/"
+        """A folder was deleted or moved away: drop every point below it, once its parent
+        lists without it (a vanished root or an unreadable parent removes nothing)."""
+        rel_folder = rel_folder.rstrip("/")
+        if not rel_folder or not await asyncio.to_thread(self.known_gone, [rel_folder]):
+            return 0
+        if await asyncio.to_thread((self.root / rel_folder).exists):
+            return 0
+        prefix = rel_folder + "/"
         paths = [p for p in self._known if p.startswith(prefix)]
         removed = await self._delete(paths) if paths else 0
         await asyncio.to_thread(self.journal.clear_folder, rel_folder)
@@ -253,7 +318,9 @@ class Ingestor:
         async def work() -> None:
             while (s := await queue.get()) is not None:
                 try:
-                    if fatal:
+                    if fatal or self.stopping:
+                        summary.left += 1
+                        self.left += 1
                         continue
                     outcome = await self._one(s, summary)
                     if self.on_progress is not None:
@@ -445,7 +512,9 @@ class Ingestor:
         return [None] * len(points)
 
     async def _delete(self, rels: Sequence[str]) -> int:
-        """Drop points, keeping their vectors at hand so a move can reuse them."""
+        """Drop points, keeping their vectors at hand so a move can reuse them.
+
+        Callers pass only files known gone (or whose content was replaced)."""
         states = [self._known[r] for r in rels if r in self._known]
         if not states:
             return 0
@@ -509,6 +578,14 @@ def is_unchanged(known: FileState, s: Seen) -> bool:
     return (
         known.size == s.size and known.mtime_ns == s.mtime_ns and (known.sidecar or "") == s.sidecar
     )
+
+
+def _listable(folder: Path) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
 
 
 def _reason(exc: BaseException) -> str:

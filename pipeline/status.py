@@ -29,6 +29,10 @@ class StatusReport(BaseModel):
     store: dict[str, Any] = Field(default_factory=dict)
     daemon: dict[str, Any] | None = None
     waiting_for: str | None = None
+    health: str | None = None
+    """The daemon's health: "ok", "degraded" (see ``problems``) or "stopping"."""
+    problems: list[str] = Field(default_factory=list)
+    """Why the daemon is degraded: a task down, the root missing, a refused key, ..."""
 
 
 def failures_from(

@@ -104,10 +104,19 @@ class FolderWatcher:
         observer.start()
         return observer
 
+    @property
+    def alive(self) -> bool:
+        """Whether events still arrive: the observer and its emitter threads run (an
+        emitter ends when its folder is deleted or moved away)."""
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in observer.emitters)
+
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=10)
+            self._observer.join(timeout=5)
             self._observer = None
 
     def _note(self, event: FileSystemEvent) -> None:

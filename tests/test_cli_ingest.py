@@ -142,3 +142,40 @@ def test_kill_9_mid_backfill_then_restart_converges(
     assert total - n <= 40, f"{total - n} images embedded twice"
     again = json.loads(imgrag("ingest", str(root), "--json", env=env).stdout)
     assert (again["indexed"], again["unchanged"], again["requests"]) == (0, n, 0)
+
+
+def test_sigterm_stops_ingest_promptly_and_says_what_is_left(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    root = tmp_path / "inbox"
+    n = 300
+    make_folder(root, n)
+    env = cli_env(tmp_path, emulator, IMGRAG_EMBEDDER__MAX_CONCURRENCY="2")
+    emulator.state.options.latency_ms = 30
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgrag.pipeline.cli", "ingest", str(root), "--json"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        emulator.state.wait_for(
+            lambda s: sum(r.status == 200 for r in s.requests if r.route == "images") >= 20,
+            timeout=60,
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    done = summary["indexed"] + summary["reused"]  # some seeds repeat: identical images
+    assert 0 < summary["left"] < n and done + summary["left"] == n
+    emulator.state.options.latency_ms = 0
+    rest = json.loads(imgrag("ingest", str(root), "--json", env=env).stdout)
+    # What was flushed before the stop is not paid again.
+    assert (rest["unchanged"], rest["indexed"] + rest["reused"]) == (done, summary["left"])

@@ -200,3 +200,17 @@ def test_daemon_waits_for_an_embedder_that_is_down_at_start(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_retry_refused_by_a_running_daemon_keeps_the_journal(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, env, _proc = daemon
+    info = read_daemon_file(tmp_path / "state" / "daemon.json")
+    assert info is not None
+    (root / "broken.png").write_text("not a png")
+    wait_for(lambda: (status_of(info.url) or {}).get("failed") == 1, what="the failure recorded")
+    run = imgrag("retry", str(root), env=env)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"process {_proc.pid}" in run.stderr  # the store is the daemon's
+    status = status_of(info.url) or {}
+    assert status.get("failed") == 1  # the record of the failure survived
+    assert status["failures"][0]["path"] == "broken.png"  # type: ignore[index]

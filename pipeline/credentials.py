@@ -1,0 +1,72 @@
+"""An embedder whose credential can be renewed while the daemon runs.
+
+When the service starts refusing the key (a rotated or revoked key), the daemon re-reads
+the settings and swaps in an embedder built with the new key, without a restart. Usage
+counters carry over so status and metrics never go backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from imgrag.connectors.embedder import (
+    Embedder,
+    EmbedderInfo,
+    Embedding,
+    ImageInput,
+    InputType,
+    Usage,
+)
+
+
+class RenewableEmbedder:
+    """Delegates to one embedder at a time; ``replace`` swaps it for a fresh one."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self._retired = Usage()
+        self._owned: list[Embedder] = []
+
+    @property
+    def info(self) -> EmbedderInfo:
+        return self.inner.info
+
+    @property
+    def usage(self) -> Usage:
+        return self._sum(self._retired, self.inner.usage)
+
+    async def embed_images(
+        self, items: Sequence[ImageInput], input_type: InputType
+    ) -> list[Embedding]:
+        return await self.inner.embed_images(items, input_type)
+
+    async def embed_texts(self, texts: Sequence[str], input_type: InputType) -> list[Embedding]:
+        return await self.inner.embed_texts(texts, input_type)
+
+    async def probe(self) -> None:
+        """One tiny request through the current embedder (raises what the service says)."""
+        check = getattr(self.inner, "probe", None)
+        if check is not None:
+            await check()
+
+    def replace(self, fresh: Embedder) -> None:
+        """Use ``fresh`` from now on; the previous one is closed by ``aclose``."""
+        self._retired = self._sum(self._retired, self.inner.usage)
+        self.inner = fresh
+        self._owned.append(fresh)
+
+    @staticmethod
+    def _sum(a: Usage, b: Usage) -> Usage:
+        return a.model_copy(
+            update={
+                n: getattr(a, n) + getattr(b, n)
+                for n in Usage.model_fields
+                if isinstance(getattr(b, n), int | float)
+            }
+        )
+
+    async def aclose(self) -> None:
+        """Close the embedders this wrapper made (the first one belongs to its opener)."""
+        for embedder in self._owned:
+            await embedder.aclose()
+        self._owned.clear()
