@@ -764,3 +764,51 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
     writes = Counter((points / "writes.log").read_text().split())
     assert writes == Counter(dict.fromkeys(names, 1))
     assert (points / f"{stuck}.taken-by-{second.pid}").exists()  # the orphan was taken over
+
+
+@pytest.mark.parametrize("renew", [True, False])
+def test_a_slow_message_stays_with_its_worker_while_renewed(
+    server: Azurite, container: ContainerClient, queue_name: str, renew: bool
+) -> None:
+    """Update Message with a new visibility timeout hides the message longer and returns a
+    new pop receipt (Queue service REST API, "Update Message"). Without renewal, the
+    control case, a second worker does get the message once the timeout ran out."""
+    cfg = config(server, container.container_name, queue=queue_name)
+    open_queue(cfg, NO_ENV).send_message(grid_message("Created", cfg.container, "slow.jpg"))
+    release = threading.Event()
+    took: list[str] = []
+
+    def slow(event: BlobEvent) -> None:
+        took.append("a")
+        release.wait(60)
+
+    def fast(event: BlobEvent) -> None:
+        took.append("b")
+
+    def worker(handle: Any) -> QueueWorker:
+        return QueueWorker(
+            open_queue(cfg, NO_ENV),
+            container=cfg.container,
+            handle=handle,
+            poison=lambda p: None,
+            visibility_timeout=1,
+            renew=renew,
+        )
+
+    a, b = worker(slow), worker(fast)
+    thread = threading.Thread(target=a.run_once)
+    thread.start()
+    try:
+        wait_for(lambda: took == ["a"], 20, "worker a to take the message")
+        if renew:
+            # Four renewals at half the timeout: two whole timeouts have passed meanwhile.
+            wait_for(lambda: b.run_once() >= 0 and a.stats.renewed >= 4, 30, "four renewals")
+            assert b.stats.received == 0
+        else:
+            wait_for(lambda: b.run_once() > 0, 30, "worker b to get the expired message")
+    finally:
+        release.set()
+        thread.join(timeout=30)
+    assert took == (["a"] if renew else ["a", "b"])
+    q = open_queue(cfg, NO_ENV)
+    wait_for(lambda: q.get_queue_properties().approximate_message_count == 0, 10, "an empty queue")

@@ -13,8 +13,9 @@ from .secrets import protect_logs
 
 
 def _retry(config: BlobSourceConfig) -> ExponentialRetry:
-    # The storage retry policy (azure-core based) retries 408/429/500/502/503/504 and
-    # connection errors with exponential backoff and jitter.
+    # The storage retry policy (azure-core based) retries 408, every 5xx but 501/505
+    # (Azure Storage throttles with 503 ServerBusy) and connection errors, with
+    # exponential backoff and jitter.
     return ExponentialRetry(
         initial_backoff=config.retry_initial_backoff,
         increment_base=config.retry_increment_base,

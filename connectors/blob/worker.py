@@ -4,14 +4,16 @@ Each message is received under a visibility timeout, so while one worker holds i
 other sees it. It is deleted only after the caller's ``handle`` returned (its point is
 written). If ``handle`` fails, the message reappears after the timeout; once it has been
 dequeued ``max_dequeues`` times it is handed to ``poison`` (the failure journal) and
-deleted. A message that is not an Event Grid event is poison at once.
+deleted. While ``handle`` runs, the timeout is extended so a slow image stays with its
+worker. A message that is not an Event Grid event is poison at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -43,6 +45,7 @@ class WorkerStats:
     ignored: int = 0
     failed: int = 0
     poisoned: int = 0
+    renewed: int = 0
 
 
 class QueueWorker:
@@ -60,8 +63,10 @@ class QueueWorker:
         visibility_timeout: int = 300,
         batch_size: int = 16,
         secrets: Iterable[str] = (),
+        renew: bool = True,
     ) -> None:
         self._queue = queue
+        self.renew = renew
         self.container = container
         self.prefix = prefix
         self._handle = handle
@@ -116,8 +121,9 @@ class QueueWorker:
             self._delete(message)
             return
         try:
-            for event in events:
-                self._handle(event)
+            with self._kept_invisible(message):
+                for event in events:
+                    self._handle(event)
         except Exception as exc:
             reason = redact(f"{type(exc).__name__}: {exc}", self._secrets).splitlines()[0]
             self.stats.failed += 1
@@ -136,6 +142,44 @@ class QueueWorker:
             return
         self.stats.handled += 1
         self._delete(message)
+
+    @contextmanager
+    def _kept_invisible(self, message: QueueMessage) -> Iterator[None]:
+        """While the work runs, push the message's visibility timeout out every half timeout,
+        so a slow image is not handed to a second worker. Each renewal gives a new pop
+        receipt, which the final delete must use."""
+        if not self.renew:
+            yield
+            return
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.visibility_timeout / 2):
+                try:
+                    updated = self._queue.update_message(
+                        message.id,
+                        pop_receipt=message.pop_receipt,
+                        visibility_timeout=self.visibility_timeout,
+                    )
+                except AzureError as exc:
+                    text, _, _ = describe(exc, self._secrets)
+                    log.warning(
+                        "queue %s: could not extend %s: %s",
+                        self._queue.queue_name,
+                        message.id,
+                        text,
+                    )
+                    return
+                message.pop_receipt = updated.pop_receipt
+                self.stats.renewed += 1
+
+        thread = threading.Thread(target=renew, name=f"renew-{message.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _give_up(self, message: QueueMessage, reason: str) -> None:
         content = message.content if isinstance(message.content, str) else repr(message.content)
