@@ -253,7 +253,10 @@ def _fit(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
 
 
 def check_deployment(state: EmulatorState, name: str | None) -> None:
-    """``model`` names a deployment. A Foundry resource serves many, so it must be given."""
+    """``model`` names a deployment. A Foundry resource serves many, so it must be given;
+    serverless and managed endpoints serve one model and do not route by it."""
+    if state.options.endpoint_kind != "foundry":
+        return
     if name is None:
         if state.options.endpoint_kind == "foundry" and len(state.options.deployment_names) > 1:
             raise ApiError(
