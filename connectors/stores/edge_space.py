@@ -28,7 +28,12 @@ SMALL_ROOM = 4 * MIB
 """Free space a delete, a flush or an open needs: they only touch files already there."""
 
 RESERVE_BELOW = 1024 * MIB
-"""Below this much free space, sparse store files are allocated for real after each write."""
+"""Below this much free space, sparse store files are allocated for real after each write.
+
+Not always: allocated, even an empty store takes the full size of its files (two 32 MiB WAL
+segments, a 32 MiB vector chunk and a 32 MiB payload page, and a few small ones),
+and with this much room the check before each write already keeps writes out of holes; only
+another program filling the last gigabyte between two writes could get past it."""
 
 
 def free_bytes(path: Path) -> int:
