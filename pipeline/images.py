@@ -98,8 +98,9 @@ def _opened(raw: bytes, max_pixels: int) -> Iterator[Image.Image]:
             "undecodable", "not an image Pillow can read (corrupt, or another file type)"
         ) from None
     except NotImplementedError as exc:
+        kind = "this file" if fmt == "unknown" else f"this {fmt} file"
         raise ImageRejected(
-            "unsupported_format", f"a {fmt} variant Pillow cannot decode: {exc}"
+            "unsupported_format", f"Pillow recognises {kind} but cannot decode it: {exc}"
         ) from None
     except MemoryError:
         raise ImageRejected("too_large", "not enough memory to decode the image") from None
@@ -126,7 +127,8 @@ def probe(raw: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageFacts:
         width, height = img.size
         source_format = (img.format or "unknown").lower()
         exif = _exif(img)
-    if _orientation(exif) in (5, 6, 7, 8):
+        turned = _orientation(exif) in (5, 6, 7, 8) and not _oriented_by_pillow(img)
+    if turned:
         width, height = height, width  # as displayed
     taken_at, camera = _exif_facts(exif)
     return ImageFacts(width, height, source_format, taken_at, camera)
@@ -309,6 +311,15 @@ def _exif(img: Image.Image) -> Image.Exif:
         return img.getexif()
     except Exception:  # malformed EXIF must never fail an image
         return Image.Exif()
+
+
+def _oriented_by_pillow(img: Image.Image) -> bool:
+    """Pillow applies a TIFF's orientation itself (and reports the displayed size) when it
+    loads it; the size then differs from the stored width and length tags."""
+    tags = getattr(img, "tag_v2", None)
+    if img.format != "TIFF" or tags is None:
+        return False
+    return (tags.get(256), tags.get(257)) != img.size
 
 
 def _orientation(exif: Image.Exif) -> int:
