@@ -8,6 +8,7 @@ import os
 import struct
 from pathlib import Path
 
+from imgrag.pipeline.names import stored
 from PIL import Image, ImageCms
 
 from tests import images_factory as f
@@ -215,3 +216,89 @@ def symlink_loop(folder: Path) -> None:
     os.symlink("loop-b.jpg", folder / "loop-a.jpg")
     os.symlink("loop-a.jpg", folder / "loop-b.jpg")
     os.symlink("..", folder / "up")
+
+
+# -- a whole hostile folder --------------------------------------------------------------
+
+ANY = "any reason"
+"""Expected outcome for files Pillow may or may not make sense of (damaged bytes)."""
+
+
+def build_corpus(root: Path) -> dict[str, str | None]:
+    """Fill ``root`` with every kind of hostile file; stored path → expected reason (None:
+    indexed; ANY: indexed or journaled with any reason). Links that loop, FIFOs and devices
+    named as images are not candidates and are not listed."""
+    root.mkdir(parents=True, exist_ok=True)
+    expect: dict[str, str | None] = {}
+
+    def put(rel: str, raw: bytes, outcome: str | None = None) -> Path:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
+        expect[rel] = outcome
+        return path
+
+    for i in range(3):
+        put(f"good/p{i}.png", _png(f.photo(60 + i)))
+    variants = {
+        "modes/bw-trns.png": ("1", "PNG", {"transparency": True}),
+        "modes/deep.tif": ("I;16B", "TIFF", {}),
+        "modes/lab.tif": ("LAB", "TIFF", {}),
+        "modes/float.tif": ("F", "TIFF", {}),
+        "modes/cmyk-icc.jpg": ("CMYK", "JPEG", {"icc": "srgb"}),
+        "modes/palette-trns.gif": ("P", "GIF", {"transparency": True, "palette": True}),
+        "modes/la.png": ("LA", "PNG", {}),
+        "modes/turned.jpg": ("RGB", "JPEG", {"orientation": 6}),
+        "modes/garbage-icc.png": ("RGB", "PNG", {"icc": "garbage"}),
+    }
+    for rel, (mode, fmt, opts) in variants.items():
+        raw = encoded(mode, fmt, **opts)  # type: ignore[arg-type]
+        assert raw is not None, rel
+        put(rel, raw)
+    good_jpeg = f.jpeg_bytes(f.photo(70, (64, 48)))
+    put("damaged/empty.jpg", b"", "empty")
+    put("damaged/truncated.jpg", good_jpeg[: len(good_jpeg) // 3], "undecodable")
+    flipped = bytearray(_png(f.photo(71)))
+    flipped[1] ^= 0xFF  # the PNG signature
+    put("damaged/flipped.png", bytes(flipped), "undecodable")
+    cut = bytearray(_png(f.photo(72)))
+    put("damaged/cut-late.png", bytes(cut[: len(cut) - 40]), ANY)
+    for kind, make in RENAMED.items():
+        make(root / "renamed" / f"{kind}.jpg")
+        expect[f"renamed/{kind}.jpg"] = {
+            "dds": "unsupported_format",
+            "psd": None,
+            "ico": None,
+        }.get(kind, "undecodable")
+    for path in odd_name_paths(root / "names").values():
+        expect[f"names/{stored(path.name)}"] = None
+    sidecars = {
+        "nan.json": (b'{"v": NaN}', "bad_sidecar"),
+        "deep.json": (b"[" * 30_000 + b"]" * 30_000, "bad_sidecar"),
+        "ok.json": (b'{"caption": "a fine caption", "tags": ["x"]}', None),
+    }
+    for name, (content, outcome) in sidecars.items():
+        stem = name.split(".")[0]
+        put(f"sidecars/{stem}.png", _png(f.photo(80 + len(expect))), outcome)
+        (root / "sidecars" / name).write_bytes(content)
+    put("sidecars/big.png", _png(f.photo(90)), "bad_sidecar")
+    with (root / "sidecars" / "big.json").open("wb") as fh:
+        fh.truncate(10 * 1024 * 1024)
+    put("sidecars/fifo.png", _png(f.photo(91)), "bad_sidecar")
+    fifo(root / "sidecars" / "fifo.txt")
+    put("sidecars/passwd.png", _png(f.photo(92)), "bad_sidecar")
+    os.symlink("/etc/passwd", root / "sidecars" / "passwd.txt")
+    put("sidecars/zero.png", _png(f.photo(93)), "bad_sidecar")
+    os.symlink("/dev/zero", root / "sidecars" / "zero.txt")
+    if char_device_zero(root / "sidecars" / "device.txt") is not None:
+        put("sidecars/device.png", _png(f.photo(94)), "bad_sidecar")
+    symlink_loop(root / "links")
+    fifo(root / "links" / "pipe.jpg")
+    os.symlink("/etc/passwd", root / "links" / "passwd.jpg")
+    return expect
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
