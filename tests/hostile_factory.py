@@ -8,7 +8,6 @@ import os
 import struct
 from pathlib import Path
 
-from imgrag.pipeline.names import stored
 from PIL import Image, ImageCms
 
 from tests import images_factory as f
@@ -178,16 +177,25 @@ RENAMED = {
 # -- names, sidecars and links ----------------------------------------------------------
 
 
+ODD_NAMES = {
+    "invalid_utf8": b"caf\xe9-\xff.png",  # Latin-1 bytes, not UTF-8
+    "newline": b"line\nERROR forged log line.png",
+    "long": b"l" * 246 + b".png",  # 250 bytes
+    "escape_sequence": b"\x1b[31mred\x1b[0m.png",
+}
+# How the index stores each: valid UTF-8 as it is, other bytes escaped as \xHH.
+STORED_NAMES = {
+    "invalid_utf8": "caf\\xe9-\\xff.png",
+    "newline": "line\nERROR forged log line.png",
+    "long": "l" * 246 + ".png",
+    "escape_sequence": "\x1b[31mred\x1b[0m.png",
+}
+
+
 def odd_name_paths(root: Path) -> dict[str, Path]:
     """Images under names that are legal on disk and awkward everywhere else."""
-    names = {
-        "invalid_utf8": b"caf\xe9-\xff.png",  # Latin-1 bytes, not UTF-8
-        "newline": b"line\nERROR forged log line.png",
-        "long": b"l" * 246 + b".png",  # 250 bytes
-        "escape_sequence": b"\x1b[31mred\x1b[0m.png",
-    }
     out = {}
-    for i, (kind, name) in enumerate(names.items()):
+    for i, (kind, name) in enumerate(ODD_NAMES.items()):
         path = Path(os.fsdecode(os.path.join(os.fsencode(root), name)))
         f.save(f.photo(40 + i, (24, 16)), path, "PNG")
         out[kind] = path
@@ -270,8 +278,8 @@ def build_corpus(root: Path) -> dict[str, str | None]:
             "psd": None,
             "ico": None,
         }.get(kind, "undecodable")
-    for path in odd_name_paths(root / "names").values():
-        expect[f"names/{stored(path.name)}"] = None
+    for kind in odd_name_paths(root / "names"):
+        expect[f"names/{STORED_NAMES[kind]}"] = None
     sidecars = {
         "nan.json": (b'{"v": NaN}', "bad_sidecar"),
         "deep.json": (b"[" * 30_000 + b"]" * 30_000, "bad_sidecar"),
