@@ -6,20 +6,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.errors import StoreError
+from imgrag.pipeline.api import read_daemon_file
 from imgrag.pipeline.candidates import walk
 
 from tests import hostile_factory as h
 from tests import images_factory as f
 from tests.ingest_harness import Pipeline, pipeline
+from tests.test_cli_ingest import REPO, cli_env, imgrag
 
 # Pillow still reads and writes IM files, and says each time that it will stop.
 pytestmark = pytest.mark.filterwarnings("ignore:IM image format:DeprecationWarning")
@@ -303,3 +309,139 @@ async def test_a_generated_hostile_corpus(
         assert {"good0.png", "good1.png"} <= indexed
         again = await p.ingestor.reconcile()
         assert again.requests == 0 and again.indexed + again.reused == 0
+
+
+# -- the whole corpus through the command line and the daemon -----------------------------
+
+
+def journal_of(tmp_path: Path) -> dict[str, str]:
+    from imgrag.pipeline.journal import Journal
+
+    journal = Journal(tmp_path / "state" / "journal.sqlite")
+    try:
+        return {x.path: x.reason for x in journal.recent(limit=100_000)}
+    finally:
+        journal.close()
+
+
+def check_outcomes(expect: dict[str, str | None], indexed: set[str], journaled: dict[str, str]):  # type: ignore[no-untyped-def]
+    assert indexed.isdisjoint(journaled)
+    assert set(expect) == indexed | set(journaled)
+    for rel, want in expect.items():
+        if want is None:
+            assert rel in indexed, (rel, journaled.get(rel))
+        elif want != h.ANY:
+            assert journaled.get(rel) == want, (rel, journaled.get(rel))
+    assert set(journaled.values()) <= h.REASONS
+
+
+def test_imgrag_ingest_takes_the_whole_hostile_corpus(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    root = tmp_path / "inbox"
+    expect = h.build_corpus(root)
+    env = cli_env(tmp_path, emulator)
+    run = imgrag("ingest", str(root), "--json", env=env, timeout=240)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    summary = json.loads(run.stdout)
+    journaled = journal_of(tmp_path)
+    indexed_n = summary["indexed"] + summary["reused"]
+    assert indexed_n + summary["failed"] == len(expect)
+    status = imgrag("status", str(root), "--json", env=env)
+    report = json.loads(status.stdout)
+    assert report["indexed"] == indexed_n and report["pending"] == 0
+    indexed = set(expect) - set(journaled)
+    check_outcomes(expect, indexed, journaled)
+    # A name with a newline or an escape sequence cannot forge a line of the status or logs.
+    text = imgrag("status", str(root), env=env).stdout
+    assert not any(line.startswith("ERROR forged") for line in text.splitlines())
+    assert "\x1b" not in text and "\x1b" not in run.stderr
+    for line in run.stderr.splitlines():
+        assert not line.lstrip().startswith("ERROR forged")
+    requests = len(emulator.state.requests)
+    again = imgrag("ingest", str(root), "--json", env=env, timeout=240)
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads(again.stdout)
+    assert rerun["requests"] == 0 and rerun["indexed"] + rerun["reused"] == 0
+    assert len(emulator.state.requests) == requests + 1  # only the start-up probe
+
+
+def test_a_401_mid_run_stops_ingest_with_one_line(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """The key is revoked after the start-up probe, in the middle of the run: the command
+    stops with one line naming the fix (exit 1), and no file is blamed for it.
+
+    Foundry answers 401 for a key it does not accept (Azure AI Model Inference REST
+    reference: 'Unauthorized'); the client raises CredentialError after a refresh that
+    cannot help a static key."""
+    root = tmp_path / "inbox"
+    for i in range(12):
+        f.save(f.photo(i, (48, 32)), root / f"p{i}.png", "PNG")
+    emulator.state.options.latency_ms = 60
+    env = cli_env(tmp_path, emulator)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgrag.pipeline.cli", "ingest", str(root)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        emulator.state.wait_for(
+            lambda s: sum(r.status == 200 for r in s.requests if r.route == "images") >= 3,
+            timeout=60,
+        )
+        emulator.state.inject(401, count=1000)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (out, err)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert "AZURE_INFERENCE_CREDENTIAL" in lines[0] and "Traceback" not in err
+    assert journal_of(tmp_path) == {}
+
+
+def test_a_daemon_receiving_the_hostile_corpus_stays_healthy(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    from tests.test_daemon_api import spawn_watch, status_of, wait_for
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__SETTLE_SECONDS="0.2")
+    log = tmp_path / "daemon.log"
+    proc = spawn_watch(root, env, log)
+    try:
+        state = tmp_path / "state" / "daemon.json"
+        wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None)
+        info = read_daemon_file(state)
+        assert info is not None, log.read_text()
+        expect = h.build_corpus(root)  # dropped into the watched folder
+
+        def settled() -> bool:
+            status = status_of(info.url) or {}
+            done = int(status.get("indexed", 0)) + int(status.get("failed", 0))  # type: ignore[call-overload]
+            return done == len(expect) and status.get("pending") == 0
+
+        wait_for(settled, timeout=120, what="the corpus to be indexed or journaled")
+        assert proc.poll() is None, log.read_text()
+        assert httpx.get(f"{info.url}/health", timeout=5).json()["status"] == "ok"
+        before = int((status_of(info.url) or {})["indexed"])  # type: ignore[call-overload]
+        f.save(f.photo(123), root / "after.png", "PNG")
+        wait_for(
+            lambda: (status_of(info.url) or {}).get("indexed") == before + 1,
+            timeout=5,
+            what="a good file dropped after the corpus",
+        )
+        journaled = journal_of(tmp_path)
+        indexed = set(expect) - set(journaled)
+        check_outcomes(expect, indexed, journaled)
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
