@@ -133,9 +133,17 @@ def walk(root: Path, rules: Rules, below: str = "") -> Iterator[Seen]:
     real_root = _real(root)
     ignored = {_real(p) for p in rules.ignore_dirs}
     start = root / on_disk(below) if below else root
-    # Each folder carries the (device, inode) of the folders above it: a link back to one
-    # of them (a loop, or a link to a parent) is not followed again.
-    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(start, _identity(start))]
+    # Each folder carries the (device, inode) of the folders above it, up to the root: a
+    # link back to one of them (a loop, or a link to a parent) is not followed again.
+    above = _identity(root)
+    folder = root
+    for part in PurePosixPath(on_disk(below)).parts if below else ():
+        folder = folder / part
+        here = _identity(folder)
+        if here & above or not _inside(folder, real_root):
+            return  # reached through a link to a folder above it, or out of the root
+        above |= here
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(start, above)]
     while stack:
         folder, above = stack.pop()
         try:

@@ -253,3 +253,13 @@ def test_journal_takes_any_message(tmp_path: Path) -> None:
     journal.record("a.jpg", "1:2:", "permanent", "unreadable", "cannot open caf\udce9.jpg")
     assert journal.recent()[0].message == "cannot open caf\\udce9.jpg"
     journal.close()
+
+
+def test_a_link_to_the_root_is_not_followed_from_a_subfolder_walk(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "top.jpg").write_bytes(b"x")
+    os.symlink(root, root / "a" / "up")
+    assert [s.rel for s in walk(root, RULES, below="a")] == []
+    assert [s.rel for s in walk(root, RULES, below="a/up")] == []  # the root, by a link
+    assert [s.rel for s in walk(root, RULES)] == ["top.jpg"]

@@ -422,12 +422,17 @@ def test_a_daemon_receiving_the_hostile_corpus_stays_healthy(
         assert info is not None, log.read_text()
         expect = h.build_corpus(root)  # dropped into the watched folder
 
+        last: list[object] = [None]
+
         def settled() -> bool:
-            status = status_of(info.url) or {}
+            status = last[0] = status_of(info.url) or {}
             done = int(status.get("indexed", 0)) + int(status.get("failed", 0))  # type: ignore[call-overload]
             return done == len(expect) and status.get("pending") == 0
 
-        wait_for(settled, timeout=120, what="the corpus to be indexed or journaled")
+        try:
+            wait_for(settled, timeout=60, what="the corpus to be indexed or journaled")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {len(expect)} files, last status {last[0]}") from None
         assert proc.poll() is None, log.read_text()
         assert httpx.get(f"{info.url}/health", timeout=5).json()["status"] == "ok"
         before = int((status_of(info.url) or {})["indexed"])  # type: ignore[call-overload]
