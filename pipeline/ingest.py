@@ -483,7 +483,8 @@ class Ingestor:
     async def _upsert_batch(self, points: Sequence[Point]) -> list[Exception | None]:
         """Upsert a batch; when the store refuses it, split it until the points it refuses
         are found. Those fail alone (as PointRejected when others landed); the rest land.
-        Run-level errors (a locked store, another model's collection) stop the run."""
+        A named store error (a StoreError subclass: locked, another model's collection, ...)
+        is not split: every file of the batch gets it, as before."""
         results = await self._land(points)
         if any(r is None for r in results):
             return [
@@ -495,9 +496,9 @@ class Ingestor:
     async def _land(self, points: Sequence[Point]) -> list[Exception | None]:
         try:
             await asyncio.to_thread(self.index.upsert, points)
-        except _FATAL:
-            raise
         except Exception as exc:
+            if isinstance(exc, StoreError) and type(exc) is not StoreError:
+                raise  # a named store condition (locked, full, ...) is the batch's, not a point's
             if len(points) == 1:
                 return [exc]
             mid = len(points) // 2

@@ -167,6 +167,30 @@ async def test_a_store_refusing_one_point_costs_only_that_point(
         assert sum(calls) < 13 * 6  # split by halves, not retried point by point forever
 
 
+async def test_a_named_store_error_is_the_batchs_not_split(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A StoreError subclass (a store condition such as a full disk) is not a bad point:
+    the batch is not split, its files stay pending (transient), none is blamed for good."""
+
+    class StoreFull(StoreError):
+        pass
+
+    async with pipeline(tmp_path, emulator) as p:
+        names = good(p.root, 4)
+        calls: list[int] = []
+
+        def upsert(points):  # type: ignore[no-untyped-def]
+            calls.append(len(points))
+            raise StoreFull("no space left")
+
+        monkeypatch.setattr(p.runtime.index, "upsert", upsert)
+        summary = await p.ingestor.reconcile()
+        assert summary.failed_by_reason == {"store_unavailable": 4} and summary.pending == 4
+        assert sorted(p.runtime.journal.transient_paths()) == names
+        assert sum(calls) == 4  # each point offered once, never split
+
+
 async def test_an_unexpected_exception_is_that_files_internal_error(
     tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
