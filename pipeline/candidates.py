@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
+import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from imgrag.pipeline.names import on_disk, printable, stored
+
+log = logging.getLogger("imgrag.candidates")
 
 # Names that are never final files: partial downloads, editor locks, OS litter.
 _PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", ".partial", ".download", ".swp")
@@ -39,12 +46,13 @@ class Rules:
 
 
 def relative(root: Path, path: Path) -> str | None:
-    """The POSIX path of ``path`` below ``root``, or None when it is outside."""
+    """The POSIX path of ``path`` below ``root`` in its stored form (see ``names``), or None
+    when it is outside."""
     try:
         rel = path.relative_to(root)
     except ValueError:
         return None
-    return rel.as_posix() if rel.parts else None
+    return stored(rel.as_posix()) if rel.parts else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +60,22 @@ class Seen:
     """A candidate file as found on disk: enough to tell whether it changed."""
 
     rel: str
+    """The path as the index and the journal store it (``names.stored``)."""
     size: int
     mtime_ns: int
     sidecar: str
     """Size and mtime of ``.txt``/``.json`` sidecars ("" when there are none)."""
+    disk_rel: str | None = None
+    """The path as the OS names it, when that differs from ``rel`` (bytes not UTF-8)."""
 
     @property
     def signature(self) -> str:
         return f"{self.size}:{self.mtime_ns}:{self.sidecar}"
+
+    @property
+    def disk(self) -> str:
+        """The relative path to open."""
+        return self.disk_rel if self.disk_rel is not None else self.rel
 
 
 _SIDECAR_SUFFIXES = (".txt", ".json")
@@ -75,23 +91,39 @@ def _sidecar_sig(stats: dict[str, os.stat_result], stem: str) -> str:
 
 
 def seen(root: Path, rel: str, rules: Rules) -> Seen | None:
-    """Stat one candidate (and its sidecars); None when it is gone or not wanted."""
+    """Stat one candidate (and its sidecars); None when it is gone, not wanted, not a
+    regular file, or (through a link) outside the root."""
     if not rules.wants(rel):
         return None
-    path = root / rel
+    disk = _disk_name(root, rel)
+    path = root / disk
     try:
-        if path.is_symlink() and not _inside(path, root.resolve()):
+        if not _inside(path, _real(root)):
             return None
         st = path.stat()
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (OSError, ValueError):  # gone, unreadable, a link loop, a name the OS refuses
         return None
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(st.st_mode):
         return None
     stats: dict[str, os.stat_result] = {}
     for suffix in _SIDECAR_SUFFIXES:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError):
+        with contextlib.suppress(OSError, ValueError):
             stats[path.stem + suffix] = path.with_suffix(suffix).stat()
-    return Seen(rel, st.st_size, st.st_mtime_ns, _sidecar_sig(stats, path.stem))
+    return Seen(
+        rel,
+        st.st_size,
+        st.st_mtime_ns,
+        _sidecar_sig(stats, path.stem),
+        disk if disk != rel else None,
+    )
+
+
+def _disk_name(root: Path, rel: str) -> str:
+    """The on-disk path of a stored ``rel``; a real file spelled exactly ``rel`` wins."""
+    disk = on_disk(rel)
+    if disk != rel and os.path.lexists(root / rel):
+        return rel
+    return disk
 
 
 @dataclass(slots=True)
@@ -125,12 +157,22 @@ def walk(
     caller must not take what is below it for deleted.
     """
     listing = listing if listing is not None else Listing()
-    real_root = root.resolve()
-    ignored = {p.resolve() for p in rules.ignore_dirs}
-    start = root / below if below else root
-    stack = [start]
+    real_root = _real(root)
+    ignored = {_real(p) for p in rules.ignore_dirs}
+    start = root / on_disk(below) if below else root
+    # Each folder carries the (device, inode) of the folders above it, up to the root: a
+    # link back to one of them (a loop, or a link to a parent) is not followed again.
+    above = _identity(root)
+    folder = root
+    for part in PurePosixPath(on_disk(below)).parts if below else ():
+        folder = folder / part
+        here = _identity(folder)
+        if here & above or not _inside(folder, real_root):
+            return  # reached through a link to a folder above it, or out of the root
+        above |= here
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(start, above)]
     while stack:
-        folder = stack.pop()
+        folder, above = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
@@ -143,20 +185,29 @@ def walk(
             continue
         files: list[tuple[Path, os.stat_result]] = []
         sidecars: dict[str, os.stat_result] = {}
+        names = {e.name for e in entries}
         for entry in entries:
             path = Path(entry.path)
             try:
                 if entry.is_symlink() and not _inside(path, real_root):
                     continue
                 if entry.is_dir():
-                    if not entry.name.startswith(".") and path.resolve() not in ignored:
-                        stack.append(path)
+                    st = entry.stat()
+                    key = (st.st_dev, st.st_ino)
+                    if key in above or entry.name.startswith(".") or _real(path) in ignored:
+                        continue
+                    stack.append((path, above | {key}))
                 elif entry.is_file():
+                    st = entry.stat()
                     if entry.name.lower().endswith(_SIDECAR_SUFFIXES):
-                        sidecars[entry.name] = entry.stat()
-                    files.append((path, entry.stat()))
+                        sidecars[entry.name] = st
+                    files.append((path, st))
+            except ValueError:
+                continue  # a name the OS cannot take back: the next scan sees it
             except OSError as exc:
-                # Vanished or unreadable while walking: the next scan sees it; keep its point.
+                if exc.errno in (errno.ELOOP, errno.ENOENT):
+                    continue  # a link loop is never a file; a vanished entry is seen next time
+                # Unreadable while walking: the next scan sees it; keep its point.
                 rel_entry = relative(root, path)
                 if rel_entry is not None:
                     listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
@@ -165,12 +216,38 @@ def walk(
             rel = relative(root, path)
             if rel is None or not rules.wants(rel):
                 continue
-            yield Seen(rel, st.st_size, st.st_mtime_ns, _sidecar_sig(sidecars, path.stem))
+            if stored(path.name) != path.name and stored(path.name) in names:
+                # Two files, one index key: the one spelled as stored wins (see seen()).
+                log.warning("%s: skipped, a file is named as this one is stored", printable(rel))
+                continue
+            disk = path.relative_to(root).as_posix()
+            yield Seen(
+                rel,
+                st.st_size,
+                st.st_mtime_ns,
+                _sidecar_sig(sidecars, path.stem),
+                disk if disk != rel else None,
+            )
+
+
+def _identity(folder: Path) -> frozenset[tuple[int, int]]:
+    try:
+        st = folder.stat()
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset({(st.st_dev, st.st_ino)})
+
+
+def _real(path: Path) -> Path:
+    """The real path, never raising on loops (``Path.resolve`` raises RuntimeError)."""
+    return Path(os.path.realpath(path))
 
 
 def _inside(path: Path, real_root: Path) -> bool:
+    """Whether ``path`` exists and its real path is ``real_root`` or below it."""
     try:
-        path.resolve().relative_to(real_root)
-    except (ValueError, OSError):
+        real = Path(os.path.realpath(path, strict=True))
+        real.relative_to(real_root)
+    except (OSError, ValueError):
         return False
     return True

@@ -437,6 +437,7 @@ def status_command(
 ) -> None:
     """What is indexed, pending and failed, and why."""
     from imgrag.pipeline.api import read_daemon_file
+    from imgrag.pipeline.names import printable
     from imgrag.pipeline.runtime import state_paths
 
     settings = settings_from(ctx)
@@ -456,11 +457,14 @@ def status_command(
     elif report.health == "stopping":
         typer.echo("stopping: the daemon is flushing its work")
     if report.waiting_for:
-        typer.echo(f"waiting: {report.waiting_for}")
+        typer.echo(f"waiting: {printable(report.waiting_for)}")
     for reason, count in report.failed_by_reason.items():
-        typer.echo(f"  {count} {reason}")
-    for failure in report.failures:
-        typer.echo(f"  {failure.path}: {failure.reason}: {failure.message}")
+        typer.echo(f"  {count} {printable(reason)}")
+    for failure in report.failures:  # names and messages escaped: one line per failure
+        typer.echo(
+            f"  {printable(failure.path)}: {printable(failure.reason)}: "
+            f"{printable(failure.message)}"
+        )
     if report.usage.requests:
         u = report.usage
         typer.echo(

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 from imgrag.connectors.embedder import EmbedderInfo, ImageInput
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 try:  # HEIC/HEIF when the optional extra is installed
     from pillow_heif import register_heif_opener
@@ -50,15 +51,36 @@ class ImageFacts:
     camera: str | None
 
 
+# Pillow opens these but needs an outside program or OS library to decode them.
+_NEEDS_TOOLS = frozenset({"EPS", "WMF", "EMF"})
+_DEEP_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32B"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 @contextmanager
 def _opened(raw: bytes, max_pixels: int) -> Iterator[Image.Image]:
-    """Open (not decode) an image, mapping every Pillow failure to ImageRejected."""
+    """Open (not decode) an image, mapping every Pillow failure to ImageRejected.
+
+    Failures inside the ``with`` body (decoding) are mapped too: a hostile file can make a
+    decoder raise almost anything.
+    """
     if len(raw) == 0:
         raise ImageRejected("empty", "the file is empty (0 bytes)")
+    fmt = "unknown"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
+                fmt = img.format or fmt
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageRejected(
@@ -75,8 +97,28 @@ def _opened(raw: bytes, max_pixels: int) -> Iterator[Image.Image]:
         raise ImageRejected(
             "undecodable", "not an image Pillow can read (corrupt, or another file type)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected("undecodable", f"the image is corrupt or truncated: {exc}") from None
+    except NotImplementedError as exc:
+        kind = "this file" if fmt == "unknown" else f"this {fmt} file"
+        raise ImageRejected(
+            "unsupported_format", f"Pillow recognises {kind} but cannot decode it: {exc}"
+        ) from None
+    except MemoryError:
+        raise ImageRejected("too_large", "not enough memory to decode the image") from None
+    except Exception as exc:
+        if fmt in _NEEDS_TOOLS:
+            raise ImageRejected(
+                "unsupported_format", f"{fmt} needs a program imgrag does not use: {exc}"
+            ) from None
+        raise ImageRejected(
+            "undecodable", f"the image is corrupt or truncated: {_describe(exc)}"
+        ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError | ValueError | SyntaxError | EOFError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def probe(raw: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageFacts:
@@ -84,8 +126,9 @@ def probe(raw: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageFacts:
     with _opened(raw, max_pixels) as img:
         width, height = img.size
         source_format = (img.format or "unknown").lower()
-        exif = img.getexif()
-    if exif.get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
+        exif = _exif(img)
+        turned = _orientation(exif) in (5, 6, 7, 8) and not _oriented_by_pillow(img)
+    if turned:
         width, height = height, width  # as displayed
     taken_at, camera = _exif_facts(exif)
     return ImageFacts(width, height, source_format, taken_at, camera)
@@ -118,8 +161,11 @@ def normalize(
             # much faster for big photos.
             img.draft("RGB", (max_side, max_side))
         img.load()  # errors here are mapped by _opened
-        img = ImageOps.exif_transpose(img) or img
-        img = _to_rgb(img)
+        orientation = _orientation(_exif(img))
+        decoded = img
+    img = _to_rgb(decoded)
+    if orientation in _TRANSPOSE:
+        img = img.transpose(_TRANSPOSE[orientation])
     # Pillow's bilinear downscale is antialiased; LANCZOS costs 2.6x the time for no
     # difference an embedding model can see.
     if max(img.size) > max_side:
@@ -144,32 +190,144 @@ def for_embedder(
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for opaque images, RGBA where transparency matters; 16-bit and float scaled."""
-    if img.mode in ("RGB", "RGBA"):
+    """A new RGB image, or RGBA where transparency matters (an alpha band or a tRNS
+    colour); 16-bit and float scaled, colour profiles applied. Its ``info`` is empty, so
+    nothing of the source (a transparency key, a profile) is carried into the encoding."""
+    mode = img.mode
+    key = img.info.get("transparency")
+    alpha = mode in _ALPHA_MODES or key is not None
+    try:
+        if mode in _DEEP_MODES:
+            out = _deep_to_rgb(img, key)
+        elif mode == "LAB":
+            out = _lab_to_rgb(img)
+        else:
+            out = _convert(img, "RGBA" if alpha else "RGB")
+            out = _to_srgb(out, img)
+    except ImageRejected:
+        raise
+    except (ValueError, OSError, TypeError) as exc:
+        raise ImageRejected(
+            "unsupported_format", f"mode {mode} cannot be converted to RGB: {exc}"
+        ) from None
+    if out is img:
+        out = img.copy()
+    out.info = {}
+    return out
+
+
+def _convert(img: Image.Image, target: str) -> Image.Image:
+    if img.mode == target:
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # Scale the full range down to 8 bits instead of clipping everything to white.
-        extrema = img.getextrema()
-        low, high = extrema if isinstance(extrema[0], int | float) else extrema[0]
-        span = (high - low) or 1
-        img = img.point(lambda v: (v - low) * 255.0 / span, "F").convert("L")
-        return img.convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        return img.convert("RGBA")
-    if img.mode in ("LA", "PA"):
-        return img.convert("RGBA")
-    return img.convert("RGB")  # P, L, 1, CMYK, YCbCr, LAB, HSV
+    try:
+        return img.convert(target)
+    except ValueError:
+        # Modes without a direct route (premultiplied La, BGR;15, ...) go through one
+        # Pillow knows.
+        via = "RGBA" if target == "RGBA" else "RGB"
+        for step in ("RGBA", "LA", "L"):
+            try:
+                return img.convert(step).convert(via)
+            except ValueError:
+                continue
+        raise
+
+
+def _deep_to_rgb(img: Image.Image, key: object) -> Image.Image:
+    """16/32-bit integer and float images: the full range scaled to 8 bits (not clipped)."""
+    pixels = np.asarray(img)
+    if pixels.ndim != 2:
+        raise ImageRejected("unsupported_format", f"mode {img.mode} with {pixels.ndim} axes")
+    values = pixels.astype(np.float64)
+    finite = np.isfinite(values)
+    if finite.any():
+        low, high = float(values[finite].min()), float(values[finite].max())
+    else:
+        low = high = 0.0
+    span = (high - low) or 1.0
+    scaled = np.where(finite, (values - low) * (255.0 / span), 0.0)
+    gray = Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L")
+    if isinstance(key, int) and not isinstance(key, bool):
+        mask = Image.fromarray(np.where(pixels == key, 0, 255).astype(np.uint8), "L")
+        rgba = gray.convert("RGBA")
+        rgba.putalpha(mask)
+        return rgba
+    return gray.convert("RGB")
+
+
+def _lab_to_rgb(img: Image.Image) -> Image.Image:
+    """CIE L*a*b* through littleCMS (Pillow has no direct LAB to RGB conversion)."""
+    from PIL import ImageCms
+
+    transform = ImageCms.buildTransform(
+        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+    )
+    out = ImageCms.applyTransform(img, transform)
+    if out is None:  # pragma: no cover - only with inPlace=True
+        raise ImageRejected("unsupported_format", "the LAB image could not be converted")
+    return out
+
+
+def _to_srgb(out: Image.Image, source: Image.Image) -> Image.Image:
+    """Apply an embedded ICC profile (RGB or CMYK) so colours mean what the file says.
+    A profile littleCMS cannot use is ignored: the pixels are still an image."""
+    icc = source.info.get("icc_profile")
+    if not icc or not isinstance(icc, bytes):
+        return out
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = profile.profile.xcolor_space.strip()
+        srgb = ImageCms.createProfile("sRGB")
+        if space == "RGB" and out.mode in ("RGB", "RGBA"):
+            converted = ImageCms.profileToProfile(out, profile, srgb, outputMode=out.mode)
+        elif space == "CMYK" and source.mode == "CMYK":
+            converted = ImageCms.profileToProfile(source, profile, srgb, outputMode="RGB")
+        else:
+            return out
+    except Exception:  # a broken or exotic profile must never fail the image
+        return out
+    return converted if converted is not None else out
 
 
 def _encode(img: Image.Image, fmt: Format) -> bytes:
     buf = io.BytesIO()
     if fmt == "jpeg":
+        if img.mode == "RGBA":  # JPEG has no alpha: what shows through is white, not black
+            flat = Image.new("RGB", img.size, (255, 255, 255))
+            flat.paste(img, mask=img.getchannel("A"))
+            img = flat
         img.convert("RGB").save(buf, format="JPEG", quality=90)
     elif fmt == "webp":
         img.save(buf, format="WEBP", quality=90)
     else:
         img.save(buf, format="PNG", compress_level=1)  # speed over size; the limit is 5 MB
     return buf.getvalue()
+
+
+def _exif(img: Image.Image) -> Image.Exif:
+    try:
+        return img.getexif()
+    except Exception:  # malformed EXIF must never fail an image
+        return Image.Exif()
+
+
+def _oriented_by_pillow(img: Image.Image) -> bool:
+    """Pillow applies a TIFF's orientation itself (and reports the displayed size) when it
+    loads it; the size then differs from the stored width and length tags."""
+    tags = getattr(img, "tag_v2", None)
+    if img.format != "TIFF" or tags is None:
+        return False
+    return (tags.get(256), tags.get(257)) != img.size
+
+
+def _orientation(exif: Image.Exif) -> int:
+    try:
+        value = exif.get(ExifTags.Base.Orientation)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
 _DATETIME_ORIGINAL = 0x9003

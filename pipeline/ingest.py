@@ -8,7 +8,9 @@ and copied files reuse their stored vector, and only new content reaches the emb
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import json
 import logging
 import os
 import time
@@ -40,6 +42,8 @@ from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
+from imgrag.pipeline.names import is_plain, printable, stored
+from imgrag.pipeline.reading import ReadRefused, read_inside
 from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
 from pydantic import BaseModel, Field
 
@@ -56,6 +60,11 @@ _FATAL = (
     DiskFull,
 )
 _VECTOR_CACHE = 4096
+# OS errors that say "this path is not a file we can read", not "the disk hiccuped".
+_PERMANENT_ERRNOS = frozenset(
+    {errno.ELOOP, errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.ENXIO, errno.ENODEV,
+     errno.EINVAL, errno.EILSEQ, errno.EACCES, errno.EPERM}
+)  # fmt: skip
 # No camera writes a bigger image; a bigger "photo" is a video or a disk image by mistake.
 MAX_FILE_BYTES = 512 * 10**6
 
@@ -112,6 +121,14 @@ class _Changing(Exception):
     """The file changed while it was read; it is picked up again once stable."""
 
 
+class PointRejected(Exception):
+    """The store refused this one point while the rest of its batch landed."""
+
+
+class UnstorablePayload(Exception):
+    """The point's payload is not JSON a store can hold (a bug if it ever happens)."""
+
+
 class Ingestor:
     """Indexes the images below ``root`` with one embedder into one index."""
 
@@ -150,7 +167,7 @@ class Ingestor:
         self._embeds: Batcher[ImageInput, Embedding] = Batcher(
             self._embed_batch, max_items=batch, linger=0.05, max_in_flight=embed_concurrency
         )
-        self._upserts: Batcher[Point, None] = Batcher(
+        self._upserts: Batcher[Point, Exception | None] = Batcher(
             self._upsert_batch, max_items=32, linger=0.1, max_in_flight=1
         )
         # float32 arrays: a Python list of floats costs ~8x the memory.
@@ -323,12 +340,21 @@ class Ingestor:
                         self.left += 1
                         continue
                     outcome = await self._one(s, summary)
-                    if self.on_progress is not None:
-                        self.on_progress(s.rel, outcome)
                 except FatalError as exc:
                     fatal.append(exc)
+                    continue
+                except Exception as exc:  # _one holds every file's failure; a last guard
+                    log.error("%s: %s (internal_error)", printable(s.rel), _describe(exc))
+                    log.debug("%s", s.rel, exc_info=True)
+                    summary.fail("internal_error")
+                    outcome = "failed"
                 finally:
                     self.pending -= 1
+                if self.on_progress is not None:
+                    try:
+                        self.on_progress(s.rel, outcome)
+                    except Exception:  # a progress display must not stop the pass
+                        log.debug("progress callback failed", exc_info=True)
 
         await asyncio.gather(produce(), *(work() for _ in range(min(self._workers, len(todo)))))
         await self._upserts.flush()
@@ -336,34 +362,21 @@ class Ingestor:
             raise fatal[0]
 
     async def _one(self, s: Seen, summary: Summary) -> Outcome:
+        """Index one file. Every failure but the run-level ones (_FATAL) is this file's:
+        journaled with a reason and the message, logged once, and the pass goes on."""
         try:
             outcome = await self._index_file(s)
         except _FATAL as exc:
             raise FatalError(str(exc)) from None
+        except FatalError:
+            raise
         except _Changing:
             summary.pending += 1
             return "pending"
         except FileNotFoundError:
             return "gone"  # removed while queued; the deletion pass or the watcher drops it
-        except (ImageRejected, SidecarError, RequestRejected, PermissionError) as exc:
-            reason = _reason(exc)
-            await asyncio.to_thread(
-                self.journal.record, s.rel, s.signature, "permanent", reason, str(exc)
-            )
-            if s.rel in self._known:  # the old content is no longer what the file holds
-                await self._delete([s.rel])
-            summary.fail(reason)
-            log.warning("%s: %s (%s)", s.rel, exc, reason)
-            return "failed"
-        except (EmbedderError, StoreError, OSError) as exc:
-            reason = "store_unavailable" if isinstance(exc, StoreError) else "embedder_unavailable"
-            if isinstance(exc, OSError) and not isinstance(exc, StoreError):
-                reason = "read_error"
-            await asyncio.to_thread(
-                self.journal.record, s.rel, s.signature, "transient", reason, str(exc)
-            )
-            summary.fail(reason)
-            summary.pending += 1
+        except Exception as exc:
+            await self._failed(s, exc, summary)
             return "failed"
         if outcome == "indexed":
             summary.indexed += 1
@@ -372,6 +385,28 @@ class Ingestor:
         else:
             summary.unchanged += 1
         return outcome
+
+    async def _failed(self, s: Seen, exc: Exception, summary: Summary) -> None:
+        kind, reason = _reason_for(exc, s)
+        message = _describe(exc)
+        if reason == "internal_error":
+            message = f"{type(exc).__name__}: {message}"
+        try:
+            await asyncio.to_thread(self.journal.record, s.rel, s.signature, kind, reason, message)
+            if kind == "permanent" and s.rel in self._known:
+                await self._delete([s.rel])  # the old content is no longer what the file holds
+        except _FATAL as fatal:
+            raise FatalError(str(fatal)) from None
+        except Exception as inner:  # the record is lost, the pass is not
+            log.error("%s: cannot record the failure: %s", printable(s.rel), _describe(inner))
+        summary.fail(reason)
+        if kind == "transient":
+            summary.pending += 1
+            log.info("%s: %s (%s, will retry)", printable(s.rel), printable(message), reason)
+            return
+        log.warning("%s: %s (%s)", printable(s.rel), printable(message), reason)
+        if reason == "internal_error":
+            log.debug("%s", printable(s.rel), exc_info=exc)
 
     async def _index_file(self, s: Seen) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -387,7 +422,7 @@ class Ingestor:
         info = self._info
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
-        pid = point_id(self.source, s.rel)
+        pid = point_id(self.source, s.disk)  # from the bytes the OS holds
         known = self._known.get(s.rel)
         embedding: Embedding | None = None
         outcome: Outcome
@@ -400,7 +435,9 @@ class Ingestor:
             vector, embedding = await self._vector(key, read, caption)
             outcome = "indexed" if embedding is not None else "reused"
         payload = self._payload(s, read, key, embedding, caption)
-        await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
+        refused = await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
+        if refused is not None:
+            raise refused
         self._known[s.rel] = FileState(
             id=pid,
             path=s.rel,
@@ -434,21 +471,26 @@ class Ingestor:
             last = now
 
     def _read(self, s: Seen) -> _Read:
-        path = self.root / s.rel
-        st = path.stat()
-        if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
-            raise _Changing()  # changed since it was seen: settle again
-        if st.st_size > MAX_FILE_BYTES:
+        """The file's bytes, facts and sidecar: read only when it is a regular file whose
+        real path is inside the root, its size checked before reading, never blocking."""
+        path = self.root / s.disk
+        try:
+            raw, st = read_inside(path, Path(os.path.realpath(self.root)), MAX_FILE_BYTES)
+        except ReadRefused as exc:
+            if not exc.too_large:
+                raise
+            size = path.stat().st_size
             raise ImageRejected(
                 "too_large",
-                f"{st.st_size / 1e6:.0f} MB is over the {MAX_FILE_BYTES // 10**6} MB file limit",
-            )
-        raw = path.read_bytes()
+                f"{size / 1e6:.0f} MB is over the {MAX_FILE_BYTES // 10**6} MB file limit",
+            ) from None
+        if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
+            raise _Changing()  # changed since it was seen: settle again
         after = path.stat()
         if (after.st_size, after.st_mtime_ns) != (s.size, s.mtime_ns) or len(raw) != s.size:
             raise _Changing()
         facts = probe(raw)
-        sidecar, _ = read_sidecar(path)
+        sidecar, _ = read_sidecar(path, self.root)
         return _Read(raw, hashlib.sha256(raw).hexdigest(), facts, sidecar)
 
     async def _vector(
@@ -507,8 +549,29 @@ class Ingestor:
             if self.observe_embed is not None:
                 self.observe_embed(time.perf_counter() - started)
 
-    async def _upsert_batch(self, points: Sequence[Point]) -> list[None]:
-        await asyncio.to_thread(self.index.upsert, points)
+    async def _upsert_batch(self, points: Sequence[Point]) -> list[Exception | None]:
+        """Upsert a batch; when the store refuses it, split it until the points it refuses
+        are found. Those fail alone (as PointRejected when others landed); the rest land.
+        A named store error (a StoreError subclass: locked, another model's collection, ...)
+        is not split: every file of the batch gets it, as before."""
+        results = await self._land(points)
+        if any(r is None for r in results):
+            return [
+                r if r is None else PointRejected(f"the store refused this point: {_describe(r)}")
+                for r in results
+            ]
+        return results
+
+    async def _land(self, points: Sequence[Point]) -> list[Exception | None]:
+        try:
+            await asyncio.to_thread(self.index.upsert, points)
+        except Exception as exc:
+            if isinstance(exc, StoreError) and type(exc) is not StoreError:
+                raise  # a named store condition (locked, full, ...) is the batch's, not a point's
+            if len(points) == 1:
+                return [exc]
+            mid = len(points) // 2
+            return [*await self._land(points[:mid]), *await self._land(points[mid:])]
         return [None] * len(points)
 
     async def _delete(self, rels: Sequence[str]) -> int:
@@ -536,14 +599,14 @@ class Ingestor:
         embedding: Embedding | None,
         caption: str | None,
     ) -> dict[str, Any]:
-        rel = PurePosixPath(s.rel)
+        rel = PurePosixPath(s.rel)  # the stored form: valid text whatever the bytes on disk
         folder = str(rel.parent) if str(rel.parent) != "." else ""
         sidecar = read.sidecar
         payload: dict[str, Any] = {
             "path": s.rel,
             "folder": folder,
             "filename": rel.name,
-            "root": str(self.root),
+            "root": stored(str(self.root)),
             "size": s.size,
             "mtime_ns": s.mtime_ns,
             "sidecar": s.sidecar,
@@ -570,6 +633,10 @@ class Ingestor:
             payload["camera"] = read.facts.camera
         if sidecar.extra_metadata:
             payload["meta"] = sidecar.extra_metadata
+        try:  # what a store can hold: finite numbers, valid UTF-8, plain JSON types
+            json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise UnstorablePayload(f"the metadata cannot be stored: {exc}") from None
         return payload
 
 
@@ -588,13 +655,35 @@ def _listable(folder: Path) -> bool:
         return False
 
 
-def _reason(exc: BaseException) -> str:
+Kind = Literal["permanent", "transient"]
+
+
+def _reason_for(exc: BaseException, s: Seen) -> tuple[Kind, str]:
+    """(kind, reason code) for a file's failure; see the reasons table in the README."""
     if isinstance(exc, ImageRejected):
-        return exc.reason
+        return "permanent", exc.reason
     if isinstance(exc, SidecarError):
-        return "bad_sidecar"
-    if isinstance(exc, PermissionError):
-        return "unreadable"
+        return "permanent", "bad_sidecar"
     if isinstance(exc, RequestRejected):
-        return "too_large" if exc.status == 413 else "rejected"
-    return "error"
+        return "permanent", "too_large" if exc.status == 413 else "rejected"
+    if isinstance(exc, PointRejected):
+        return "permanent", "store_rejected"
+    if isinstance(exc, ReadRefused | PermissionError):
+        return "permanent", "unreadable"
+    if isinstance(exc, UnicodeError) and not is_plain(s.disk):
+        return "permanent", "bad_name"
+    if isinstance(exc, EmbedderError):
+        return "transient", "embedder_unavailable"
+    if isinstance(exc, StoreError):
+        return "transient", "store_unavailable"
+    if isinstance(exc, OSError):
+        if exc.errno in _PERMANENT_ERRNOS:
+            return "permanent", "unreadable"
+        return "transient", "read_error"
+    return "permanent", "internal_error"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a log or the journal: the message, or the type when there is none."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

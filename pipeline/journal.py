@@ -77,6 +77,10 @@ def _full_disk(exc: sqlite3.OperationalError, folder: Path) -> Exception:
         return DiskFull(str(folder), free // 10**6, _MIN_FREE // 10**6)
     return exc
 
+def _text(value: str) -> str:
+    """Valid UTF-8 for SQLite: a lone surrogate (a name's undecodable byte) is escaped."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class Journal:
     """Thread-safe access to the failure journal."""
@@ -107,7 +111,7 @@ class Journal:
                    ON CONFLICT(path) DO UPDATE SET signature=excluded.signature,
                      kind=excluded.kind, reason=excluded.reason, message=excluded.message,
                      attempts=attempts + 1, last_at=excluded.last_at""",
-                (path, signature, kind, reason, message[:1000], now, now),
+                (_text(path), signature, kind, reason, _text(message[:1000]), now, now),
             )
 
     def clear(self, paths: Iterable[str]) -> None:
