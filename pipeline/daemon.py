@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
-from imgrag.connectors.errors import CredentialError, StoreError
+from imgrag.connectors.errors import CredentialError, EmbedderError, StoreError
 from imgrag.pipeline.api import DaemonInfo, create_api, write_daemon_file
 from imgrag.pipeline.candidates import walk
 from imgrag.pipeline.config import Settings, load_settings
@@ -441,6 +441,9 @@ class Daemon:
                 await self.renew_credential()
             except CredentialError as exc:
                 self._block("credential", f"the service refuses the key ({exc})")
+                return False
+            except EmbedderError as exc:  # unreachable or throttled: not an answer about the key
+                log.warning("could not check the key yet: %s", exc)
                 return False
         blocked_before = set(self.blocked)
         for kind in blocked_before:

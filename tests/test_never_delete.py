@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,49 @@ def test_unreadable_subfolder_removes_nothing_under_it(
     assert "could not read 1 folders: locked (Permission denied)" in run.stderr
     status = json.loads(imgrag("status", "--json", env=env).stdout)
     assert status["indexed"] == 3
+
+
+def test_daemon_reports_the_folders_it_cannot_read(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    from tests.test_daemon_api import status_of, wait_for
+
+    root = tmp_path / "inbox"
+    add(root, "open/o.png", 1)
+    add(root, "locked/l.png", 2)
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0")
+    assert json.loads(imgrag("ingest", str(root), "--json", env=env).stdout)["indexed"] == 2
+    _unreadable_for_child(root / "locked")
+    log = tmp_path / "daemon.log"
+    try:
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(root)],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None,
+            )
+        try:
+            from imgrag.pipeline.api import read_daemon_file
+
+            state = tmp_path / "state" / "daemon.json"
+            wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None)
+            info = read_daemon_file(state)
+            assert info is not None, log.read_text()
+            wait_for(
+                lambda: (status_of(info.url) or {}).get("health") == "degraded",
+                what="the unreadable folder reported",
+            )
+            status = status_of(info.url) or {}
+            assert status["indexed"] == 2  # l.png kept
+            assert any(
+                "cannot read 1 folders: locked (Permission denied)" in p
+                for p in status["problems"]  # type: ignore[union-attr]
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        (root / "locked").chmod(0o755)
