@@ -77,6 +77,7 @@ def _full_disk(exc: sqlite3.OperationalError, folder: Path) -> Exception:
         return DiskFull(str(folder), free // 10**6, _MIN_FREE // 10**6)
     return exc
 
+
 def _text(value: str) -> str:
     """Valid UTF-8 for SQLite: a lone surrogate (a name's undecodable byte) is escaped."""
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
