@@ -77,6 +77,7 @@ class Agreement:
         return {
             "rows": self.rows,
             "min_cosine": round(self.min_cosine, 9),
+            "one_minus_min_cosine": float(f"{1.0 - self.min_cosine:.3g}"),
             "max_abs_diff": float(f"{self.max_abs_diff:.3g}"),
         }
 
