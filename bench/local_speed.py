@@ -62,7 +62,7 @@ print(json.dumps({
         for line in open("/proc/self/status")
         if line.startswith("VmHWM:")
     ),
-    "exported": e.load_report.exported,
+    "exported": e.load_report.built,
     "bank_source": e.load_report.bank_source,
 }))
 """
@@ -83,7 +83,7 @@ def throughput(run: Callable[[list[bytes]], object], images: list[bytes], batch:
 def eager_torch_runner() -> Callable[[list[bytes]], object]:
     """Baseline: the same decoding, then the eager torch network instead of onnxruntime."""
     import torch
-    from imgrag.connectors.local.vision_model import load_eager_efficientnet
+    from imgrag.connectors.local.torch_reference import load_eager_efficientnet
 
     model = load_eager_efficientnet()
     pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
@@ -125,7 +125,7 @@ def main() -> None:
         started = time.perf_counter()
         embedder = LocalEmbedder(cache)
         first_start = time.perf_counter() - started
-        exported = list(embedder.load_report.exported)
+        exported = list(embedder.load_report.built)
 
         def onnx(batch: list[bytes]) -> object:
             return embedder.encode_images([ImageInput(b) for b in batch])

@@ -1,7 +1,7 @@
 """The offline local embedder (``provider = "local"``).
 
-Importing this package is cheap and works without the ``local`` extra: torch,
-onnxruntime and the model wheels are imported only when an embedder is created.
+Importing this package is cheap and works without the ``local`` extra: onnxruntime and
+the model wheels are imported only when an embedder is created. Nothing here needs torch.
 """
 
 from __future__ import annotations

