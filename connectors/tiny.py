@@ -15,18 +15,32 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
 from imgrag.connectors.errors import RequestRejected
 from PIL import Image
+from threadpoolctl import ThreadpoolController
 
 THUMB = 16
 _FEATURES = THUMB * THUMB * 3
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Pillow releases the GIL while decoding, so a few threads scale with cores.
 _DECODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="tiny")
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _project(features: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    # One BLAS thread: these products are small, and OpenBLAS workers spin-wait after each
+    # call, burning a core while the daemon waits on the network. Limited here, for this
+    # call only, rather than through the host process's environment.
+    with _blas().limit(limits=1, user_api="blas"):
+        return features @ projection
 
 
 def _normalize(matrix: np.ndarray) -> np.ndarray:
@@ -86,7 +100,8 @@ class TinyEmbedder:
 
     @property
     def usage(self) -> Usage:
-        return self._usage
+        """A snapshot of the counters: later requests do not change it."""
+        return self._usage.model_copy()
 
     def image_vectors(self, items: Sequence[ImageInput]) -> np.ndarray:
         """Unit vectors (rows) for images, fused with their captions when present."""
@@ -97,7 +112,7 @@ class TinyEmbedder:
             features = np.stack(list(_DECODERS.map(thumbnail_features, datas)))
         else:
             features = np.stack([thumbnail_features(d) for d in datas])
-        vectors = _normalize(features @ _projection(self._dimension, self._seed))
+        vectors = _normalize(_project(features, _projection(self._dimension, self._seed)))
         for row, item in enumerate(items):
             if item.text:
                 vectors[row] = _normalize(vectors[row] + self.text_vectors([item.text])[0])
@@ -128,6 +143,10 @@ class TinyEmbedder:
         self._usage.requests += 1
         self._usage.texts += len(texts)
         return [Embedding(vector=v.tolist(), input_type=input_type) for v in vectors]
+
+    async def probe(self) -> EmbedderInfo:
+        """Nothing to check: the vectors are computed in process."""
+        return self._info
 
     async def aclose(self) -> None:
         return None

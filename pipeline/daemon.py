@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 from imgrag.connectors.errors import StoreError
-from imgrag.pipeline.api import DaemonInfo, create_api, write_daemon_file
+from imgrag.pipeline.api import create_api
 from imgrag.pipeline.candidates import walk
 from imgrag.pipeline.config import Settings
+from imgrag.pipeline.daemon_client import DaemonInfo, write_daemon_file
 from imgrag.pipeline.ingest import Ingestor, Summary
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.retrieval import SearchService
-from imgrag.pipeline.runtime import open_runtime, state_paths
-from imgrag.pipeline.status import StatusReport, failures_from
+from imgrag.pipeline.runtime import open_runtime, rules_for, state_paths
+from imgrag.pipeline.status import StatusReport, build_status
 from imgrag.pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
@@ -54,15 +56,9 @@ class Daemon:
         self.ready = asyncio.Event()
         self.watch_mode = ""
         self.started_at = time.time()
-        self.last_rescan = 0.0
         self.waiting_for: str | None = None
         self._lock = asyncio.Lock()
         self._watcher: FolderWatcher | None = None
-
-    @property
-    def pending(self) -> int:
-        waiting = self._watcher.waiting if self._watcher is not None else 0
-        return self.ingestor.pending + waiting
 
     def stop(self) -> None:
         self.stopping.set()
@@ -81,7 +77,6 @@ class Daemon:
         self.watch_mode = self._watcher.start()
         try:
             await self._pass("reconcile", self.ingestor.reconcile())
-            self.last_rescan = time.monotonic()
             self.ready.set()
             tasks = [
                 asyncio.create_task(self._follow()),
@@ -97,9 +92,9 @@ class Daemon:
         finally:
             self._watcher.stop()
 
-    async def _pass(self, name: str, work: object) -> Summary:
+    async def _pass(self, name: str, work: Awaitable[Summary]) -> Summary:
         async with self._lock:
-            summary: Summary = await work  # type: ignore[misc]
+            summary = await work
         if self.on_summary is not None:
             self.on_summary(name, summary)
         return summary
@@ -130,7 +125,6 @@ class Daemon:
         while True:
             await asyncio.sleep(self.rescan_seconds)
             await self._pass("rescan", self.ingestor.reconcile())
-            self.last_rescan = time.monotonic()
 
     async def _retry_loop(self) -> None:
         """Files that failed for a passing reason (service down, quota) are tried again."""
@@ -151,6 +145,16 @@ class Daemon:
             else:
                 self.waiting_for = None
                 delay = _RETRY_MIN_SECONDS
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its signal handling: the daemon owns SIGINT/SIGTERM. (uvicorn takes
+    them over in ``capture_signals``; it stopped calling ``install_signal_handlers``, which
+    we used to blank out, so a SIGTERM closed the API before the daemon heard of it.)"""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def run_watch(
@@ -180,13 +184,11 @@ async def run_watch(
         info = runtime.embedder.info
 
         def report() -> StatusReport:
-            count, by_reason, recent = failures_from(runtime.journal)
-            return StatusReport(
-                indexed=ingestor.indexed_count,
-                pending=daemon.pending,
-                failed=count,
-                failed_by_reason=by_reason,
-                failures=recent,
+            return build_status(
+                known=ingestor.known,
+                journal=runtime.journal,
+                root=root,
+                rules=rules_for(settings),
                 usage=runtime.embedder.usage,
                 embedder={
                     "provider": info.provider,
@@ -207,7 +209,7 @@ async def run_watch(
         daemon.install_signal_handlers()
         server: uvicorn.Server | None = None
         serving: asyncio.Task[None] | None = None
-        daemon_file = state_paths(settings)["daemon"]
+        daemon_file = state_paths(settings).daemon
         if api:
             service = SearchService(
                 runtime.embedder,
@@ -216,7 +218,7 @@ async def run_watch(
                 image_format=settings.embedder.image_format,
             )
             app = create_api(service, report, metrics_box[0], settings.api.token)
-            server = uvicorn.Server(
+            server = _ApiServer(
                 uvicorn.Config(
                     app,
                     host=settings.api.host,
@@ -226,7 +228,6 @@ async def run_watch(
                     lifespan="off",
                 )
             )
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.create_task(server.serve())
             while not server.started:
                 if serving.done():

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,6 +160,11 @@ class Ingestor:
     def indexed_count(self) -> int:
         return len(self._known)
 
+    @property
+    def known(self) -> Mapping[str, FileState]:
+        """What the index holds, path → state, as this ingestor last read or wrote it."""
+        return self._known
+
     # -- passes ----------------------------------------------------------------------------
 
     async def reconcile(self, on_total: Callable[[int], None] | None = None) -> Summary:
@@ -207,16 +212,15 @@ class Ingestor:
         return self._finish(summary, usage_before, started)
 
     def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
-        """False (and counted) when the index already has the file, or it failed for good
-        and has not changed since."""
+        """``needs_work``, counting the files it skips in ``summary``."""
         known = self._known.get(s.rel)
+        if needs_work(known, s, failure[0] if failure is not None else None):
+            return True
         if known is not None and is_unchanged(known, s):
             summary.unchanged += 1
-            return False
-        if failure is not None and failure[0] == s.signature:
+        elif failure is not None:
             summary.fail(failure[1])
-            return False
-        return True
+        return False
 
     def _finish(self, summary: Summary, usage_before: Usage, started: float) -> Summary:
         usage = self.embedder.usage
@@ -500,6 +504,14 @@ class Ingestor:
         if sidecar.extra_metadata:
             payload["meta"] = sidecar.extra_metadata
         return payload
+
+
+def needs_work(known: FileState | None, s: Seen, failed_signature: str | None) -> bool:
+    """Whether a file on disk is to be indexed: the index does not hold it as it is now, and
+    it did not fail for good with this same signature. The one definition of pending."""
+    if known is not None and is_unchanged(known, s):
+        return False
+    return failed_signature != s.signature
 
 
 def is_unchanged(known: FileState, s: Seen) -> bool:
