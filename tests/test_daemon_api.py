@@ -173,9 +173,7 @@ def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
             Retriever.from_config()
         assert f"process {proc.pid}" in str(info.value)
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # closes stdin (the holder exits) and both pipes
 
 
 def test_daemon_waits_for_an_embedder_that_is_down_at_start(

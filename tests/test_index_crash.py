@@ -109,6 +109,9 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, children: list) -> None:
