@@ -40,18 +40,21 @@ def _project(features: np.ndarray, projection: np.ndarray) -> np.ndarray:
     # call, burning a core while the daemon waits on the network. Limited here, for this
     # call only, rather than through the host process's environment.
     with _blas().limit(limits=1, user_api="blas"):
-        return features @ projection
+        product: np.ndarray = features @ projection
+    return product
 
 
 def _normalize(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-    return matrix / np.where(norms == 0, 1.0, norms)
+    unit: np.ndarray = matrix / np.where(norms == 0, 1.0, norms)
+    return unit
 
 
 @lru_cache(maxsize=8)
 def _projection(dimension: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((_FEATURES, dimension)) / np.sqrt(_FEATURES)).astype(np.float32)
+    matrix: np.ndarray = rng.standard_normal((_FEATURES, dimension)) / np.sqrt(_FEATURES)
+    return matrix.astype(np.float32)
 
 
 @lru_cache(maxsize=65536)

@@ -318,7 +318,8 @@ class Ingestor:
             except _Changing:
                 if attempt == 2:
                     raise
-                s = await asyncio.to_thread(seen, self.root, s.rel, self.rules) or s
+                again = await asyncio.to_thread(seen, self.root, s.rel, self.rules)
+                s = again or s
         info = self._info
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)

@@ -410,7 +410,7 @@ def _classify(exc: BaseException) -> tuple[bool, str]:
     try:
         import grpc
     except ImportError:  # pragma: no cover - grpcio comes with qdrant-client
-        grpc = None  # type: ignore[assignment]
+        grpc = None  # type: ignore[assignment]  # a module name bound to None as the fallback
     if grpc is not None and isinstance(exc, grpc.RpcError):
         code = exc.code() if hasattr(exc, "code") else None
         transient_codes = {
