@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -82,3 +83,19 @@ def test_wheel_holds_only_the_imgrag_package(tmp_path: Path) -> None:
     assert {t for t in top if not t.endswith(".dist-info")} == {"imgrag"}
     assert "imgrag/__init__.py" in names and "imgrag/py.typed" in names
     assert "imgrag/pipeline/query.py" in names and "imgrag/connectors/index.py" in names
+
+
+def test_importing_imgrag_changes_no_environment() -> None:
+    """A library never changes its host's environment on import (thread limits go on the
+    calls that need them)."""
+    code = (
+        "import os; before = dict(os.environ); "
+        "import imgrag, imgrag.connectors.stores, imgrag.connectors.tiny, imgrag.pipeline.cli; "
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -219,18 +219,6 @@ class FoundryEmbedder:
             self._dimension = len(out[0].vector)
         return self.info
 
-    async def model_info(self) -> dict[str, Any]:
-        """``GET {endpoint}/info``: what the deployment says it serves."""
-        response = await self._http.get(
-            f"{self.endpoint}/info",
-            params={"api-version": self.config.api_version},
-            headers=await self._auth.headers(),
-        )
-        if response.status_code != 200:
-            raise self._error(response, str(uuid.uuid4()))
-        data: dict[str, Any] = response.json()
-        return data
-
     # -- internals ----------------------------------------------------------------------
 
     @staticmethod
