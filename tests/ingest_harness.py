@@ -30,7 +30,7 @@ def settings_for(
             api_key=SecretStr(key),
             max_attempts=2,
             max_concurrency=8,
-            **embedder,  # type: ignore[arg-type]
+            **embedder,  # type: ignore[arg-type]  # each test passes valid [embedder] keys
         ),
         store=StoreConfig(kind="edge", collection="test"),
         ingest=IngestConfig(settle_seconds=0.2, rescan_minutes=0),

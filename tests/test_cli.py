@@ -63,6 +63,35 @@ def indexed(env: Path) -> Iterator[Path]:
     yield env
 
 
+def test_ingest_json_strict_and_failures(env: Path) -> None:
+    (env / "broken.jpg").write_text("no image here")
+    result = imgrag("ingest", str(env), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("indexed", "unchanged", "reused", "removed", "failed")} == {
+        "indexed": 4, "unchanged": 0, "reused": 0, "removed": 0, "failed": 1,
+    }  # fmt: skip
+    assert summary["requests"] == 4 and summary["tokens"] == 4000
+    strict = imgrag("ingest", str(env), "--strict")
+    assert strict.exit_code == 2 and "1 failed (1 undecodable)" in strict.stdout
+    status = json.loads(imgrag("status", str(env), "--json").stdout)
+    assert status["failures"][0]["path"] == "broken.jpg"
+    assert status["failures"][0]["reason"] == "undecodable"
+
+
+def test_bad_config_and_wrong_key_are_one_clear_line(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[embedder]\nmax_concurrency = 'lots'\n")
+    message = one_line_error(imgrag("--config", str(bad), "ingest", str(env)))
+    assert str(bad) in message and "[embedder] max_concurrency" in message
+    monkeypatch.setenv("AZURE_INFERENCE_CREDENTIAL", "wrong-key-xyz")
+    message = one_line_error(imgrag("ingest", str(env)))
+    assert "401" in message and "AZURE_INFERENCE_CREDENTIAL" in message
+    assert "wrong-key-xyz" not in message
+
+
 def test_offline_status_never_calls_the_embedder(indexed: Path, emulator: EmulatorHandle) -> None:
     """A remote embedder bills every request: reading counts from disk must send none."""
     (indexed / "broken.png").write_text("not an image")

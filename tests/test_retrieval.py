@@ -161,20 +161,24 @@ async def test_image_text_query_refused_by_a_model_without_it(
 
 
 async def test_query_images_are_prepared_like_documents(tmp_path: Path) -> None:
-    from imgrag.connectors.embedder import ImageInput, InputType
+    from collections.abc import Sequence
+
+    from imgrag.connectors.embedder import Embedding, ImageInput, InputType
     from imgrag.connectors.tiny import TinyEmbedder
     from imgrag.pipeline.retrieval import SearchService
 
     seen: list[ImageInput] = []
 
     class Recording(TinyEmbedder):
-        async def embed_images(self, items, input_type: InputType):  # type: ignore[no-untyped-def]
+        async def embed_images(
+            self, items: Sequence[ImageInput], input_type: InputType
+        ) -> list[Embedding]:
             seen.extend(items)
             return await super().embed_images(items, input_type)
 
     embedder = Recording(16)
     # No index: only the query's embedding is under test.
-    service = SearchService(embedder, index=None, source="s", image_format="jpeg")  # type: ignore[arg-type]
+    service = SearchService(embedder, index=None, source="s", image_format="jpeg")  # type: ignore[arg-type]  # no index needed
     query = f.save(f.big_noisy_photo((3000, 2000)), tmp_path / "q.png", "PNG")
     await service._vector(None, query.read_bytes())
     sent = seen[0]
