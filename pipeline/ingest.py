@@ -72,6 +72,8 @@ class Summary(BaseModel):
     failed: int = 0
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     pending: int = 0
+    """Files this pass left for a later one (still changing, or a passing failure); they
+    stay pending in the status sense until a pass indexes them."""
     requests: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -142,7 +144,6 @@ class Ingestor:
         self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
         self._known: dict[str, FileState] = {}
         self._loaded = False
-        self.pending = 0
 
     # -- setup and teardown ----------------------------------------------------------------
 
@@ -244,7 +245,6 @@ class Ingestor:
             return
         queue: asyncio.Queue[Seen | None] = asyncio.Queue(maxsize=self._workers * 2)
         fatal: list[BaseException] = []
-        self.pending += len(todo)
 
         async def produce() -> None:
             for s in todo:
@@ -262,8 +262,6 @@ class Ingestor:
                         self.on_progress(s.rel, outcome)
                 except FatalError as exc:
                     fatal.append(exc)
-                finally:
-                    self.pending -= 1
 
         await asyncio.gather(produce(), *(work() for _ in range(min(self._workers, len(todo)))))
         await self._upserts.flush()
