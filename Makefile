@@ -15,7 +15,7 @@ STAMP_TEST := $(VENV)/.installed-test
 RUN_CHECK := .venv-run
 STAMP_RUN_CHECK := $(RUN_CHECK)/.installed-run
 
-.PHONY: run test bench lint clean
+.PHONY: run test typecheck bench lint clean
 
 # make run's install step: the project with the local extra, no torch. $(1) is a venv's bin.
 define install_run
@@ -50,6 +50,7 @@ run: $(STAMP_RUN)
 
 test: $(STAMP_TEST) $(STAMP_RUN_CHECK) azurite
 	$(BIN)/ruff check pipeline connectors tests bench
+	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest
 
 # Azurite (Azure Storage emulator) for the blob-source tests, into ./node_modules. Without
@@ -59,6 +60,15 @@ azurite:
 	@test -x node_modules/.bin/azurite || { command -v npm >/dev/null 2>&1 \
 	  && npm install --prefix . --no-save --no-audit --no-fund --silent azurite@3 >/dev/null 2>&1 \
 	  || echo "azurite not installed (no npm or install failed): blob tests will skip"; }
+
+# mypy checks modules by their installed names (imgrag.pipeline...), which the editable
+# install's import hook hides from it: a tree of links shaped like the wheel stands in.
+TYPED := build/typecheck
+typecheck: $(STAMP_TEST)
+	rm -rf $(TYPED)/imgrag && mkdir -p $(TYPED)/imgrag
+	ln -s $(CURDIR)/pipeline/_package/__init__.py $(CURDIR)/pipeline/_package/py.typed $(TYPED)/imgrag/
+	ln -s $(CURDIR)/pipeline $(CURDIR)/connectors $(TYPED)/imgrag/
+	cd $(TYPED) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p imgrag
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench

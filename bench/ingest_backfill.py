@@ -86,9 +86,10 @@ def naive_loop(root: Path, endpoint: str, state: Path, n: int) -> float:
     """What a hand-written script does: one file at a time, read, base64, POST, upsert."""
     from imgrag.connectors.config import StoreConfig
     from imgrag.connectors.index import CollectionSpec, Point
+    from imgrag.connectors.paths import StatePaths
     from imgrag.connectors.stores import open_index
 
-    index = open_index(StoreConfig(collection="naive"), state)
+    index = open_index(StoreConfig(collection="naive"), StatePaths.under(state))
     index.ensure_collection(
         CollectionSpec(name="naive", model="Cohere-embed-v3-english", dimension=1024)
     )

@@ -16,8 +16,10 @@ import httpx
 import numpy as np
 from imgrag.connectors.config import StoreConfig
 from imgrag.connectors.index import CollectionSpec, Point
+from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import open_index
 from imgrag.pipeline.keys import point_id
+from qdrant_client.http import models as qm
 
 DIM = 1024
 QUERIES = 200
@@ -29,6 +31,7 @@ import sys
 from pathlib import Path
 import uvicorn
 from imgrag.connectors.config import StoreConfig
+from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import open_index
 from imgrag.pipeline.keys import point_id
 from imgrag.connectors.tiny import TinyEmbedder
@@ -38,7 +41,7 @@ from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.status import StatusReport
 from bench.search_latency import SPEC
 
-index = open_index(StoreConfig(collection="bench"), Path(sys.argv[1]))
+index = open_index(StoreConfig(collection="bench"), StatePaths.under(Path(sys.argv[1])))
 index.ensure_collection(SPEC)
 service = SearchService(TinyEmbedder(1024), index, source="bench")
 report = lambda: StatusReport(indexed=0, pending=0, failed=0)
@@ -57,7 +60,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def build(state: Path, n: int, rng: np.random.Generator) -> list[str]:
-    index = open_index(StoreConfig(collection="bench"), state)
+    index = open_index(StoreConfig(collection="bench"), StatePaths.under(state))
     index.ensure_collection(SPEC)
     ids: list[str] = []
     for start in range(0, n, 1000):
@@ -92,22 +95,26 @@ def build(state: Path, n: int, rng: np.random.Generator) -> list[str]:
 
 
 async def direct(state: Path, ids: list[str], rng: np.random.Generator) -> dict[str, object]:
-    from imgrag.connectors.tiny import TinyEmbedder
-    from imgrag.pipeline.retrieval import SearchService
+    """The store's search as the service calls it (in a worker thread), given the vector."""
+    from imgrag.pipeline.filters import build_filter
 
-    index = open_index(StoreConfig(collection="bench"), state)
+    index = open_index(StoreConfig(collection="bench"), StatePaths.under(state))
     index.ensure_collection(SPEC)
-    service = SearchService(TinyEmbedder(DIM), index, source="bench")
+    folder = build_filter({"folder": "f7"})
+
+    async def search(vector: list[float], flt: qm.Filter | None = None) -> None:
+        await asyncio.to_thread(lambda: index.search(vector, limit=10, filter=flt))
+
     queries = rng.standard_normal((QUERIES, DIM)).astype(np.float32).tolist()
     for q in queries[:10]:  # warm up (and let a background index build finish)
-        await service.search_vector(q, 10)
+        await search(q)
     plain, filtered = [], []
     for q in queries:
         t = time.perf_counter()
-        await service.search_vector(q, 10)
+        await search(q)
         plain.append(time.perf_counter() - t)
         t = time.perf_counter()
-        await service.search_vector(q, 10, {"folder": "f7"})
+        await search(q, folder)
         filtered.append(time.perf_counter() - t)
     index.close()
     return {"no_filter": percentiles(plain), "folder_filter": percentiles(filtered)}

@@ -35,6 +35,8 @@ class EmbedderInfo(BaseModel):
     max_image_bytes: int = 5 * 1024 * 1024
     max_image_side: int = 4096
     tokens_per_image: int = 1000
+    recommended_concurrency: int = 1
+    """How many embedding requests the pipeline should keep in flight at once."""
 
 
 @dataclass(slots=True)
@@ -49,7 +51,7 @@ class Embedding:
 
 
 class Usage(BaseModel):
-    """Counters since the embedder was created."""
+    """Counters since the embedder was created. ``Embedder.usage`` returns a snapshot."""
 
     requests: int = 0
     images: int = 0
@@ -74,5 +76,10 @@ class Embedder(Protocol):
     ) -> list[Embedding]: ...
 
     async def embed_texts(self, texts: Sequence[str], input_type: InputType) -> list[Embedding]: ...
+
+    async def probe(self) -> EmbedderInfo:
+        """Check the embedder works before any real work (a remote one: one small, billed
+        request) and return its info, now with the dimension it really serves."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from imgrag.connectors.config import EmbedderConfig
 from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.paths import StatePaths
 
 
-def create_embedder(config: EmbedderConfig, *, cache_dir: Path) -> Embedder:
-    """The embedder named by ``[embedder] provider``."""
+def create_embedder(config: EmbedderConfig, paths: StatePaths) -> Embedder:
+    """The embedder named by ``[embedder] provider``; the local model caches under
+    ``paths.cache``."""
     if config.provider == "foundry":
         from imgrag.connectors.foundry import FoundryEmbedder
 
         return FoundryEmbedder(config)
     from imgrag.connectors.local import load_local_embedder
 
-    return load_local_embedder(cache_dir, notify=_say)
+    return load_local_embedder(paths.cache, notify=_say)
 
 
 def _say(line: str) -> None:

@@ -57,22 +57,22 @@ class Hit(BaseModel):
 
 @runtime_checkable
 class Index(Protocol):
-    """A collection of image vectors with per-file payloads. Methods are synchronous and
-    thread-safe; async callers run them in a worker thread."""
+    """A collection of image vectors with per-file payloads: what the pipeline uses.
+
+    Methods are synchronous and thread-safe; async callers run them in a worker thread.
+    Implementations also offer maintenance calls the pipeline does not need
+    (``drop_collection``, ``delete_paths``, ``delete_folder``, ``count``)."""
+
+    def recorded_spec(self, name: str) -> CollectionSpec | None:
+        """What collection ``name`` was made for, or None when it does not exist yet.
+        Lets a reader open the collection without asking the embedder."""
+        ...
 
     def ensure_collection(self, spec: CollectionSpec) -> None: ...
-
-    def drop_collection(self, name: str) -> None:
-        """Delete a collection and its points: the way out of a model change."""
-        ...
 
     def upsert(self, points: Sequence[Point]) -> None: ...
 
     def delete_ids(self, ids: Sequence[str]) -> None: ...
-
-    def delete_paths(self, paths: Sequence[str]) -> None: ...
-
-    def delete_folder(self, prefix: str) -> None: ...
 
     def file_states(self) -> Iterator[FileState]: ...
 
@@ -80,7 +80,9 @@ class Index(Protocol):
 
     def vector_by_id(self, point_id: str) -> list[float] | None: ...
 
-    def count(self, filter: Filter | None = None) -> int: ...
+    def payload_by_id(self, point_id: str) -> dict[str, Any] | None:
+        """The stored payload of a point, or None when it does not exist."""
+        ...
 
     def search(
         self,

@@ -15,12 +15,13 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
 from imgrag.connectors.errors import RequestRejected
 from PIL import Image
+from threadpoolctl import ThreadpoolController
 
 THUMB = 16
 _FEATURES = THUMB * THUMB * 3
@@ -29,15 +30,31 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _DECODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="tiny")
 
 
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _project(features: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    # One BLAS thread: these products are small, and OpenBLAS workers spin-wait after each
+    # call, burning a core while the daemon waits on the network. Limited here, for this
+    # call only, rather than through the host process's environment.
+    with _blas().limit(limits=1, user_api="blas"):
+        product: np.ndarray = features @ projection
+    return product
+
+
 def _normalize(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-    return matrix / np.where(norms == 0, 1.0, norms)
+    unit: np.ndarray = matrix / np.where(norms == 0, 1.0, norms)
+    return unit
 
 
 @lru_cache(maxsize=8)
 def _projection(dimension: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((_FEATURES, dimension)) / np.sqrt(_FEATURES)).astype(np.float32)
+    matrix: np.ndarray = rng.standard_normal((_FEATURES, dimension)) / np.sqrt(_FEATURES)
+    return matrix.astype(np.float32)
 
 
 @lru_cache(maxsize=65536)
@@ -86,7 +103,8 @@ class TinyEmbedder:
 
     @property
     def usage(self) -> Usage:
-        return self._usage
+        """A snapshot of the counters: later requests do not change it."""
+        return self._usage.model_copy()
 
     def image_vectors(self, items: Sequence[ImageInput]) -> np.ndarray:
         """Unit vectors (rows) for images, fused with their captions when present."""
@@ -97,7 +115,7 @@ class TinyEmbedder:
             features = np.stack(list(_DECODERS.map(thumbnail_features, datas)))
         else:
             features = np.stack([thumbnail_features(d) for d in datas])
-        vectors = _normalize(features @ _projection(self._dimension, self._seed))
+        vectors = _normalize(_project(features, _projection(self._dimension, self._seed)))
         for row, item in enumerate(items):
             if item.text:
                 vectors[row] = _normalize(vectors[row] + self.text_vectors([item.text])[0])
@@ -128,6 +146,10 @@ class TinyEmbedder:
         self._usage.requests += 1
         self._usage.texts += len(texts)
         return [Embedding(vector=v.tolist(), input_type=input_type) for v in vectors]
+
+    async def probe(self) -> EmbedderInfo:
+        """Nothing to check: the vectors are computed in process."""
+        return self._info
 
     async def aclose(self) -> None:
         return None

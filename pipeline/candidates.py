@@ -23,7 +23,10 @@ _LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """Include/exclude globs (matched against the relative path and the file name)."""
+    """Which files to index. One rule for ``include`` and ``exclude`` globs alike: a glob
+    matches a file when it matches its relative POSIX path or its name, ignoring case
+    (``*.jpg`` takes ``a/B.JPG``; ``raw/*`` and ``RAW/*`` both take ``raw/x.png``). A file is
+    indexed when some include glob matches it and no exclude glob does."""
 
     include: Sequence[str]
     exclude: Sequence[str] = ()
@@ -38,11 +41,15 @@ class Rules:
         lower = name.lower()
         if name in _LITTER or name.startswith("~$") or lower.endswith(_PARTIAL_SUFFIXES):
             return False
-        if not any(fnmatch.fnmatch(lower, pat.lower()) for pat in self.include):
-            return False
-        return not any(
-            fnmatch.fnmatch(rel_path, pat) or fnmatch.fnmatch(name, pat) for pat in self.exclude
+        path = rel_path.lower()
+        return any(_matches(path, lower, g) for g in self.include) and not any(
+            _matches(path, lower, g) for g in self.exclude
         )
+
+
+def _matches(path: str, name: str, glob: str) -> bool:
+    pattern = glob.lower()
+    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(name, pattern)
 
 
 def relative(root: Path, path: Path) -> str | None:

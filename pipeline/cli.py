@@ -15,7 +15,6 @@ from imgrag.pipeline.ingest import Summary
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from imgrag.pipeline.api import DaemonInfo
     from imgrag.pipeline.retrieval import SearchHit
     from imgrag.pipeline.status import StatusReport
 
@@ -252,11 +251,13 @@ def escape_markup(text: str) -> str:
 def _guarded(work: Callable[[], T]) -> T:
     """Run a command body; known failures become one clear line and exit code 1."""
     from imgrag.connectors.errors import ConnectorError
+    from imgrag.pipeline.filters import FilterError
     from imgrag.pipeline.ingest import FatalError
+    from imgrag.pipeline.query import QueryError
 
     try:
         return work()
-    except (ConnectorError, FatalError, ConfigError) as exc:
+    except (ConnectorError, FatalError, ConfigError, QueryError, FilterError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -305,7 +306,7 @@ def retry_command(
     def clear() -> None:
         # Only once the store is ours: a retry refused by a running daemon keeps the record.
         nonlocal cleared
-        journal = Journal(state_paths(settings)["journal"])
+        journal = Journal(state_paths(settings).journal)
         try:
             cleared = journal.clear_permanent()
         finally:
@@ -377,41 +378,53 @@ def search_command(
     image: Annotated[
         Path | None, typer.Option("--image", help="Search by this example image.", dir_okay=False)
     ] = None,
+    similar_to: Annotated[
+        str | None,
+        typer.Option("--similar-to", help="Images like this indexed one (path in the folder)."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
     filters: Annotated[
         list[str] | None,
         typer.Option("--filter", help="key=value on the payload (folder, tags, camera, ...)."),
     ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop hits scoring below this.")
+    ] = None,
     unique: Annotated[bool, typer.Option("--unique", help="Collapse identical images.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Search the index by text, by an example image, or by both."""
+    """Search the index by text, by an example image, by both, or by an indexed image."""
     from imgrag.pipeline.filters import FilterError, parse_cli_filters
-    from imgrag.pipeline.retrieval import QueryError
+    from imgrag.pipeline.query import QueryError, build_query
     from imgrag.pipeline.retriever import Retriever
     from rich.table import Table
 
-    if text is None and image is None:
-        raise fail("give TEXT, --image PATH, or both (imgrag search 'a red car')")
+    if text is None and image is None and similar_to is None:
+        raise fail(
+            "give TEXT, --image PATH, both, or --similar-to PATH (imgrag search 'a red car')"
+        )
     if image is not None and not image.is_file():
         raise fail(f"--image {image}: no such file")
     try:
-        flt = parse_cli_filters(filters or [])
-    except FilterError as exc:
-        raise fail(str(exc)) from None
-    _setup_logging()
-    ctx_config = ctx.obj.get("config") if ctx.obj else None
-
-    def run() -> list[SearchHit]:
-        with Retriever.from_config(ctx_config) as retriever:
-            return retriever.search(
-                text=text, image=image, limit=limit, filter=flt or None, unique=unique
-            )
-
-    try:
-        hits = _guarded(run)
+        query = build_query(
+            text=text,
+            image=image,
+            similar_to=similar_to,
+            limit=limit,
+            filter=parse_cli_filters(filters or []) or None,
+            min_score=min_score,
+            unique=unique,
+        )
     except (QueryError, FilterError) as exc:
         raise fail(str(exc)) from None
+    _setup_logging()
+    settings = settings_from(ctx)
+
+    def run() -> list[SearchHit]:
+        with Retriever.from_settings(settings) as retriever:
+            return retriever.run(query)
+
+    hits = _guarded(run)
     if json_:
         typer.echo(json.dumps([h.model_dump(mode="json") for h in hits], indent=2))
         return
@@ -435,25 +448,19 @@ def status_command(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """What is indexed, pending and failed, and why."""
-    from imgrag.pipeline.api import read_daemon_file
+    """What is indexed, pending and failed, and why. Never calls the embedder."""
     from imgrag.pipeline.names import printable
-    from imgrag.pipeline.runtime import state_paths
 
     settings = settings_from(ctx)
-    daemon = read_daemon_file(state_paths(settings)["daemon"])
-    report = _guarded(
-        lambda: _daemon_status(daemon, settings) if daemon else _offline_status(settings, directory)
-    )
+    report, where = _guarded(lambda: asyncio.run(_status(settings, directory)))
     if json_:
         typer.echo(report.model_dump_json(indent=2))
         return
-    where = f"daemon pid {daemon.pid} watching {daemon.root}" if daemon else "no daemon running"
     typer.echo(
         f"{report.indexed} indexed, {report.pending} pending, {report.failed} failed ({where})"
     )
     if report.health == "degraded":
-        typer.echo("degraded: " + "; ".join(report.problems))
+        typer.echo("degraded: " + "; ".join(printable(p) for p in report.problems))
     elif report.health == "stopping":
         typer.echo("stopping: the daemon is flushing its work")
     if report.waiting_for:
@@ -473,63 +480,20 @@ def status_command(
         )
 
 
-def _daemon_status(daemon: DaemonInfo, settings: Settings) -> StatusReport:
-    import httpx
-    from imgrag.pipeline.status import StatusReport
+async def _status(settings: Settings, directory: Path | None) -> tuple[StatusReport, str]:
+    """The running daemon's status when one answers, else the one read from disk."""
+    from imgrag.pipeline.daemon_client import DaemonClient
+    from imgrag.pipeline.runtime import state_paths
+    from imgrag.pipeline.status import read_status
 
-    token = settings.api.token
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-    response = httpx.get(f"{daemon.url}/status", headers=headers, timeout=30)
-    if response.status_code != 200:
-        raise fail(
-            f"the daemon (pid {daemon.pid}) answered {response.status_code}: {response.text}"
-        )
-    return StatusReport.model_validate_json(response.content)
-
-
-def _offline_status(settings: Settings, directory: Path | None) -> StatusReport:
-    from imgrag.connectors.embedder import EmbedderInfo
-    from imgrag.connectors.index import FileState
-    from imgrag.pipeline.candidates import walk
-    from imgrag.pipeline.ingest import is_unchanged
-    from imgrag.pipeline.journal import Journal
-    from imgrag.pipeline.runtime import open_checked, rules_for, state_paths
-    from imgrag.pipeline.status import StatusReport, failures_from
-
-    async def read_index() -> tuple[dict[str, FileState], EmbedderInfo]:
-        # One event loop for open and close: the HTTP client belongs to the loop it ran on.
-        index, embedder = await open_checked(settings)
-        try:
-            return {s.path: s for s in index.file_states()}, embedder.info
-        finally:
-            index.close()
-            await embedder.aclose()
-
-    states, info = asyncio.run(read_index())
-    journal = Journal(state_paths(settings)["journal"])
+    daemon = await DaemonClient.discover(state_paths(settings).daemon, settings.api.token)
+    if daemon is None:
+        return await read_status(settings, directory), "no daemon running"
     try:
-        failed, by_reason, recent = failures_from(journal)
-        permanent = journal.permanent_failures()
+        report = await daemon.status()
     finally:
-        journal.close()
-    pending = 0
-    if directory is not None and directory.is_dir():
-        for s in walk(directory, rules_for(settings)):
-            known = states.get(s.rel)
-            if known is not None and is_unchanged(known, s):
-                continue
-            if permanent.get(s.rel, ("",))[0] == s.signature:
-                continue
-            pending += 1
-    return StatusReport(
-        indexed=len(states),
-        pending=pending,
-        failed=failed,
-        failed_by_reason=by_reason,
-        failures=recent,
-        embedder={"provider": info.provider, "model": info.model, "dimension": info.dimension},
-        store={"kind": settings.store.kind, "collection": settings.store.collection},
-    )
+        await daemon.aclose()
+    return report, f"daemon pid {daemon.info.pid} watching {daemon.info.root}"
 
 
 if __name__ == "__main__":

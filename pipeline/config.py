@@ -12,8 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path("configs/default.toml")
-PACKAGED_DEFAULTS: dict[str, Any] = {}
-"""Used when no config file is given and ``configs/default.toml`` is not on disk."""
 
 
 class ConfigError(Exception):
@@ -99,7 +97,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     Raises ConfigError with one line naming the file, the key and what is wrong.
     """
     cfg_path = resolve_config_path(path)
-    data: dict[str, Any] = dict(PACKAGED_DEFAULTS)
+    data: dict[str, Any] = {}  # no file: every setting at its default
     where = "defaults"
     if cfg_path is not None:
         where = str(cfg_path)

@@ -26,16 +26,17 @@ from typing import Any, Literal
 
 import uvicorn
 from imgrag.connectors.errors import CredentialError, EmbedderError, StoreError
-from imgrag.pipeline.api import DaemonInfo, create_api, write_daemon_file
+from imgrag.pipeline.api import create_api
 from imgrag.pipeline.candidates import walk
 from imgrag.pipeline.config import Settings, load_settings
 from imgrag.pipeline.credentials import RenewableEmbedder
+from imgrag.pipeline.daemon_client import DaemonInfo, write_daemon_file
 from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.retrieval import SearchService
-from imgrag.pipeline.runtime import open_runtime, state_paths
-from imgrag.pipeline.status import StatusReport, failures_from
+from imgrag.pipeline.runtime import open_runtime, rules_for, state_paths
+from imgrag.pipeline.status import StatusReport, build_status
 from imgrag.pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
@@ -472,20 +473,14 @@ def _is_store_failure(exc: BaseException) -> bool:
     return "disk is full" in str(exc) or "disk I/O error" in str(exc)
 
 
-@contextlib.contextmanager
-def _no_signal_capture() -> Iterator[None]:
-    yield
+class _ApiServer(uvicorn.Server):
+    """uvicorn that never takes SIGINT/SIGTERM: the daemon owns them, so a stop flushes the
+    work before the API goes away. (uvicorn takes them in ``capture_signals``; it stopped
+    calling ``install_signal_handlers`` long ago.)"""
 
-
-def _quiet_server(config: uvicorn.Config) -> uvicorn.Server:
-    """A uvicorn server that never takes SIGINT/SIGTERM: the daemon owns them, so a stop
-    flushes the work before the API goes away."""
-    server = uvicorn.Server(config)
-    if hasattr(server, "capture_signals"):  # uvicorn >= 0.29 installs handlers here
-        server.capture_signals = _no_signal_capture  # type: ignore[method-assign]
-    else:  # older releases
-        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    return server
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def run_watch(
@@ -520,7 +515,7 @@ async def run_watch(
             if key is not None and key != current_key[0]:
                 new = create_embedder(
                     settings.embedder.model_copy(update={"api_key": key}),
-                    cache_dir=state_paths(settings)["cache"],
+                    state_paths(settings),
                 )
                 old = embedder.inner
                 embedder.replace(new)
@@ -544,13 +539,11 @@ async def run_watch(
         info = embedder.info
 
         def report() -> StatusReport:
-            count, by_reason, recent = failures_from(runtime.journal)
-            return StatusReport(
-                indexed=ingestor.indexed_count,
-                pending=daemon.pending,
-                failed=count,
-                failed_by_reason=by_reason,
-                failures=recent,
+            return build_status(
+                known=ingestor.known,
+                journal=runtime.journal,
+                root=root,
+                rules=rules_for(settings),
                 usage=embedder.usage,
                 embedder={
                     "provider": info.provider,
@@ -573,7 +566,7 @@ async def run_watch(
         daemon.install_signal_handlers()
         serving: asyncio.Task[None] | None = None
         servers: list[uvicorn.Server] = []
-        daemon_file = state_paths(settings)["daemon"]
+        daemon_file = state_paths(settings).daemon
         try:
             if api:
                 service = SearchService(
@@ -591,7 +584,7 @@ async def run_watch(
                     port = settings.api.port
                     if servers and servers[-1].servers:  # a restart keeps the port it had
                         port = servers[-1].servers[0].sockets[0].getsockname()[1]
-                    server = _quiet_server(
+                    server = _ApiServer(
                         uvicorn.Config(
                             app,
                             host=settings.api.host,

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +92,8 @@ class Summary(BaseModel):
     failed: int = 0
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     pending: int = 0
+    """Files this pass left for a later one (still changing, or a passing failure); they
+    stay pending in the status sense until a pass indexes them."""
     left: int = 0
     """Files not started because a stop was asked; the next start picks them up."""
     unreadable: dict[str, str] = Field(default_factory=dict)
@@ -203,6 +205,11 @@ class Ingestor:
     def indexed_count(self) -> int:
         return len(self._known)
 
+    @property
+    def known(self) -> Mapping[str, FileState]:
+        """What the index holds, path → state, as this ingestor last read or wrote it."""
+        return self._known
+
     # -- passes ----------------------------------------------------------------------------
 
     async def reconcile(
@@ -285,16 +292,15 @@ class Ingestor:
         return out
 
     def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
-        """False (and counted) when the index already has the file, or it failed for good
-        and has not changed since."""
+        """``needs_work``, counting the files it skips in ``summary``."""
         known = self._known.get(s.rel)
+        if needs_work(known, s, failure[0] if failure is not None else None):
+            return True
         if known is not None and is_unchanged(known, s):
             summary.unchanged += 1
-            return False
-        if failure is not None and failure[0] == s.signature:
+        elif failure is not None:
             summary.fail(failure[1])
-            return False
-        return True
+        return False
 
     def _finish(self, summary: Summary, usage_before: Usage, started: float) -> Summary:
         usage = self.embedder.usage
@@ -324,7 +330,6 @@ class Ingestor:
             return
         queue: asyncio.Queue[Seen | None] = asyncio.Queue(maxsize=self._workers * 2)
         fatal: list[BaseException] = []
-        self.pending += len(todo)
 
         async def produce() -> None:
             for s in todo:
@@ -418,7 +423,8 @@ class Ingestor:
             except _Changing:
                 if attempt == 2:
                     raise
-                s = await asyncio.to_thread(seen, self.root, s.rel, self.rules) or s
+                again = await asyncio.to_thread(seen, self.root, s.rel, self.rules)
+                s = again or s
         info = self._info
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
@@ -638,6 +644,14 @@ class Ingestor:
         except (ValueError, TypeError, RecursionError) as exc:
             raise UnstorablePayload(f"the metadata cannot be stored: {exc}") from None
         return payload
+
+
+def needs_work(known: FileState | None, s: Seen, failed_signature: str | None) -> bool:
+    """Whether a file on disk is to be indexed: the index does not hold it as it is now, and
+    it did not fail for good with this same signature. The one definition of pending."""
+    if known is not None and is_unchanged(known, s):
+        return False
+    return failed_signature != s.signature
 
 
 def is_unchanged(known: FileState, s: Seen) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,23 +13,19 @@ from imgrag.connectors.embedder import Embedder
 from imgrag.connectors.errors import TransientEmbedderError
 from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.index import CollectionSpec, Index
+from imgrag.connectors.paths import StatePaths
+from imgrag.connectors.stores import open_index
 from imgrag.pipeline.candidates import Rules
 from imgrag.pipeline.config import Settings
-from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.ingest import Ingestor, Outcome
 from imgrag.pipeline.journal import Journal
 
 log = logging.getLogger("imgrag.runtime")
 
 
-def state_paths(settings: Settings) -> dict[str, Path]:
-    """Where each piece of state lives inside the state directory."""
-    state = settings.state_dir
-    return {
-        "store": state / "store",
-        "journal": state / "journal.sqlite",
-        "cache": state / "cache",
-        "daemon": state / "daemon.json",
-    }
+def state_paths(settings: Settings) -> StatePaths:
+    """Where each piece of state lives inside the configured state directory."""
+    return StatePaths.under(settings.state_dir)
 
 
 def rules_for(settings: Settings) -> Rules:
@@ -38,12 +34,6 @@ def rules_for(settings: Settings) -> Rules:
         exclude=tuple(settings.ingest.exclude),
         ignore_dirs=(settings.state_dir,),
     )
-
-
-def open_index(settings: Settings) -> Index:
-    from imgrag.connectors.stores import open_index as _open
-
-    return _open(settings.store, settings.state_dir)
 
 
 def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
@@ -59,18 +49,15 @@ def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
 
 
 async def probe(embedder: Embedder, *, wait: bool = False) -> None:
-    """Check a remote embedder answers, and learn its real dimension, before any work.
+    """Check the embedder answers, and learn its real dimension, before any work.
 
     When it does not answer: one-shot commands stop with the cause; the daemon (``wait``)
     says what it is waiting for and tries again with backoff, up to every five minutes.
     """
-    check = getattr(embedder, "probe", None)
-    if check is None:
-        return
     delay = 5.0
     while True:
         try:
-            await check()
+            await embedder.probe()
             return
         except TransientEmbedderError as exc:
             if not wait:
@@ -91,9 +78,14 @@ class Runtime:
     index: Index
     journal: Journal
 
-    def ingestor(self, root: Path, **kwargs: object) -> Ingestor:
+    def ingestor(
+        self,
+        root: Path,
+        *,
+        on_progress: Callable[[str, Outcome], None] | None = None,
+        observe_embed: Callable[[float], None] | None = None,
+    ) -> Ingestor:
         s = self.settings
-        concurrency = s.embedder.max_concurrency if s.embedder.provider == "foundry" else 1
         return Ingestor(
             root,
             embedder=self.embedder,
@@ -102,9 +94,10 @@ class Runtime:
             rules=rules_for(s),
             source=s.store.collection,
             image_format=s.embedder.image_format,
-            embed_concurrency=concurrency,
+            embed_concurrency=self.embedder.info.recommended_concurrency,
             settle_seconds=s.ingest.settle_seconds,
-            **kwargs,  # type: ignore[arg-type]
+            on_progress=on_progress,
+            observe_embed=observe_embed,
         )
 
 
@@ -113,9 +106,10 @@ async def open_checked(
 ) -> tuple[Index, Embedder]:
     """The index and the embedder, the collection checked against what the embedder really
     serves. The index is opened first, so a locked store fails before a model loads."""
-    index = open_index(settings)
+    paths = state_paths(settings)
+    index = open_index(settings.store, paths)
     try:
-        embedder = create_embedder(settings.embedder, cache_dir=state_paths(settings)["cache"])
+        embedder = create_embedder(settings.embedder, paths)
         try:
             await probe(embedder, wait=wait_for_embedder)
             index.ensure_collection(collection_spec(settings, embedder))
@@ -136,7 +130,7 @@ async def open_runtime(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     index, embedder = await open_checked(settings, wait_for_embedder=wait_for_embedder)
     try:
-        journal = Journal(state_paths(settings)["journal"])
+        journal = Journal(state_paths(settings).journal)
         try:
             yield Runtime(settings, embedder, index, journal)
         finally:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
@@ -35,3 +36,31 @@ def emulator(emulator_session: EmulatorHandle) -> Iterator[EmulatorHandle]:
         setattr(state.options, name, value)
     state.reset()
     state.accepted_tokens.clear()
+
+
+@pytest.fixture(scope="session")
+def v4_emulator_session() -> Iterator[EmulatorHandle]:
+    """One embed-v-4-0 emulator (tiny backend, key auth) for the whole run."""
+    options = EmulatorOptions(
+        port=0, api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="embed-v-4-0"
+    )
+    with running_emulator(options) as handle:
+        yield handle
+
+
+@pytest.fixture
+def v4_emulator(v4_emulator_session: EmulatorHandle) -> Iterator[EmulatorHandle]:
+    """The shared embed-v-4-0 emulator with a clean log and no pending faults."""
+    v4_emulator_session.state.reset()
+    yield v4_emulator_session
+    v4_emulator_session.state.release()
+    v4_emulator_session.state.reset()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)

@@ -30,7 +30,7 @@ def settings_for(
             api_key=SecretStr(key),
             max_attempts=2,
             max_concurrency=8,
-            **embedder,  # type: ignore[arg-type]
+            **embedder,  # type: ignore[arg-type]  # each test passes valid [embedder] keys
         ),
         store=StoreConfig(kind="edge", collection="test"),
         ingest=IngestConfig(settle_seconds=0.2, rescan_minutes=0),
@@ -50,22 +50,10 @@ class Pipeline:
     def points(self) -> dict[str, dict[str, object]]:
         """path → payload for every point in the index."""
         index = self.runtime.index
-        out = {}
-        for state in index.file_states():
-            hits = index.search(
-                index.vector_by_id(state.id) or [], limit=1, filter=_path_filter(state.path)
-            )
-            out[state.path] = hits[0].payload if hits else {}
-        return out
+        return {s.path: index.payload_by_id(s.id) or {} for s in index.file_states()}
 
     def paths(self) -> list[str]:
         return sorted(s.path for s in self.runtime.index.file_states())
-
-
-def _path_filter(path: str):  # type: ignore[no-untyped-def]
-    from qdrant_client.http import models as qm
-
-    return qm.Filter(must=[qm.FieldCondition(key="path", match=qm.MatchValue(value=path))])
 
 
 @asynccontextmanager

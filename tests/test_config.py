@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,18 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
-def test_every_shipped_profile_loads(path: Path) -> None:
+def test_every_shipped_profile_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key a shipped profile writes is what the loaded settings hold: a key renamed in
+    the code, or a value the loader drops or converts, fails here."""
+    for name in [n for n in os.environ if n.startswith("IMGRAG_")]:
+        monkeypatch.delenv(name)
+    written = tomllib.loads(path.read_text())
     settings = load_settings(path)
     assert settings.config_path == path
+    assert written, f"{path.name} sets nothing"
+    for section, values in written.items():
+        for key, value in values.items():
+            loaded = getattr(getattr(settings, section), key)
+            assert loaded == value, (
+                f"{path.name}: [{section}] {key} = {value!r} loads as {loaded!r}"
+            )

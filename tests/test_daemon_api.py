@@ -14,7 +14,7 @@ import httpx
 import pytest
 from imgrag import Retriever
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline.api import read_daemon_file
+from imgrag.pipeline.daemon_client import read_daemon_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import images_factory as f
@@ -153,7 +153,9 @@ def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
     holder = (
         "import sys; from pathlib import Path; from imgrag.connectors.config import StoreConfig; "
         "from imgrag.connectors.stores import open_index; "
-        "index = open_index(StoreConfig(), Path(sys.argv[1])); print('ready', flush=True); "
+        "from imgrag.connectors.paths import StatePaths; "
+        "index = open_index(StoreConfig(), StatePaths.under(Path(sys.argv[1]))); "
+        "print('ready', flush=True); "
         "sys.stdin.read()"
     )
     proc = subprocess.Popen(
@@ -171,9 +173,7 @@ def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
             Retriever.from_config()
         assert f"process {proc.pid}" in str(info.value)
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # closes stdin (the holder exits) and both pipes
 
 
 def test_daemon_waits_for_an_embedder_that_is_down_at_start(

@@ -70,7 +70,7 @@ def test_environment_names_are_real_settings(compose: dict[str, Any]) -> None:
             assert match, f"{name} is not an imgrag setting"
             section, key = match.group(1).lower(), match.group(2).lower()
             model = sections[section].annotation
-            assert key in model.model_fields, f"{name}: no key {key!r} in [{section}]"  # type: ignore[union-attr]
+            assert key in model.model_fields, f"{name}: no key {key!r} in [{section}]"  # type: ignore[union-attr]  # every section is a model
     config = compose["services"]["imgrag"]["environment"]["IMGRAG_CONFIG"]
     assert (REPO / config.removeprefix("/app/")).is_file()
 

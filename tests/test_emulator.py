@@ -478,7 +478,7 @@ def test_cli_prints_the_endpoint_and_serves() -> None:
         assert httpx.get(f"{endpoint}/info", params=PARAMS).status_code == 401
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # waits, and closes both pipes
 
 
 def test_local_backend_is_served_with_its_own_dimension() -> None:

@@ -13,6 +13,7 @@ import pytest
 from imgrag.connectors.config import StoreConfig
 from imgrag.connectors.errors import CollectionMismatch, StoreError
 from imgrag.connectors.index import CollectionSpec, Index, Point
+from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import EdgeIndex, QdrantIndex, open_index
 from pydantic import SecretStr
 from qdrant_client.http import models as qm
@@ -267,15 +268,17 @@ def test_calls_before_ensure_collection_fail_clearly(store: Store) -> None:
 
 
 def test_open_index_picks_the_kind(tmp_path: Path) -> None:
-    edge = open_index(StoreConfig(kind="edge"), tmp_path)
+    edge = open_index(StoreConfig(kind="edge"), StatePaths.under(tmp_path))
     try:
         assert isinstance(edge, EdgeIndex) and isinstance(edge, Index)
         assert edge.path == tmp_path / "store"
     finally:
         edge.close()
     with pytest.raises(StoreError, match="IMGRAG_STORE__URL"):
-        open_index(StoreConfig(kind="qdrant", url=""), tmp_path)
-    server = open_index(StoreConfig(kind="qdrant", url="http://127.0.0.1:6333"), tmp_path)
+        open_index(StoreConfig(kind="qdrant", url=""), StatePaths.under(tmp_path))
+    server = open_index(
+        StoreConfig(kind="qdrant", url="http://127.0.0.1:6333"), StatePaths.under(tmp_path)
+    )
     assert isinstance(server, QdrantIndex)
     server.close()
 

@@ -22,6 +22,8 @@ from imgrag.connectors.index import CollectionSpec, Point
 from imgrag.connectors.stores import EdgeIndex
 from qdrant_client.http import models as qm
 
+from tests.conftest import wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 32
 SPEC = CollectionSpec(name="images", model="crash-model", dimension=DIM)
@@ -107,6 +109,9 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, children: list) -> None:
@@ -204,11 +209,11 @@ def test_background_build_replays_writes_made_during_it(tmp_path: Path) -> None:
         index.upsert(first)
         assert index.status().indexed == 0
         assert index.request_index_build()
-        # The child needs far longer than this to start, so these land during the build.
-        assert index.status().building
         late = _points(rng, range(2_000, 2_050), dim)
         index.upsert(late)
         index.delete_ids([p.id for p in first[:30]])
+        # Still building after the writes returned: they landed during the build.
+        assert index.status().building
         assert index.wait_for_build(timeout=60)
         status = index.status()
         assert status.builds == 1 and status.last_error is None
@@ -236,7 +241,10 @@ def test_threshold_starts_a_build_without_being_asked(tmp_path: Path) -> None:
     try:
         index.ensure_collection(CollectionSpec(name="images", model="m", dimension=64))
         index.upsert(_points(rng, range(900), 64))
-        assert not index.wait_for_builds(1, timeout=2.5)  # below the threshold: no build
+        # Wait until the maintenance thread has looked at these points, then check it
+        # decided against a build: below the threshold.
+        wait_until(lambda: index.threshold_checks >= 1, timeout=30, what="a threshold check")
+        assert index.status().builds == 0 and not index.status().building
         index.upsert(_points(rng, range(900, 1_300), 64))
         assert index.wait_for_builds(1, timeout=60)
         assert index.status().indexed >= 1_000

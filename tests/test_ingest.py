@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
+from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.errors import CollectionMismatch, CredentialError
 from imgrag.pipeline.ingest import FatalError
 from imgrag.pipeline.runtime import open_runtime
-from pydantic import SecretStr
 
 from tests import images_factory as f
-from tests.conftest import EMULATOR_KEY
 from tests.ingest_harness import pipeline, settings_for
 
 
@@ -205,15 +202,6 @@ async def test_a_key_revoked_mid_run_stops_the_run(
         with pytest.raises(FatalError, match="AZURE_INFERENCE_CREDENTIAL"):
             await p.ingestor.reconcile()
         assert p.runtime.journal.count() == 0  # files are not blamed for a bad key
-
-
-@pytest.fixture(scope="module")
-def v4_emulator() -> Iterator[EmulatorHandle]:
-    options = EmulatorOptions(
-        port=0, api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="embed-v-4-0"
-    )
-    with running_emulator(options) as handle:
-        yield handle
 
 
 async def test_collection_made_by_another_model_is_refused(

@@ -9,11 +9,10 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from imgrag import AsyncRetriever, Retriever
+from imgrag import AsyncRetriever, QueryError, Retriever
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
-from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
+from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline.config import IngestConfig, Settings
-from imgrag.pipeline.retrieval import QueryError
 from imgrag.pipeline.runtime import open_runtime
 from PIL import Image, ImageOps
 from pydantic import SecretStr
@@ -109,15 +108,6 @@ def test_filters_unique_and_similar(retriever: Retriever) -> None:
 # -- query modes reach the service with input_type=query -------------------------------------
 
 
-@pytest.fixture(scope="module")
-def v4_emulator() -> Iterator[EmulatorHandle]:
-    options = EmulatorOptions(
-        port=0, api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="embed-v-4-0"
-    )
-    with running_emulator(options) as handle:
-        yield handle
-
-
 def foundry_settings(tmp_path: Path, handle: EmulatorHandle, model: str) -> Settings:
     return Settings(
         state_dir=tmp_path / "state",
@@ -171,21 +161,26 @@ async def test_image_text_query_refused_by_a_model_without_it(
 
 
 async def test_query_images_are_prepared_like_documents(tmp_path: Path) -> None:
-    from imgrag.connectors.embedder import ImageInput, InputType
+    from collections.abc import Sequence
+
+    from imgrag.connectors.embedder import Embedding, ImageInput, InputType
     from imgrag.connectors.tiny import TinyEmbedder
     from imgrag.pipeline.retrieval import SearchService
 
     seen: list[ImageInput] = []
 
     class Recording(TinyEmbedder):
-        async def embed_images(self, items, input_type: InputType):  # type: ignore[no-untyped-def]
+        async def embed_images(
+            self, items: Sequence[ImageInput], input_type: InputType
+        ) -> list[Embedding]:
             seen.extend(items)
             return await super().embed_images(items, input_type)
 
     embedder = Recording(16)
-    service = SearchService(embedder, index=None, source="s", image_format="jpeg")  # type: ignore[arg-type]
+    # No index: only the query's embedding is under test.
+    service = SearchService(embedder, index=None, source="s", image_format="jpeg")  # type: ignore[arg-type]  # no index needed
     query = f.save(f.big_noisy_photo((3000, 2000)), tmp_path / "q.png", "PNG")
-    await service.query_vector(None, query)
+    await service._vector(None, query.read_bytes())
     sent = seen[0]
     assert sent.mime == "image/jpeg"  # the configured [embedder] image_format
     with Image.open(io.BytesIO(sent.data)) as img:

@@ -54,10 +54,6 @@ class RandomFaults:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
-    def reseed(self, seed: int) -> None:
-        with self._lock:
-            self._rng.seed(seed)
-
     def failure(self, rate: float) -> int | None:
         """500 or 503 with probability ``rate``, else None."""
         if rate <= 0:

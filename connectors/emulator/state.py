@@ -166,12 +166,6 @@ class EmulatorState:
             if not self._cond.wait_for(lambda: predicate(self), timeout):
                 raise TimeoutError(f"emulator state did not reach the condition in {timeout}s")
 
-    async def until(
-        self, predicate: Callable[[EmulatorState], bool], timeout: float = 10.0
-    ) -> None:
-        """``wait_for`` for async tests: waits without blocking the caller's event loop."""
-        await asyncio.to_thread(self.wait_for, predicate, timeout)
-
     def notify(self) -> None:
         with self._cond:
             self._cond.notify_all()

@@ -76,7 +76,6 @@ class EntraAuth:
         self._token: SecretStr | None = None
         self._expires_on = 0.0
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     def __repr__(self) -> str:
         return f"EntraAuth(scope={self._scope!r})"
@@ -97,7 +96,6 @@ class EntraAuth:
             ) from None
         self._token = SecretStr(result.token)
         self._expires_on = float(result.expires_on)
-        self.fetches += 1
 
     async def headers(self) -> dict[str, str]:
         async with self._lock:

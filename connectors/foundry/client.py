@@ -209,6 +209,7 @@ class FoundryEmbedder:
             and (facts.supports_image_text if facts else True),
             tokens_per_image=self._tokens_per_image,
             max_image_bytes=facts.max_image_bytes if facts else 5 * 1024 * 1024,
+            recommended_concurrency=self.config.max_concurrency,
         )
 
     @property

@@ -11,9 +11,9 @@ from pathlib import Path
 
 
 def default_cache_dir() -> Path:
-    """``$IMGRAG_STATE_DIR/cache``, else ``./.imgrag/cache``."""
-    state = os.environ.get("IMGRAG_STATE_DIR")
-    return (Path(state) if state else Path(".imgrag")) / "cache"
+    """``./.imgrag/cache``: used only when no cache folder is given (the pipeline always
+    passes its ``StatePaths.cache``)."""
+    return Path(".imgrag") / "cache"
 
 
 def dist_version(dist: str) -> str:

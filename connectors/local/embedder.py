@@ -147,6 +147,10 @@ class LocalEmbedder:
         with self._usage_lock:
             return self._usage.model_copy()
 
+    async def probe(self) -> EmbedderInfo:
+        """Nothing to check: the model loaded in the constructor."""
+        return self._info
+
     @property
     def recipe(self) -> ConseRecipe:
         """The ConSE recipe in use."""

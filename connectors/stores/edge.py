@@ -140,12 +140,14 @@ class EdgeIndex:
         self._unreserved = False
         self._retry_flush_after = 0.0
         self._build: _Build | None = None
-        self._build_requested = False
         self._retry_build_after = 0.0
         self._last_write = 0.0
         self._last_flush = time.monotonic()
         self._unflushed = False
         self._unchecked = False
+        self.threshold_checks = 0
+        """How many times the maintenance thread has compared the unindexed points with the
+        threshold (and started a build when they reached it)."""
         # Points a finished build left outside any graph; a new build needs threshold more.
         self._baseline_unindexed = 0
         self._builds = 0
@@ -161,6 +163,19 @@ class EdgeIndex:
         return f"EdgeIndex(path={str(self.path)!r}, collection={name!r})"
 
     # --- collection ------------------------------------------------------------------
+
+    def recorded_spec(self, name: str) -> CollectionSpec | None:
+        """What collection ``name`` was made for, or None when it does not exist yet."""
+        try:
+            text = (self.path / name / RECORD_FILE).read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path / name / RECORD_FILE}: {exc}") from None
+        try:
+            return CollectionRecord.model_validate_json(text).spec(name)
+        except ValueError as exc:
+            raise StoreError(f"cannot read {self.path / name / RECORD_FILE}: {exc}") from None
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         """Open (or create) the collection for ``spec``; CollectionMismatch if made for another."""
@@ -525,6 +540,15 @@ class EdgeIndex:
         records = self._read("retrieve", lambda s: s.retrieve([point_id], False, True))
         return _vector(records[0].vector) if records else None
 
+    def payload_by_id(self, point_id: str) -> dict[str, Any] | None:
+        """The stored payload of a point, or None when it does not exist."""
+        try:
+            uuid.UUID(point_id)
+        except ValueError:
+            return None
+        records = self._read("retrieve", lambda s: s.retrieve([point_id], True, False))
+        return dict(records[0].payload or {}) if records else None
+
     def count(self, filter: qm.Filter | None = None) -> int:
         """Exact number of points (matching ``filter``)."""
         request = qe.CountRequest(exact=True, filter=to_edge_filter(filter))
@@ -681,6 +705,7 @@ class EdgeIndex:
             with self._write_lock:
                 if self._build is None:
                     self._start_build()
+        self.threshold_checks += 1
 
     def _start_build(self) -> None:
         """Flush, copy the live shard, start the child that builds its graphs (write lock held)."""

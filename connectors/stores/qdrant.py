@@ -126,6 +126,15 @@ class QdrantIndex:
 
     # --- collection ------------------------------------------------------------------
 
+    def recorded_spec(self, name: str) -> CollectionSpec | None:
+        """What collection ``name`` was made for, or None when it does not exist (or was
+        made by something other than imgrag, so it carries no record)."""
+        if not self._call("collection lookup", lambda: self._client.collection_exists(name)):
+            return None
+        info = self._call("collection info", lambda: self._client.get_collection(name))
+        stored = (info.config.metadata or {}).get(COLLECTION_METADATA_KEY)
+        return CollectionRecord.model_validate(stored).spec(name) if stored is not None else None
+
     def ensure_collection(self, spec: CollectionSpec) -> None:
         """Create the collection for ``spec`` or check that it was made for the same model."""
         name = spec.name
@@ -313,6 +322,21 @@ class QdrantIndex:
         )
         return _vector(records[0].vector) if records else None
 
+    def payload_by_id(self, point_id: str) -> dict[str, Any] | None:
+        """The stored payload of a point, or None when it does not exist."""
+        name = self._require()
+        try:
+            uuid.UUID(point_id)
+        except ValueError:
+            return None
+        records = self._call(
+            "retrieve",
+            lambda: self._client.retrieve(
+                name, ids=[point_id], with_payload=True, with_vectors=False
+            ),
+        )
+        return dict(records[0].payload or {}) if records else None
+
     def count(self, filter: qm.Filter | None = None) -> int:
         """Exact number of points (matching ``filter``)."""
         name = self._require()
@@ -386,7 +410,7 @@ def _classify(exc: BaseException) -> tuple[bool, str]:
     try:
         import grpc
     except ImportError:  # pragma: no cover - grpcio comes with qdrant-client
-        grpc = None  # type: ignore[assignment]
+        grpc = None  # type: ignore[assignment]  # a module name bound to None as the fallback
     if grpc is not None and isinstance(exc, grpc.RpcError):
         code = exc.code() if hasattr(exc, "code") else None
         transient_codes = {

@@ -56,6 +56,16 @@ class CollectionRecord(BaseModel):
             provider=spec.provider,
         )
 
+    def spec(self, name: str) -> CollectionSpec:
+        """The spec this record was written for, under collection ``name``."""
+        return CollectionSpec(
+            name=name,
+            model=self.model,
+            dimension=self.dimension,
+            input_type=self.input_type,
+            provider=self.provider,
+        )
+
     def describe(self) -> str:
         provider = f"{self.provider}:" if self.provider else ""
         return f"{provider}{self.model} ({self.dimension} dims, {self.input_type})"
