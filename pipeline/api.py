@@ -9,6 +9,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from imgrag.pipeline.filters import FilterError
 from imgrag.pipeline.metrics import Metrics

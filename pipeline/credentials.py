@@ -43,11 +43,9 @@ class RenewableEmbedder:
     async def embed_texts(self, texts: Sequence[str], input_type: InputType) -> list[Embedding]:
         return await self.inner.embed_texts(texts, input_type)
 
-    async def probe(self) -> None:
-        """One tiny request through the current embedder (raises what the service says)."""
-        check = getattr(self.inner, "probe", None)
-        if check is not None:
-            await check()
+    async def probe(self) -> EmbedderInfo:
+        """Check the current embedder answers (raises what the service says)."""
+        return await self.inner.probe()
 
     def replace(self, fresh: Embedder) -> None:
         """Use ``fresh`` from now on; the previous one is closed by ``aclose``."""

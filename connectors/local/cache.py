@@ -50,7 +50,7 @@ def remove_stale(current: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
     """Let ``write`` fill a temporary file next to ``target``, then rename it into place.
 
     Readers never see a half-written file and two processes racing write the same bytes,

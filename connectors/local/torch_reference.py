@@ -37,7 +37,7 @@ def load_eager_minilm() -> Any:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
     # local_files_only: never a hub lookup, without touching the process environment.
     model = AutoModel.from_pretrained(
         str(model_dir()), local_files_only=True, attn_implementation="eager"
