@@ -7,6 +7,7 @@ most network-prone) start is the one proven offline and torch-free.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -222,14 +223,16 @@ async def test_the_factory_announces_the_first_start_on_stderr(
 ) -> None:
     from imgrag.connectors.config import EmbedderConfig
     from imgrag.connectors.factory import create_embedder
+    from imgrag.connectors.paths import StatePaths
 
     shutil.copytree(local.cache_dir / "local", tmp_path / "local")
     (bank,) = (tmp_path / "local").glob("prompt-bank-*.npz")
     bank.unlink()  # the cheapest part to redo, and still a first start
     config = EmbedderConfig(provider="local")
-    await create_embedder(config, cache_dir=tmp_path).aclose()
+    paths = dataclasses.replace(StatePaths.under(tmp_path / "state"), cache=tmp_path)
+    await create_embedder(config, paths).aclose()
     first = capsys.readouterr()
-    await create_embedder(config, cache_dir=tmp_path).aclose()
+    await create_embedder(config, paths).aclose()
     second = capsys.readouterr()
 
     assert first.err == PREPARING_MESSAGE + "\n" and first.out == ""
