@@ -113,9 +113,16 @@ def seen(root: Path, rel: str, rules: Rules) -> Seen | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     stats: dict[str, os.stat_result] = {}
+    real_root = _real(root)
     for suffix in _SIDECAR_SUFFIXES:
+        sidecar = path.with_suffix(suffix)
         with contextlib.suppress(OSError, ValueError):
-            stats[path.stem + suffix] = path.with_suffix(suffix).stat()
+            # The same sidecars walk() counts: regular files whose real path is inside the
+            # root. Otherwise a FIFO or a link out of the root would give this file another
+            # signature here than in a walk, and it would look changed on every pass.
+            sidecar_st = sidecar.stat()
+            if stat.S_ISREG(sidecar_st.st_mode) and _inside(sidecar, real_root):
+                stats[path.stem + suffix] = sidecar_st
     return Seen(
         rel,
         st.st_size,

@@ -178,6 +178,7 @@ class Ingestor:
         self._known: dict[str, FileState] = {}
         self._loaded = False
         self.pending = 0
+        """Files handed to the current pass and not finished yet."""
         self.stopping = False
         self.left = 0
         """Files skipped because a stop was asked (left for the next start)."""
@@ -330,6 +331,7 @@ class Ingestor:
             return
         queue: asyncio.Queue[Seen | None] = asyncio.Queue(maxsize=self._workers * 2)
         fatal: list[BaseException] = []
+        self.pending += len(todo)  # files of this pass not finished yet (what a stop leaves)
 
         async def produce() -> None:
             for s in todo:

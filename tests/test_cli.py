@@ -16,9 +16,7 @@ from imgrag.pipeline.daemon_client import DaemonInfo, write_daemon_file
 from typer.testing import CliRunner, Result
 
 from tests import images_factory as f
-from tests.conftest import EMULATOR_KEY
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.test_cli_ingest import cli_settings
 
 
 @pytest.fixture
@@ -26,16 +24,7 @@ def env(tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatc
     """Settings for the shared emulator and a fresh state directory; returns the folder."""
     for name in [n for n in os.environ if n.startswith("IMGRAG_")]:
         monkeypatch.delenv(name)
-    values = {
-        "IMGRAG_CONFIG": str(REPO / "configs" / "default.toml"),
-        "IMGRAG_STATE_DIR": str(tmp_path / "state"),
-        "IMGRAG_EMBEDDER__PROVIDER": "foundry",
-        "IMGRAG_EMBEDDER__ENDPOINT": emulator.url,
-        "IMGRAG_EMBEDDER__MAX_ATTEMPTS": "2",
-        "IMGRAG_INGEST__SETTLE_SECONDS": "0",
-        "IMGRAG_STORE__COLLECTION": "cli",
-        "AZURE_INFERENCE_CREDENTIAL": EMULATOR_KEY,
-    }
+    values = cli_settings(tmp_path, emulator)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     root = tmp_path / "inbox"

@@ -18,9 +18,9 @@ from tests.conftest import EMULATOR_KEY
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cli_env(tmp_path: Path, emulator: EmulatorHandle, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
+def cli_settings(tmp_path: Path, emulator: EmulatorHandle) -> dict[str, str]:
+    """The environment variables that point imgrag at the emulator and a fresh state dir."""
+    return {
         "IMGRAG_CONFIG": str(REPO / "configs" / "default.toml"),
         "IMGRAG_STATE_DIR": str(tmp_path / "state"),
         "IMGRAG_EMBEDDER__PROVIDER": "foundry",
@@ -30,8 +30,11 @@ def cli_env(tmp_path: Path, emulator: EmulatorHandle, **extra: str) -> dict[str,
         "IMGRAG_STORE__COLLECTION": "cli",
         "AZURE_INFERENCE_CREDENTIAL": EMULATOR_KEY,
     }
-    env.update(extra)
-    return env
+
+
+def cli_env(tmp_path: Path, emulator: EmulatorHandle, **extra: str) -> dict[str, str]:
+    """This process's environment with ``cli_settings`` and ``extra`` applied."""
+    return {**os.environ, **cli_settings(tmp_path, emulator), **extra}
 
 
 def imgrag(

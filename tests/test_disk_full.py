@@ -227,3 +227,6 @@ def test_store_refuses_writes_on_a_full_disk_and_resumes_without_reopening(
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -221,7 +221,7 @@ def test_mode_1_png_with_trns_is_normalized(tmp_path: Path) -> None:
     raw = h.mode1_png_with_trns(tmp_path / "bw.png").read_bytes()
     out = assert_normalized(raw, (32, 24))
     assert out.mode == "RGBA"
-    alphas = set(out.getchannel("A").getdata())
+    alphas = set(out.getchannel("A").tobytes())
     assert alphas == {0, 255}  # black became transparent, white stayed
 
 

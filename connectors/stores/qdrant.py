@@ -309,33 +309,29 @@ class QdrantIndex:
 
     def vector_by_id(self, point_id: str) -> list[float] | None:
         """The stored vector of a point, or None when it does not exist."""
-        name = self._require()
-        try:
-            uuid.UUID(point_id)
-        except ValueError:
-            return None
-        records = self._call(
-            "retrieve",
-            lambda: self._client.retrieve(
-                name, ids=[point_id], with_payload=False, with_vectors=True
-            ),
-        )
-        return _vector(records[0].vector) if records else None
+        record = self._retrieve_one(point_id, with_vectors=True)
+        return _vector(record.vector) if record is not None else None
 
     def payload_by_id(self, point_id: str) -> dict[str, Any] | None:
         """The stored payload of a point, or None when it does not exist."""
+        record = self._retrieve_one(point_id, with_payload=True)
+        return dict(record.payload or {}) if record is not None else None
+
+    def _retrieve_one(
+        self, point_id: str, *, with_payload: bool = False, with_vectors: bool = False
+    ) -> qm.Record | None:
         name = self._require()
         try:
             uuid.UUID(point_id)
         except ValueError:
-            return None
+            return None  # not an id this index could hold
         records = self._call(
             "retrieve",
             lambda: self._client.retrieve(
-                name, ids=[point_id], with_payload=True, with_vectors=False
+                name, ids=[point_id], with_payload=with_payload, with_vectors=with_vectors
             ),
         )
-        return dict(records[0].payload or {}) if records else None
+        return records[0] if records else None
 
     def count(self, filter: qm.Filter | None = None) -> int:
         """Exact number of points (matching ``filter``)."""
