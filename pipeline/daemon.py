@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
-from imgrag.connectors.errors import CredentialError, EmbedderError, StoreError
+from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
 from imgrag.pipeline.api import create_api
 from imgrag.pipeline.candidates import walk
 from imgrag.pipeline.config import Settings, load_settings
@@ -243,6 +243,9 @@ class Daemon:
                 return None
             except (FatalError, CredentialError) as exc:
                 cause = cause_of(exc) if isinstance(exc, FatalError) else exc
+                if isinstance(cause, DiskFull):  # run-level for `ingest`; a pause for the daemon
+                    self._block("store", f"the store cannot write ({cause})")
+                    return None
                 if not isinstance(cause, CredentialError):
                     raise
                 self._block("credential", f"the service refuses the key ({cause})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -230,3 +231,50 @@ def test_store_refuses_writes_on_a_full_disk_and_resumes_without_reopening(
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_the_daemon_pauses_on_a_full_disk_and_resumes_when_space_is_back(
+    tmp_path: Path, small_disk: Path, emulator: EmulatorHandle
+) -> None:
+    """A full disk under the state directory pauses the daemon (health says why) instead of
+    killing it; once space is back it indexes what arrived meanwhile, losing nothing."""
+    from tests.test_daemon_api import spawn_watch, status_of, wait_for
+    from tests.test_daemon_stop import health_of, started
+
+    root = tmp_path / "inbox"
+    make_folder(root, 4)
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0")
+    log = tmp_path / "watch.log"
+    proc = spawn_watch(root, env, log)
+    try:
+        info = started(proc, small_disk / "daemon.json", log)
+        wait_for(lambda: (status_of(info.url) or {}).get("indexed") == 4, what="the backfill")
+        filler = fill(small_disk, leave=64 * 1024)
+        for i in range(3):
+            f.save(f.photo(100 + i, (48, 32)), root / f"late{i}.png", "PNG")
+        wait_for(
+            lambda: (health_of(info.url) or {}).get("status") == "degraded",
+            timeout=120,
+            what="health to say degraded",
+        )
+        health = health_of(info.url) or {}
+        assert any("space" in str(p) or "store" in str(p) for p in health["problems"]), health
+        assert proc.poll() is None, log.read_text()
+        filler.unlink()
+        wait_for(
+            lambda: (status_of(info.url) or {}).get("indexed") == 7,
+            timeout=180,
+            what="the files that arrived on a full disk to be indexed",
+        )
+        wait_for(
+            lambda: (health_of(info.url) or {}).get("status") == "ok",
+            timeout=120,
+            what="health to be ok again",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text()
