@@ -17,10 +17,11 @@ import pytest
 from imgrag.connectors.config import DeploymentConfig, EmbedderConfig
 from imgrag.connectors.embedder import Embedding
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from imgrag.connectors.errors import EmbedderError
+from imgrag.connectors.errors import ConnectorError, EmbedderError
 from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.foundry import FoundryEmbedder, FoundryPool
 from imgrag.connectors.paths import StatePaths
+from imgrag.pipeline.config import ConfigError, load_settings
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.status import StatusReport, deployment_lines
 from pydantic import SecretStr
@@ -236,3 +237,39 @@ async def test_status_and_metrics_show_each_deployment(stack: ExitStack) -> None
     assert abs(sum(shares) - 1) < 0.01 and all(s > 0 for s in shares)
     lines = deployment_lines(usage)
     assert len(lines) == 2 and "d1" in lines[1] and "1 throttled" in lines[1]
+
+
+def test_the_pool_is_read_from_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's layout parses; an unknown key in an entry is one line naming it."""
+    monkeypatch.delenv("AZURE_INFERENCE_ENDPOINT", raising=False)
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        '[embedder]\nprovider = "foundry"\nmodel = "cohere-embed"\n'
+        '[[embedder.deployments]]\nname = "east"\n'
+        'endpoint = "https://a.services.ai.azure.com/models"\n'
+        'api_key_env = "KEY_EAST"\nrequests_per_minute = 400\n'
+        '[[embedder.deployments]]\nname = "west"\n'
+        'endpoint = "https://b.services.ai.azure.com"\nauth = "entra"\nmax_concurrency = 12\n'
+    )
+    embedder = load_settings(path).embedder
+    assert [d.name for d in embedder.deployments] == ["east", "west"]
+    assert embedder.deployments[0].requests_per_minute == 400
+    assert embedder.deployments[1].auth == "entra"
+    path.write_text(
+        '[embedder]\nprovider = "foundry"\n[[embedder.deployments]]\n'
+        'endpoint = "https://a.services.ai.azure.com"\nrpm = 400\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "rpm" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POOL_KEY_NOWHERE", raising=False)
+    entry = DeploymentConfig(name="east", endpoint="http://127.0.0.1:9/models")
+    entry.api_key_env = "POOL_KEY_NOWHERE"
+    config = EmbedderConfig(provider="foundry", deployments=[entry])
+    with pytest.raises(ConnectorError) as caught:
+        FoundryPool(config)
+    said = str(caught.value)
+    assert "east" in said and "POOL_KEY_NOWHERE" in said and "\n" not in said
