@@ -1,10 +1,10 @@
 """One image the service rejects must not fail the other files of its request.
 
-embed-v-4-0 takes up to 96 images per request (Foundry model catalog, Cohere Embed v4:
-"up to 96 images per call"), and the service answers a bad image with a nested 422
-``{"error": {"code": "Invalid input", ...}}`` for the whole request (quoted in the
-azure-ai-inference issue threads). The ingester then embeds that batch image by image so
-only the bad file is journaled as rejected.
+embed-v-4-0 takes up to 96 images per request and answers a bad image with one 422
+``{"error": {"code": "Invalid input", ...}}`` for the whole request (the nested shape the
+emulator reproduces after tests/test_foundry_contract.py's sources: the Cohere embed docs
+in cohere-ai/cohere-developer-experience#375 and the Model Inference REST reference). The
+ingester then embeds that batch image by image so only the bad file is journaled.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The deployment pool over real HTTP against several emulators, each with its own quota.
 
-The service enforces a deployment's requests-per-minute over 1 s and 10 s windows
-(Azure OpenAI / Foundry quota docs: "rate limits are evaluated over short periods, 1 or 10
-seconds"); each emulator here does the same, so a pool that sends one deployment more than
+The service enforces a deployment's requests-per-minute over short windows: Microsoft's
+quota how-to (learn.microsoft.com/azure/ai-services/openai/how-to/quota) gives the example
+of a 600-RPM deployment throttled when more than 10 requests arrive in one 1-second period,
+and a Microsoft answer on Q&A (learn.microsoft.com/answers/questions/1336515) names 1 or 10
+seconds. Each emulator here does the same, so a pool that sends one deployment more than
 its share is throttled and the test sees it.
 """
 
