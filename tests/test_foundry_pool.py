@@ -275,3 +275,30 @@ def test_a_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
         FoundryPool(config)
     said = str(caught.value)
     assert "east" in said and "POOL_KEY_NOWHERE" in said and "\n" not in said
+
+
+async def test_a_deployment_down_at_start_must_serve_the_pools_model(stack: ExitStack) -> None:
+    """Down at start, a deployment is probed when it comes up; serving another model than
+    the pool (its /info says so), it stays out and says why, and no work goes there."""
+    keep = start(stack, deployments=["embedder"])
+    gone = ExitStack()
+    port = start(gone).port
+    await asyncio.to_thread(gone.close)  # nothing listens there at start
+    config = pool_config([keep, keep], [1200, 1200], model="embedder")
+    config.deployments[1].endpoint = f"http://127.0.0.1:{port}/models"
+    pool = FoundryPool(config)
+    try:
+        await pool.probe()
+        assert not pool.usage.deployments[1].healthy
+        other = start(stack, port=port, model="embed-v-4-0", deployments=["embedder"])
+        member = pool.members[1]
+
+        def probed() -> bool:
+            return "embed-v-4-0" in member.last_error and member.probing is None
+
+        await send_until(pool, probed, "a probe of the restarted deployment")
+        await asyncio.gather(*(pool.embed_images(images(1), "document") for _ in range(10)))
+        assert not pool.usage.deployments[1].healthy
+        assert served(other) <= 1  # at most the probe's own embedding
+    finally:
+        await pool.aclose()

@@ -325,16 +325,19 @@ class FoundryPool:
         """One tiny embedding; back in service if it succeeds with the pool's dimension."""
         try:
             if not member.sender.family and not member.sender.config.family:
-                await member.sender.probe()  # it was down at start: learn what it serves
-            out = await member.sender.embed_images([ImageInput(_PROBE_PNG)], "document")
+                # Down at start: learn what it serves (GET /info and one tiny embedding).
+                dimension = (await member.sender.probe()).dimension
+            else:
+                out = await member.sender.embed_images([ImageInput(_PROBE_PNG)], "document")
+                dimension = len(out[0].vector)
             if self._family and member.sender.family and member.sender.family != self._family:
                 raise EmbedderError(
                     f"{member.name} serves {member.sender.family}, the pool {self._family}; "
                     "check that deployment's model"
                 )
-            if self._dimension and len(out[0].vector) != self._dimension:
+            if self._dimension and dimension != self._dimension:
                 raise EmbedderError(
-                    f"{member.name} now serves {len(out[0].vector)} dimensions, the pool "
+                    f"{member.name} now serves {dimension} dimensions, the pool "
                     f"{self._dimension}; check that deployment's model"
                 )
         except Exception as exc:  # any failure keeps it out, with a longer wait
@@ -342,6 +345,8 @@ class FoundryPool:
             member.last_error = " ".join(str(exc).split())
             member.backoff = min(member.backoff * 2, MAX_BACKOFF)
             member.retry_at = self._clock() + member.backoff
+            if not isinstance(exc, _NOT_SERVING):  # it answers, but not as the pool needs
+                log.error("deployment %s kept out of service: %s", member.name, member.last_error)
         else:
             member.healthy = True
             log.warning("deployment %s is back in service", member.name)
