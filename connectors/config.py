@@ -15,6 +15,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DeploymentConfig(_Section):
+    """One ``[[embedder.deployments]]`` entry: a deployment of the same model, with its own
+    endpoint, credential and quota. Unset fields take the ``[embedder]`` section's value."""
+
+    name: str = ""
+    """A label for status and metrics; empty = ``<host>/<model>``."""
+    endpoint: str
+    model: str = ""
+    """The deployment name sent as ``model``; empty = ``[embedder] model``."""
+    endpoint_kind: Literal["auto", "foundry", "serverless", "managed"] | None = None
+    auth: Literal["key", "entra"] | None = None
+    api_key_env: str = ""
+    """The environment variable holding this deployment's key (auth = "key"); empty =
+    ``AZURE_INFERENCE_CREDENTIAL``, the section's key."""
+    entra_scope: str | None = None
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    tokens_per_minute: int | None = Field(default=None, ge=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+
+
 class EmbedderConfig(_Section):
     """``[embedder]``: which model embeds, where it runs, and how fast it may be called."""
 
@@ -49,6 +69,9 @@ class EmbedderConfig(_Section):
     throttle_budget_seconds: float = Field(default=600.0, gt=0)
     """How long one request keeps waiting out 429s before it is reported as unavailable."""
     timeout_seconds: float = Field(default=60.0, gt=0)
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    """Several deployments of the same model used as one pool (``[[embedder.deployments]]``);
+    empty = the single ``endpoint`` above."""
 
 
 class StoreConfig(_Section):

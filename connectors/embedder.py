@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 InputType = Literal["document", "query", "text"]
 
@@ -50,6 +50,21 @@ class Embedding:
     """Whether the caption of an image+text pair was part of the embedding."""
 
 
+class DeploymentUsage(BaseModel):
+    """One deployment of a pool: its counters, whether it is in service, its share."""
+
+    name: str
+    endpoint: str
+    requests: int = 0
+    images: int = 0
+    throttled: int = 0
+    failures: int = 0
+    """Requests that failed there and went to another deployment (5xx, timeouts, refusals)."""
+    healthy: bool = True
+    share: float = 0.0
+    """Fraction of the pool's embedded inputs this deployment served."""
+
+
 class Usage(BaseModel):
     """Counters since the embedder was created. ``Embedder.usage`` returns a snapshot."""
 
@@ -59,6 +74,8 @@ class Usage(BaseModel):
     tokens: int = 0
     retries: int = 0
     throttled: int = 0
+    deployments: list[DeploymentUsage] = Field(default_factory=list)
+    """Per deployment when the embedder is a pool of several; empty otherwise."""
 
 
 @runtime_checkable

@@ -13,9 +13,10 @@ def create_embedder(config: EmbedderConfig, paths: StatePaths) -> Embedder:
     """The embedder named by ``[embedder] provider``; the local model caches under
     ``paths.cache``."""
     if config.provider == "foundry":
-        from imgrag.connectors.foundry import FoundryEmbedder
+        from imgrag.connectors.foundry import FoundryEmbedder, FoundryPool
 
-        return FoundryEmbedder(config)
+        # One endpoint keeps the single sender; [[embedder.deployments]] makes a pool.
+        return FoundryPool(config) if config.deployments else FoundryEmbedder(config)
     from imgrag.connectors.local import load_local_embedder
 
     return load_local_embedder(paths.cache, notify=_say)

@@ -10,13 +10,24 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class ItemFailed:
+    """A handler's result for one item that failed alone: its waiter gets ``error``, the
+    others in the batch their own results."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class Batcher(Generic[T, R]):
     """Collects items until ``max_items`` or ``linger`` seconds, then runs ``handler`` on the
-    batch; at most ``max_in_flight`` batches run at once."""
+    batch; at most ``max_in_flight`` batches run at once. An exception from the handler
+    reaches every item of the batch; an ``ItemFailed`` result reaches only its own."""
 
     def __init__(
         self,
-        handler: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        handler: Callable[[Sequence[T]], Awaitable[Sequence[R | ItemFailed]]],
         *,
         max_items: int,
         linger: float,
@@ -62,7 +73,11 @@ class Batcher(Generic[T, R]):
                     raise
                 return
             for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
+                if fut.done():
+                    continue
+                if isinstance(result, ItemFailed):
+                    fut.set_exception(result.error)
+                else:
                     fut.set_result(result)
 
     async def flush(self) -> None:

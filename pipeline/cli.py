@@ -450,6 +450,7 @@ def status_command(
 ) -> None:
     """What is indexed, pending and failed, and why. Never calls the embedder."""
     from imgrag.pipeline.names import printable
+    from imgrag.pipeline.status import deployment_lines
 
     settings = settings_from(ctx)
     report, where = _guarded(lambda: asyncio.run(_status(settings, directory)))
@@ -478,6 +479,8 @@ def status_command(
             f"usage: {u.requests} requests, {u.images} images, {u.tokens} tokens, "
             f"{u.retries} retries, {u.throttled} throttled"
         )
+        for line in deployment_lines(u):
+            typer.echo(printable(line))
 
 
 async def _status(settings: Settings, directory: Path | None) -> tuple[StatusReport, str]:

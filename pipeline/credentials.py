@@ -55,13 +55,13 @@ class RenewableEmbedder:
 
     @staticmethod
     def _sum(a: Usage, b: Usage) -> Usage:
-        return a.model_copy(
-            update={
-                n: getattr(a, n) + getattr(b, n)
-                for n in Usage.model_fields
-                if isinstance(getattr(b, n), int | float)
-            }
-        )
+        summed: dict[str, object] = {
+            n: getattr(a, n) + getattr(b, n)
+            for n in Usage.model_fields
+            if isinstance(getattr(b, n), int | float)
+        }
+        summed["deployments"] = b.deployments  # a pool's live view, not a sum
+        return a.model_copy(update=summed)
 
     async def aclose(self) -> None:
         """Close the embedders this wrapper made (the first one belongs to its opener)."""

@@ -37,7 +37,7 @@ from imgrag.connectors.errors import (
     StoreLocked,
 )
 from imgrag.connectors.index import FileState, Index, Point
-from imgrag.pipeline.batching import Batcher
+from imgrag.pipeline.batching import Batcher, ItemFailed
 from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
@@ -549,10 +549,29 @@ class Ingestor:
         if len(self._vectors) > _VECTOR_CACHE:
             self._vectors.popitem(last=False)
 
-    async def _embed_batch(self, items: Sequence[ImageInput]) -> list[Embedding]:
+    async def _embed_batch(self, items: Sequence[ImageInput]) -> list[Embedding | ItemFailed]:
+        """Embed a batch in one request. When the service rejects the request (one bad image
+        of several is enough), embed the images one by one so only the bad ones fail."""
         started = time.perf_counter()
         try:
-            return await self.embedder.embed_images(items, "document")
+            try:
+                return list(await self.embedder.embed_images(items, "document"))
+            except RequestRejected:
+                if len(items) < 2:
+                    raise
+            alone = await asyncio.gather(
+                *(self.embedder.embed_images([item], "document") for item in items),
+                return_exceptions=True,
+            )
+            out: list[Embedding | ItemFailed] = []
+            for result in alone:
+                if isinstance(result, Exception):
+                    out.append(ItemFailed(result))
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    out.append(result[0])
+            return out
         finally:
             if self.observe_embed is not None:
                 self.observe_embed(time.perf_counter() - started)

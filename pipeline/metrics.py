@@ -32,6 +32,38 @@ class _StatusCollector(Collector):
             ("imgrag_embed_throttled", r.usage.throttled, "HTTP 429 answers received."),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        yield from _deployments(r)
+
+
+def _deployments(r: StatusReport) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Per deployment of a pool, labelled by its name (nothing for a single endpoint)."""
+    if not r.usage.deployments:
+        return
+    labels = ["deployment"]
+    requests = CounterMetricFamily(
+        "imgrag_deployment_requests", "Requests sent to this deployment.", labels=labels
+    )
+    throttled = CounterMetricFamily(
+        "imgrag_deployment_throttled", "HTTP 429 answers from this deployment.", labels=labels
+    )
+    failures = CounterMetricFamily(
+        "imgrag_deployment_failures",
+        "Requests that failed at this deployment and moved to another.",
+        labels=labels,
+    )
+    healthy = GaugeMetricFamily(
+        "imgrag_deployment_healthy", "1 while this deployment is in service.", labels=labels
+    )
+    share = GaugeMetricFamily(
+        "imgrag_deployment_share", "Fraction of the inputs this deployment embedded.", labels=labels
+    )
+    for d in r.usage.deployments:
+        requests.add_metric([d.name], d.requests)
+        throttled.add_metric([d.name], d.throttled)
+        failures.add_metric([d.name], d.failures)
+        healthy.add_metric([d.name], 1.0 if d.healthy else 0.0)
+        share.add_metric([d.name], d.share)
+    yield from (requests, throttled, failures, healthy, share)
 
 
 class Metrics:

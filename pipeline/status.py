@@ -50,6 +50,16 @@ class StatusReport(BaseModel):
     """Why the daemon is degraded: a task down, the root missing, a refused key, ..."""
 
 
+def deployment_lines(usage: Usage) -> list[str]:
+    """One line per deployment of a pool: requests, throttles, health, share of the load."""
+    return [
+        f"  deployment {d.name}: {'in service' if d.healthy else 'OUT of service'}, "
+        f"{d.requests} requests, {d.throttled} throttled, {d.failures} failed, "
+        f"{d.share:.0%} of the load"
+        for d in usage.deployments
+    ]
+
+
 def count_pending(
     root: Path, rules: Rules, known: Mapping[str, FileState], journal: Journal
 ) -> int:

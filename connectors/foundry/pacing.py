@@ -79,6 +79,8 @@ class Pacer:
         self._tpm = _Schedule(tokens_per_minute, clock, headroom) if tokens_per_minute else None
         self._budget = asyncio.Lock()
         self.paused_until = 0.0
+        self.booked = 0
+        """Requests that booked their quota and are still under way."""
 
     @property
     def requests_per_minute(self) -> float:
@@ -91,7 +93,20 @@ class Pacer:
     def slot(self, tokens: int) -> _Slot:
         return _Slot(self, tokens)
 
+    def start_delay(self, queued: int) -> float:
+        """Seconds until one more request could leave when ``queued`` requests are ahead of
+        it that have not booked their quota yet: pauses plus the requests/min schedule.
+        What a pool routes on."""
+        wait = max(0.0, self.paused_until - self._clock())
+        if self._rpm is not None:
+            wait = max(wait, self._rpm.wait_time()) + max(0, queued) * self._rpm.interval
+        return wait
+
     async def _acquire(self, tokens: int) -> None:
+        await self._admit(tokens)
+        self.booked += 1
+
+    async def _admit(self, tokens: int) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self.in_flight < max(1, math.floor(self.limit)))
             self.in_flight += 1
@@ -177,4 +192,5 @@ class _Slot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._pacer.booked -= 1
         await self._pacer._release()
