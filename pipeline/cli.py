@@ -49,7 +49,19 @@ def main(
     config: Annotated[
         str | None,
         typer.Option(
-            "--config", "-c", help="TOML profile (default: $IMGRAG_CONFIG or configs/default.toml)."
+            "--config",
+            "-c",
+            help="TOML profile (default: $IMGRAG_CONFIG, else the user config file, "
+            "else the packaged defaults).",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Where the index, journal and daemon record live (default: "
+            "$IMGRAG_STATE_DIR, else the per-user data directory).",
+            file_okay=False,
         ),
     ] = None,
     version_: Annotated[
@@ -60,7 +72,7 @@ def main(
     ] = False,
 ) -> None:
     """Turn a folder of images into a searchable vector index."""
-    ctx.obj = {"config": config}
+    ctx.obj = {"config": config, "state_dir": state_dir}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -73,7 +85,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def settings_from(ctx: typer.Context) -> Settings:
     try:
-        return load_settings(ctx.obj.get("config") if ctx.obj else None)
+        obj = ctx.obj or {}
+        return load_settings(obj.get("config"), state_dir=obj.get("state_dir"))
     except ConfigError as exc:
         raise fail(str(exc)) from None
 
@@ -152,6 +165,13 @@ DirArg = Annotated[
     typer.Argument(help="The folder of images (default: ./inbox).", file_okay=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        help="Name a new folder's source (default: its folder name and a hash of its path).",
+    ),
+]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -187,9 +207,10 @@ async def _run_ingest(
     *,
     prune: bool = False,
     before: Callable[[], None] | None = None,
+    source: str | None = None,
 ) -> Summary:
     """One reconcile pass. ``before`` runs once the store is ours (nothing else can write)."""
-    from imgrag.pipeline.runtime import open_runtime
+    from imgrag.pipeline.runtime import open_runtime, resolve_source
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress(
@@ -203,9 +224,11 @@ async def _run_ingest(
     )
     task = bar.add_task("indexing", total=None)
     async with open_runtime(settings) as runtime:
+        # Registered only once the store is ours: a refused run leaves no source behind.
+        resolved = resolve_source(settings, directory, source)
         if before is not None:
             before()
-        ingestor = runtime.ingestor(directory, on_progress=lambda _rel, _outcome: bar.advance(task))
+        ingestor = runtime.ingestor(resolved, on_progress=lambda _rel, _outcome: bar.advance(task))
         _stop_on_signals(ingestor.stop)
         with bar:
             try:
@@ -254,10 +277,11 @@ def _guarded(work: Callable[[], T]) -> T:
     from imgrag.pipeline.filters import FilterError
     from imgrag.pipeline.ingest import FatalError
     from imgrag.pipeline.query import QueryError
+    from imgrag.pipeline.sources import SourceError
 
     try:
         return work()
-    except (ConnectorError, FatalError, ConfigError, QueryError, FilterError) as exc:
+    except (ConnectorError, FatalError, ConfigError, QueryError, FilterError, SourceError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -273,13 +297,14 @@ def ingest_command(
             "--prune", help="Confirm removing every indexed file when DIR has none any more."
         ),
     ] = False,
+    source: SourceOpt = None,
 ) -> None:
-    """Reconcile DIR with the index once: new, changed, moved and deleted files."""
+    """Reconcile DIR (its source, or the part of it DIR is) with the index once."""
     settings = settings_from(ctx)
     _setup_logging()
     _check_dir(directory)
     summary = _guarded(
-        lambda: asyncio.run(_run_ingest(settings, directory, not json_, prune=prune))
+        lambda: asyncio.run(_run_ingest(settings, directory, not json_, prune=prune, source=source))
     )
     _warn_unreadable(summary)
     if json_:
@@ -442,23 +467,34 @@ def search_command(
 @app.command("status")
 def status_command(
     ctx: typer.Context,
-    directory: Annotated[
-        Path | None,
-        typer.Argument(help="Also count files in this folder not indexed yet.", file_okay=False),
+    target: Annotated[
+        str | None,
+        typer.Argument(help="One source: its name, or a folder (default: every source)."),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """What is indexed, pending and failed, and why. Never calls the embedder."""
+    """What is indexed, pending and failed, per source, and why. Never calls the embedder."""
     from imgrag.pipeline.names import printable
 
     settings = settings_from(ctx)
-    report, where = _guarded(lambda: asyncio.run(_status(settings, directory)))
+    report, where = _guarded(lambda: asyncio.run(_status(settings, target)))
     if json_:
         typer.echo(report.model_dump_json(indent=2))
         return
     typer.echo(
         f"{report.indexed} indexed, {report.pending} pending, {report.failed} failed ({where})"
     )
+    for src in report.sources:
+        typer.echo(
+            f"  {printable(src.name)}: {src.indexed} indexed, {src.pending} pending, "
+            f"{src.failed} failed; {printable(src.root)}"
+            + ("" if src.reachable else " (not reachable)")
+        )
+    for root, count in report.legacy.items():
+        typer.echo(
+            f"  {count} files from before sources, recorded for {printable(root)}: "
+            f"`imgrag ingest {printable(root)}` adopts them"
+        )
     if report.health == "degraded":
         typer.echo("degraded: " + "; ".join(printable(p) for p in report.problems))
     elif report.health == "stopping":
@@ -480,7 +516,7 @@ def status_command(
         )
 
 
-async def _status(settings: Settings, directory: Path | None) -> tuple[StatusReport, str]:
+async def _status(settings: Settings, target: str | None) -> tuple[StatusReport, str]:
     """The running daemon's status when one answers, else the one read from disk."""
     from imgrag.pipeline.daemon_client import DaemonClient
     from imgrag.pipeline.runtime import state_paths
@@ -488,12 +524,52 @@ async def _status(settings: Settings, directory: Path | None) -> tuple[StatusRep
 
     daemon = await DaemonClient.discover(state_paths(settings).daemon, settings.api.token)
     if daemon is None:
-        return await read_status(settings, directory), "no daemon running"
+        return await read_status(settings, target), "no daemon running"
     try:
         report = await daemon.status()
     finally:
         await daemon.aclose()
     return report, f"daemon pid {daemon.info.pid} watching {daemon.info.root}"
+
+
+@app.command("sources")
+def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """The sources of the index: name, root, counts, and whether the root is reachable."""
+    from imgrag.pipeline.names import printable
+
+    settings = settings_from(ctx)
+    report, _ = _guarded(lambda: asyncio.run(_status(settings, None)))
+    if json_:
+        typer.echo(json.dumps([s.model_dump() for s in report.sources], indent=2))
+        return
+    if not report.sources:
+        typer.echo("no sources yet: imgrag ingest DIR adds one")
+    for src in report.sources:
+        typer.echo(
+            f"{printable(src.name)}\t{printable(src.root)}\t{src.indexed} indexed, "
+            f"{src.pending} pending, {src.failed} failed"
+            + ("" if src.reachable else "\tnot reachable")
+        )
+
+
+@app.command("forget")
+def forget_command(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(help="The source (name or root folder) whose points to remove.")
+    ],
+    json_: JsonOpt = False,
+) -> None:
+    """Remove one source's points, failures and registration; other sources are untouched."""
+    from imgrag.pipeline.forget import forget
+
+    settings = settings_from(ctx)
+    _setup_logging()
+    result = _guarded(lambda: asyncio.run(forget(settings, source)))
+    if json_:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        typer.echo(f"forgot {result.source}: {result.removed} points removed")
 
 
 if __name__ == "__main__":

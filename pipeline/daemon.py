@@ -35,8 +35,15 @@ from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, 
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.retrieval import SearchService
-from imgrag.pipeline.runtime import open_runtime, rules_for, state_paths
-from imgrag.pipeline.status import StatusReport, build_status
+from imgrag.pipeline.runtime import (
+    open_runtime,
+    resolve_source,
+    rules_for,
+    source_list,
+    state_paths,
+)
+from imgrag.pipeline.sources import Resolved
+from imgrag.pipeline.status import SourceStatus, StatusReport, build_status
 from imgrag.pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
@@ -493,6 +500,9 @@ async def run_watch(
     on_summary: Callable[[str, Summary], None] | None = None,
 ) -> None:
     """``imgrag watch``: the daemon with its local API, until SIGINT/SIGTERM."""
+    # A subfolder of a source is watched as its whole source (one watcher per root).
+    source = resolve_source(settings, root)
+    root = source.root
     async with open_runtime(settings, wait_for_embedder=True) as runtime:
         from imgrag.connectors.factory import create_embedder
 
@@ -500,7 +510,8 @@ async def run_watch(
         runtime.embedder = embedder
         metrics_box: list[Metrics] = []
         ingestor = runtime.ingestor(
-            root, observe_embed=lambda s: metrics_box[0].embed_seconds.observe(s)
+            Resolved(source.name, root),
+            observe_embed=lambda s: metrics_box[0].embed_seconds.observe(s),
         )
         current_key = [settings.embedder.api_key]
 
@@ -529,7 +540,7 @@ async def run_watch(
         daemon = Daemon(
             root,
             ingestor,
-            runtime.journal,
+            ingestor.journal,
             settle_seconds=settings.ingest.settle_seconds,
             rescan_minutes=settings.ingest.rescan_minutes,
             polling=polling,
@@ -539,9 +550,24 @@ async def run_watch(
         info = embedder.info
 
         def report() -> StatusReport:
+            built = _report()
+            built.sources = [
+                SourceStatus(
+                    name=source.name,
+                    root=str(root),
+                    reachable=root.is_dir(),
+                    indexed=built.indexed,
+                    pending=built.pending,
+                    failed=built.failed,
+                    failed_by_reason=built.failed_by_reason,
+                )
+            ]
+            return built
+
+        def _report() -> StatusReport:
             return build_status(
                 known=ingestor.known,
-                journal=runtime.journal,
+                journal=ingestor.journal,
                 root=root,
                 rules=rules_for(settings),
                 usage=embedder.usage,
@@ -574,6 +600,7 @@ async def run_watch(
                     runtime.index,
                     source=settings.store.collection,
                     image_format=settings.embedder.image_format,
+                    sources=source_list(settings),
                 )
                 app = create_api(
                     service, report, metrics_box[0], settings.api.token, daemon.health_report

@@ -19,6 +19,7 @@ from imgrag.pipeline.candidates import Rules
 from imgrag.pipeline.config import Settings
 from imgrag.pipeline.ingest import Ingestor, Outcome
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.sources import Registry, Resolved
 
 log = logging.getLogger("imgrag.runtime")
 
@@ -26,6 +27,24 @@ log = logging.getLogger("imgrag.runtime")
 def state_paths(settings: Settings) -> StatePaths:
     """Where each piece of state lives inside the configured state directory."""
     return StatePaths.under(settings.state_dir)
+
+
+def registry(settings: Settings) -> Registry:
+    """The sources of the configured state directory."""
+    return Registry(state_paths(settings).sources)
+
+
+def resolve_source(
+    settings: Settings, directory: Path, name: str | None = None, *, register: bool = True
+) -> Resolved:
+    """The source a folder named by the user is (registered on first use when ``register``)."""
+    return registry(settings).resolve(directory, name, register=register)
+
+
+def source_list(settings: Settings) -> Callable[[], list[tuple[str, str]]]:
+    """The registered sources as (name, root), read afresh on each call."""
+    reg = registry(settings)
+    return lambda: [(e.name, e.root) for e in reg.entries()]
 
 
 def rules_for(settings: Settings) -> Rules:
@@ -80,19 +99,22 @@ class Runtime:
 
     def ingestor(
         self,
-        root: Path,
+        source: Resolved | Path,
         *,
         on_progress: Callable[[str, Outcome], None] | None = None,
         observe_embed: Callable[[float], None] | None = None,
     ) -> Ingestor:
         s = self.settings
+        if not isinstance(source, Resolved):
+            source = resolve_source(s, source)
         return Ingestor(
-            root,
+            source.root,
             embedder=self.embedder,
             index=self.index,
             journal=self.journal,
             rules=rules_for(s),
-            source=s.store.collection,
+            source=source.name,
+            scope=source.scope,
             image_format=s.embedder.image_format,
             embed_concurrency=self.embedder.info.recommended_concurrency,
             settle_seconds=s.ingest.settle_seconds,
