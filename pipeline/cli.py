@@ -15,6 +15,7 @@ from imgrag.pipeline.ingest import Summary
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from imgrag.pipeline.daemon_client import DaemonClient
     from imgrag.pipeline.retrieval import SearchHit
     from imgrag.pipeline.status import StatusReport
 
@@ -303,9 +304,22 @@ def ingest_command(
     settings = settings_from(ctx)
     _setup_logging()
     _check_dir(directory)
-    summary = _guarded(
-        lambda: asyncio.run(_run_ingest(settings, directory, not json_, prune=prune, source=source))
-    )
+
+    async def run() -> Summary:
+        daemon = await _daemon(settings)
+        if daemon is None:
+            return await _run_ingest(settings, directory, not json_, prune=prune, source=source)
+        try:  # the daemon owns the index: it runs the pass
+            err_console.print(
+                f"the daemon (pid {daemon.info.pid}) owns the index: it runs this pass",
+                highlight=False,
+                markup=False,
+            )
+            return await daemon.ingest(directory, source, prune)
+        finally:
+            await daemon.aclose()
+
+    summary = _guarded(lambda: asyncio.run(run()))
     _warn_unreadable(summary)
     if json_:
         typer.echo(summary.model_dump_json(indent=2))
@@ -362,7 +376,11 @@ def _announce(name: str, summary: Summary) -> None:
 @app.command("watch")
 def watch_command(
     ctx: typer.Context,
-    directory: DirArg = Path("inbox"),
+    directories: Annotated[
+        list[Path] | None,
+        typer.Argument(help="The folders of images (default: ./inbox).", file_okay=False),
+    ] = None,
+    source: SourceOpt = None,
     polling: Annotated[
         bool, typer.Option("--polling", help="Poll instead of OS events (network drives).")
     ] = False,
@@ -370,20 +388,47 @@ def watch_command(
         bool, typer.Option("--no-api", help="Do not serve the local HTTP API.")
     ] = False,
 ) -> None:
-    """Reconcile DIR, then index every change until SIGINT/SIGTERM."""
+    """Reconcile each DIR, then index every change until SIGINT/SIGTERM. With a daemon
+    already running, it is asked to watch the folders too."""
     settings = settings_from(ctx)
     _setup_logging(verbose=True)
-    _check_dir(directory)
+    folders = directories or [Path("inbox")]
+    for directory in folders:
+        _check_dir(directory)
+    if source is not None and len(folders) > 1:
+        raise fail("--source names one folder: watch the others without it")
     from imgrag.pipeline.daemon import run_watch
 
     def say(line: str) -> None:
         err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
+    async def delegated() -> bool:
+        daemon = await _daemon(settings)
+        if daemon is None:
+            return False
+        try:
+            for directory in folders:
+                added = await daemon.add_source(directory, source)
+                state = "now watches" if added.get("added") else "already watches"
+                typer.echo(
+                    f"the daemon (pid {daemon.info.pid}) {state} {added.get('root')} "
+                    f"as source {added.get('name')}"
+                )
+        finally:
+            await daemon.aclose()
+        return True
+
+    if _guarded(lambda: asyncio.run(delegated())):
+        return
+    if source is not None:
+        from imgrag.pipeline.runtime import resolve_source
+
+        _guarded(lambda: resolve_source(settings, folders[0], source))
     _guarded(
         lambda: asyncio.run(
             run_watch(
                 settings,
-                directory,
+                folders,
                 polling=polling,
                 api=not no_api,
                 announce=say,
@@ -516,19 +561,40 @@ def status_command(
         )
 
 
-async def _status(settings: Settings, target: str | None) -> tuple[StatusReport, str]:
-    """The running daemon's status when one answers, else the one read from disk."""
+async def _daemon(settings: Settings) -> DaemonClient | None:
+    """The running daemon of this state directory, waited for briefly while it starts."""
     from imgrag.pipeline.daemon_client import DaemonClient
     from imgrag.pipeline.runtime import state_paths
+
+    def say(line: str) -> None:
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    return await DaemonClient.discover(
+        state_paths(settings).daemon, settings.api.token, on_wait=say
+    )
+
+
+async def _status(settings: Settings, target: str | None) -> tuple[StatusReport, str]:
+    """The running daemon's status when one answers, else the one read from disk."""
     from imgrag.pipeline.status import read_status
 
-    daemon = await DaemonClient.discover(state_paths(settings).daemon, settings.api.token)
+    daemon = await _daemon(settings)
     if daemon is None:
         return await read_status(settings, target), "no daemon running"
     try:
         report = await daemon.status()
     finally:
         await daemon.aclose()
+    if target is not None:  # the daemon reports every source it watches: keep the one asked
+        wanted = str(Path(target).absolute())
+        chosen = [
+            s for s in report.sources
+            if s.name == target or s.root == wanted or wanted.startswith(s.root + "/")
+        ]  # fmt: skip
+        if chosen:
+            report.sources = chosen
+            report.indexed = sum(s.indexed for s in chosen)
+            report.pending = sum(s.pending for s in chosen)
     return report, f"daemon pid {daemon.info.pid} watching {daemon.info.root}"
 
 

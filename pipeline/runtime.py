@@ -124,13 +124,19 @@ class Runtime:
 
 
 async def open_checked(
-    settings: Settings, *, wait_for_embedder: bool = False
+    settings: Settings,
+    *,
+    wait_for_embedder: bool = False,
+    on_store_open: Callable[[], None] | None = None,
 ) -> tuple[Index, Embedder]:
     """The index and the embedder, the collection checked against what the embedder really
-    serves. The index is opened first, so a locked store fails before a model loads."""
+    serves. The index is opened first, so a locked store fails before a model loads;
+    ``on_store_open`` runs once it is ours, before the model loads."""
     paths = state_paths(settings)
     index = open_index(settings.store, paths)
     try:
+        if on_store_open is not None:
+            on_store_open()
         embedder = create_embedder(settings.embedder, paths)
         try:
             await probe(embedder, wait=wait_for_embedder)
@@ -146,11 +152,16 @@ async def open_checked(
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, wait_for_embedder: bool = False
+    settings: Settings,
+    *,
+    wait_for_embedder: bool = False,
+    on_store_open: Callable[[], None] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Embedder, index (collection checked against the model) and journal; closed on exit."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    index, embedder = await open_checked(settings, wait_for_embedder=wait_for_embedder)
+    index, embedder = await open_checked(
+        settings, wait_for_embedder=wait_for_embedder, on_store_open=on_store_open
+    )
     try:
         journal = Journal(state_paths(settings).journal)
         try:
