@@ -672,7 +672,7 @@ async def run_watch(
         ) as runtime:
             await _serve(settings, runtime, sources, polling, api, announce, on_summary)
     finally:
-        info = read_daemon_file(daemon_file)
+        info = read_daemon_file(daemon_file, starting=True)
         if info is not None and info.pid == os.getpid():
             daemon_file.unlink(missing_ok=True)
 

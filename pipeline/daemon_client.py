@@ -59,11 +59,14 @@ def write_daemon_file(path: Path, info: DaemonInfo) -> None:
     os.replace(tmp, path)
 
 
-def read_daemon_file(path: Path) -> DaemonInfo | None:
-    """What ``daemon.json`` says, or None when there is none or its process is gone."""
+def read_daemon_file(path: Path, *, starting: bool = False) -> DaemonInfo | None:
+    """What ``daemon.json`` says, or None when there is none or its process is gone; a
+    daemon still starting (no API yet) counts only with ``starting``."""
     try:
         info = DaemonInfo.model_validate(json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, ValidationError):
+        return None
+    if info.starting and not starting:
         return None
     try:
         os.kill(info.pid, 0)
@@ -99,7 +102,7 @@ class DaemonClient:
         not answer on the port, counts as no daemon. A daemon that is starting is waited for
         up to ``wait`` seconds (``on_wait`` hears why, once); DaemonError if it is still not up.
         """
-        info = read_daemon_file(daemon_file)
+        info = read_daemon_file(daemon_file, starting=True)
         if info is None:
             return None
         if info.starting:
@@ -116,7 +119,7 @@ class DaemonClient:
                         "try again shortly (its log says what it waits for)"
                     )
                 await asyncio.sleep(0.1)
-                info = read_daemon_file(daemon_file)
+                info = read_daemon_file(daemon_file, starting=True)
             if info is None:
                 return None
         client = cls(info, token)
