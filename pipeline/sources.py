@@ -8,6 +8,7 @@ inside a registered root is that source (with a ``scope``, the subfolder); a new
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -111,13 +113,31 @@ class Registry:
         wanted = str(absolute(Path(name_or_dir)))
         return next((e for e in entries if e.root == wanted), None)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time, across threads and processes (a daemon adding a source
+        while a command registers another); POSIX advisory lock, threads only elsewhere."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                import fcntl
+            except ImportError:  # Windows: the daemon serializes through its API
+                yield
+                return
+            with open(self.path.with_suffix(".lock"), "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
     def resolve(
         self, directory: Path, name: str | None = None, *, register: bool = True
     ) -> Resolved:
         """The source for ``directory``: the registered one whose root holds it, else a new
         one (named ``name`` or derived from the path), registered when ``register``."""
         path = absolute(directory)
-        with self._lock:
+        with self._locked() if register else self._lock:
             entries = self.entries()
             holders = [(e, _inside(path, Path(e.root))) for e in entries]
             inside = [(e, rel) for e, rel in holders if rel is not None]
@@ -153,7 +173,7 @@ class Registry:
             return Resolved(new.name, path)
 
     def remove(self, name: str) -> bool:
-        with self._lock:
+        with self._locked():
             entries = self.entries()
             kept = [e for e in entries if e.name != name]
             if len(kept) == len(entries):

@@ -386,3 +386,24 @@ def test_forget_removes_one_source(cli_env: Path) -> None:
     assert json.loads(out)["sources"][0]["indexed"] == 1
     code, out = run_cli("forget", "alpha")
     assert code == 1 and "no such source" in out
+
+
+def test_a_daemon_that_is_starting_is_waited_for_then_named(tmp_path: Path) -> None:
+    """daemon.json with port 0 (the store is owned, the API not up yet): a client says the
+    daemon is starting, waits, and then fails with one line rather than a lock error."""
+    from imgrag.pipeline.daemon_client import (
+        DaemonClient,
+        DaemonError,
+        DaemonInfo,
+        read_daemon_file,
+        write_daemon_file,
+    )
+
+    state = tmp_path / "daemon.json"
+    me = DaemonInfo(pid=os.getpid(), host="127.0.0.1", port=0, root="/r", started_at=0.0)
+    write_daemon_file(state, me)
+    assert read_daemon_file(state) is None  # not an API to call yet
+    heard: list[str] = []
+    with pytest.raises(DaemonError, match="still starting"):
+        asyncio.run(DaemonClient.discover(state, wait=0.3, on_wait=heard.append))
+    assert len(heard) == 1 and "is starting" in heard[0]
