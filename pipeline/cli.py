@@ -345,9 +345,12 @@ def retry_command(
     def clear() -> None:
         # Only once the store is ours: a retry refused by a running daemon keeps the record.
         nonlocal cleared
+        from imgrag.pipeline.runtime import resolve_source
+
+        source = resolve_source(settings, directory, register=False).name
         journal = Journal(state_paths(settings).journal)
-        try:
-            cleared = journal.clear_permanent()
+        try:  # only this folder's source: other sources' failures stay recorded
+            cleared = journal.scoped(source).clear_permanent()
         finally:
             journal.close()
 

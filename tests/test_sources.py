@@ -407,3 +407,16 @@ def test_a_daemon_that_is_starting_is_waited_for_then_named(tmp_path: Path) -> N
     with pytest.raises(DaemonError, match="still starting"):
         asyncio.run(DaemonClient.discover(state, wait=0.3, on_wait=heard.append))
     assert len(heard) == 1 and "is starting" in heard[0]
+
+
+def test_retry_clears_only_its_own_source_failures(cli_env: Path) -> None:
+    a, b = cli_env / "a", cli_env / "b"
+    for folder in (a, b):
+        images(folder, ["ok.png"])
+        (folder / "broken.png").write_text("not a png")
+        code, out = run_cli("ingest", str(folder))
+        assert code == 0, out
+    code, out = run_cli("retry", str(a))
+    assert code == 0 and "retrying 1 failed files" in out, out
+    code, out = run_cli("status", str(b), "--json")
+    assert json.loads(out)["sources"][0]["failed"] == 1  # b's record is kept
