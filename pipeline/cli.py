@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -315,7 +316,7 @@ def ingest_command(
                 highlight=False,
                 markup=False,
             )
-            return await daemon.ingest(directory, source, prune)
+            return await _delegated_ingest(daemon, directory, source, prune, not json_)
         finally:
             await daemon.aclose()
 
@@ -327,6 +328,32 @@ def ingest_command(
         typer.echo(_summary_line("ingest", summary))
     if strict and summary.failed:
         raise typer.Exit(2)
+
+
+async def _delegated_ingest(
+    daemon: DaemonClient, directory: Path, source: str | None, prune: bool, progress: bool
+) -> Summary:
+    """The daemon runs the pass; meanwhile its status shows how many files are pending."""
+    from rich.progress import Progress, SpinnerColumn
+
+    bar = Progress(
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        console=err_console,
+        transient=True,
+        disable=not progress,
+    )
+    task = bar.add_task("the daemon is indexing", total=None)
+    run = asyncio.create_task(daemon.ingest(directory, source, prune))
+    with bar:
+        while not run.done():
+            await asyncio.wait({run}, timeout=1.0)
+            if run.done() or not progress:
+                break
+            with contextlib.suppress(Exception):  # progress only: the pass's answer decides
+                report = await daemon.status()
+                bar.update(task, description=f"the daemon is indexing: {report.pending} pending")
+    return await run
 
 
 @app.command("retry")
