@@ -185,6 +185,7 @@ class Ingestor:
         self._known: dict[str, FileState] = {}
         self._loaded = False
         self.pending = 0
+        """Files a worker holds right now (the daemon counts them as left when it stops)."""
         self.stopping = False
         self.left = 0
         """Files skipped because a stop was asked (left for the next start)."""
@@ -400,6 +401,7 @@ class Ingestor:
 
         async def work() -> None:
             while (s := await queue.get()) is not None:
+                self.pending += 1  # in flight until the finally below
                 try:
                     if fatal or self.stopping:
                         summary.left += 1
