@@ -45,6 +45,10 @@ class FileState(BaseModel):
     sidecar: str = ""
     """Size/mtime signature of the image's caption sidecars ("" when none); payload key
     ``sidecar``. Scrolled with the other fields so sidecar edits are noticed."""
+    source: str | None = None
+    """The source (named folder) the point belongs to; None for points written before
+    sources existed, which the source of their ``root`` adopts."""
+    root: str | None = None
 
 
 class Hit(BaseModel):

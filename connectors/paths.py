@@ -15,6 +15,7 @@ class StatePaths:
     journal: Path
     cache: Path
     daemon: Path
+    sources: Path
 
     @classmethod
     def under(cls, state_dir: Path) -> StatePaths:
@@ -26,4 +27,5 @@ class StatePaths:
             journal=root / "journal.sqlite",
             cache=root / "cache",
             daemon=root / "daemon.json",
+            sources=root / "sources.json",
         )

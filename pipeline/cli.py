@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -15,6 +16,7 @@ from imgrag.pipeline.ingest import Summary
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from imgrag.pipeline.daemon_client import DaemonClient
     from imgrag.pipeline.retrieval import SearchHit
     from imgrag.pipeline.status import StatusReport
 
@@ -49,7 +51,19 @@ def main(
     config: Annotated[
         str | None,
         typer.Option(
-            "--config", "-c", help="TOML profile (default: $IMGRAG_CONFIG or configs/default.toml)."
+            "--config",
+            "-c",
+            help="TOML profile (default: $IMGRAG_CONFIG, else the user config file, "
+            "else the packaged defaults).",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Where the index, journal and daemon record live (default: "
+            "$IMGRAG_STATE_DIR, else the per-user data directory).",
+            file_okay=False,
         ),
     ] = None,
     version_: Annotated[
@@ -60,7 +74,7 @@ def main(
     ] = False,
 ) -> None:
     """Turn a folder of images into a searchable vector index."""
-    ctx.obj = {"config": config}
+    ctx.obj = {"config": config, "state_dir": state_dir}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -73,7 +87,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def settings_from(ctx: typer.Context) -> Settings:
     try:
-        return load_settings(ctx.obj.get("config") if ctx.obj else None)
+        obj = ctx.obj or {}
+        return load_settings(obj.get("config"), state_dir=obj.get("state_dir"))
     except ConfigError as exc:
         raise fail(str(exc)) from None
 
@@ -152,6 +167,13 @@ DirArg = Annotated[
     typer.Argument(help="The folder of images (default: ./inbox).", file_okay=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        help="Name a new folder's source (default: its folder name and a hash of its path).",
+    ),
+]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -187,9 +209,10 @@ async def _run_ingest(
     *,
     prune: bool = False,
     before: Callable[[], None] | None = None,
+    source: str | None = None,
 ) -> Summary:
     """One reconcile pass. ``before`` runs once the store is ours (nothing else can write)."""
-    from imgrag.pipeline.runtime import open_runtime
+    from imgrag.pipeline.runtime import open_runtime, resolve_source
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress(
@@ -203,9 +226,11 @@ async def _run_ingest(
     )
     task = bar.add_task("indexing", total=None)
     async with open_runtime(settings) as runtime:
+        # Registered only once the store is ours: a refused run leaves no source behind.
+        resolved = resolve_source(settings, directory, source)
         if before is not None:
             before()
-        ingestor = runtime.ingestor(directory, on_progress=lambda _rel, _outcome: bar.advance(task))
+        ingestor = runtime.ingestor(resolved, on_progress=lambda _rel, _outcome: bar.advance(task))
         _stop_on_signals(ingestor.stop)
         with bar:
             try:
@@ -254,10 +279,11 @@ def _guarded(work: Callable[[], T]) -> T:
     from imgrag.pipeline.filters import FilterError
     from imgrag.pipeline.ingest import FatalError
     from imgrag.pipeline.query import QueryError
+    from imgrag.pipeline.sources import SourceError
 
     try:
         return work()
-    except (ConnectorError, FatalError, ConfigError, QueryError, FilterError) as exc:
+    except (ConnectorError, FatalError, ConfigError, QueryError, FilterError, SourceError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -273,14 +299,28 @@ def ingest_command(
             "--prune", help="Confirm removing every indexed file when DIR has none any more."
         ),
     ] = False,
+    source: SourceOpt = None,
 ) -> None:
-    """Reconcile DIR with the index once: new, changed, moved and deleted files."""
+    """Reconcile DIR (its source, or the part of it DIR is) with the index once."""
     settings = settings_from(ctx)
     _setup_logging()
     _check_dir(directory)
-    summary = _guarded(
-        lambda: asyncio.run(_run_ingest(settings, directory, not json_, prune=prune))
-    )
+
+    async def run() -> Summary:
+        daemon = await _daemon(settings)
+        if daemon is None:
+            return await _run_ingest(settings, directory, not json_, prune=prune, source=source)
+        try:  # the daemon owns the index: it runs the pass
+            err_console.print(
+                f"the daemon (pid {daemon.info.pid}) owns the index: it runs this pass",
+                highlight=False,
+                markup=False,
+            )
+            return await _delegated_ingest(daemon, directory, source, prune, not json_)
+        finally:
+            await daemon.aclose()
+
+    summary = _guarded(lambda: asyncio.run(run()))
     _warn_unreadable(summary)
     if json_:
         typer.echo(summary.model_dump_json(indent=2))
@@ -288,6 +328,32 @@ def ingest_command(
         typer.echo(_summary_line("ingest", summary))
     if strict and summary.failed:
         raise typer.Exit(2)
+
+
+async def _delegated_ingest(
+    daemon: DaemonClient, directory: Path, source: str | None, prune: bool, progress: bool
+) -> Summary:
+    """The daemon runs the pass; meanwhile its status shows how many files are pending."""
+    from rich.progress import Progress, SpinnerColumn
+
+    bar = Progress(
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        console=err_console,
+        transient=True,
+        disable=not progress,
+    )
+    task = bar.add_task("the daemon is indexing", total=None)
+    run = asyncio.create_task(daemon.ingest(directory, source, prune))
+    with bar:
+        while not run.done():
+            await asyncio.wait({run}, timeout=1.0)
+            if run.done() or not progress:
+                break
+            with contextlib.suppress(Exception):  # progress only: the pass's answer decides
+                report = await daemon.status()
+                bar.update(task, description=f"the daemon is indexing: {report.pending} pending")
+    return await run
 
 
 @app.command("retry")
@@ -306,9 +372,12 @@ def retry_command(
     def clear() -> None:
         # Only once the store is ours: a retry refused by a running daemon keeps the record.
         nonlocal cleared
+        from imgrag.pipeline.runtime import resolve_source
+
+        source = resolve_source(settings, directory, register=False).name
         journal = Journal(state_paths(settings).journal)
-        try:
-            cleared = journal.clear_permanent()
+        try:  # only this folder's source: other sources' failures stay recorded
+            cleared = journal.scoped(source).clear_permanent()
         finally:
             journal.close()
 
@@ -337,7 +406,11 @@ def _announce(name: str, summary: Summary) -> None:
 @app.command("watch")
 def watch_command(
     ctx: typer.Context,
-    directory: DirArg = Path("inbox"),
+    directories: Annotated[
+        list[Path] | None,
+        typer.Argument(help="The folders of images (default: ./inbox).", file_okay=False),
+    ] = None,
+    source: SourceOpt = None,
     polling: Annotated[
         bool, typer.Option("--polling", help="Poll instead of OS events (network drives).")
     ] = False,
@@ -345,20 +418,47 @@ def watch_command(
         bool, typer.Option("--no-api", help="Do not serve the local HTTP API.")
     ] = False,
 ) -> None:
-    """Reconcile DIR, then index every change until SIGINT/SIGTERM."""
+    """Reconcile each DIR, then index every change until SIGINT/SIGTERM. With a daemon
+    already running, it is asked to watch the folders too."""
     settings = settings_from(ctx)
     _setup_logging(verbose=True)
-    _check_dir(directory)
+    folders = directories or [Path("inbox")]
+    for directory in folders:
+        _check_dir(directory)
+    if source is not None and len(folders) > 1:
+        raise fail("--source names one folder: watch the others without it")
     from imgrag.pipeline.daemon import run_watch
 
     def say(line: str) -> None:
         err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
+    async def delegated() -> bool:
+        daemon = await _daemon(settings)
+        if daemon is None:
+            return False
+        try:
+            for directory in folders:
+                added = await daemon.add_source(directory, source)
+                state = "now watches" if added.get("added") else "already watches"
+                typer.echo(
+                    f"the daemon (pid {daemon.info.pid}) {state} {added.get('root')} "
+                    f"as source {added.get('name')}"
+                )
+        finally:
+            await daemon.aclose()
+        return True
+
+    if _guarded(lambda: asyncio.run(delegated())):
+        return
+    if source is not None:
+        from imgrag.pipeline.runtime import resolve_source
+
+        _guarded(lambda: resolve_source(settings, folders[0], source))
     _guarded(
         lambda: asyncio.run(
             run_watch(
                 settings,
-                directory,
+                folders,
                 polling=polling,
                 api=not no_api,
                 announce=say,
@@ -442,24 +542,35 @@ def search_command(
 @app.command("status")
 def status_command(
     ctx: typer.Context,
-    directory: Annotated[
-        Path | None,
-        typer.Argument(help="Also count files in this folder not indexed yet.", file_okay=False),
+    target: Annotated[
+        str | None,
+        typer.Argument(help="One source: its name, or a folder (default: every source)."),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """What is indexed, pending and failed, and why. Never calls the embedder."""
+    """What is indexed, pending and failed, per source, and why. Never calls the embedder."""
     from imgrag.pipeline.names import printable
     from imgrag.pipeline.status import deployment_lines
 
     settings = settings_from(ctx)
-    report, where = _guarded(lambda: asyncio.run(_status(settings, directory)))
+    report, where = _guarded(lambda: asyncio.run(_status(settings, target)))
     if json_:
         typer.echo(report.model_dump_json(indent=2))
         return
     typer.echo(
         f"{report.indexed} indexed, {report.pending} pending, {report.failed} failed ({where})"
     )
+    for src in report.sources:
+        typer.echo(
+            f"  {printable(src.name)}: {src.indexed} indexed, {src.pending} pending, "
+            f"{src.failed} failed; {printable(src.root)}"
+            + ("" if src.reachable else " (not reachable)")
+        )
+    for root, count in report.legacy.items():
+        typer.echo(
+            f"  {count} files from before sources, recorded for {printable(root)}: "
+            f"`imgrag ingest {printable(root)}` adopts them"
+        )
     if report.health == "degraded":
         typer.echo("degraded: " + "; ".join(printable(p) for p in report.problems))
     elif report.health == "stopping":
@@ -483,20 +594,81 @@ def status_command(
             typer.echo(printable(line))
 
 
-async def _status(settings: Settings, directory: Path | None) -> tuple[StatusReport, str]:
-    """The running daemon's status when one answers, else the one read from disk."""
+async def _daemon(settings: Settings) -> DaemonClient | None:
+    """The running daemon of this state directory, waited for briefly while it starts."""
     from imgrag.pipeline.daemon_client import DaemonClient
     from imgrag.pipeline.runtime import state_paths
+
+    def say(line: str) -> None:
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    return await DaemonClient.discover(
+        state_paths(settings).daemon, settings.api.token, on_wait=say
+    )
+
+
+async def _status(settings: Settings, target: str | None) -> tuple[StatusReport, str]:
+    """The running daemon's status when one answers, else the one read from disk."""
     from imgrag.pipeline.status import read_status
 
-    daemon = await DaemonClient.discover(state_paths(settings).daemon, settings.api.token)
+    daemon = await _daemon(settings)
     if daemon is None:
-        return await read_status(settings, directory), "no daemon running"
+        return await read_status(settings, target), "no daemon running"
     try:
         report = await daemon.status()
     finally:
         await daemon.aclose()
+    if target is not None:  # the daemon reports every source it watches: keep the one asked
+        wanted = str(Path(target).absolute())
+        chosen = [
+            s for s in report.sources
+            if s.name == target or s.root == wanted or wanted.startswith(s.root + "/")
+        ]  # fmt: skip
+        if chosen:
+            report.sources = chosen
+            report.indexed = sum(s.indexed for s in chosen)
+            report.pending = sum(s.pending for s in chosen)
     return report, f"daemon pid {daemon.info.pid} watching {daemon.info.root}"
+
+
+@app.command("sources")
+def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """The sources of the index: name, root, counts, and whether the root is reachable."""
+    from imgrag.pipeline.names import printable
+
+    settings = settings_from(ctx)
+    report, _ = _guarded(lambda: asyncio.run(_status(settings, None)))
+    if json_:
+        typer.echo(json.dumps([s.model_dump() for s in report.sources], indent=2))
+        return
+    if not report.sources:
+        typer.echo("no sources yet: imgrag ingest DIR adds one")
+    for src in report.sources:
+        typer.echo(
+            f"{printable(src.name)}\t{printable(src.root)}\t{src.indexed} indexed, "
+            f"{src.pending} pending, {src.failed} failed"
+            + ("" if src.reachable else "\tnot reachable")
+        )
+
+
+@app.command("forget")
+def forget_command(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(help="The source (name or root folder) whose points to remove.")
+    ],
+    json_: JsonOpt = False,
+) -> None:
+    """Remove one source's points, failures and registration; other sources are untouched."""
+    from imgrag.pipeline.forget import forget
+
+    settings = settings_from(ctx)
+    _setup_logging()
+    result = _guarded(lambda: asyncio.run(forget(settings, source)))
+    if json_:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        typer.echo(f"forgot {result.source}: {result.removed} points removed")
 
 
 if __name__ == "__main__":

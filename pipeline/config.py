@@ -7,11 +7,23 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-DEFAULT_CONFIG = Path("configs/default.toml")
+APP_NAME = "imgrag"
+
+
+def default_state_dir() -> Path:
+    """The per-user state directory: the platform's user data directory (on Linux
+    ``$XDG_DATA_HOME/imgrag``, else ``~/.local/share/imgrag``), whatever the current folder."""
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def user_config_file() -> Path:
+    """The per-user config file (on Linux ``$XDG_CONFIG_HOME/imgrag/config.toml``)."""
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / "config.toml"
 
 
 class ConfigError(Exception):
@@ -58,7 +70,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
-    state_dir: Path = Path(".imgrag")
+    state_dir: Path = Field(default_factory=default_state_dir)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @classmethod
@@ -82,17 +94,23 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """The config file to read: the argument, ``IMGRAG_CONFIG``, or ``configs/default.toml``."""
+    """The config file to read: the argument, ``$IMGRAG_CONFIG``, or the user config file
+    when it exists; None means the packaged defaults. Never relative to the current folder
+    unless the caller named a relative path."""
     if path is not None:
         return Path(path)
     env = os.environ.get("IMGRAG_CONFIG")
     if env:
         return Path(env)
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    user = user_config_file()
+    return user if user.is_file() else None
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read a TOML profile and apply environment overrides and secrets.
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, state_dir: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Read a TOML profile and apply environment overrides and secrets. ``state_dir`` (the
+    ``--state-dir`` option) beats ``IMGRAG_STATE_DIR`` and the profile.
 
     Raises ConfigError with one line naming the file, the key and what is wrong.
     """
@@ -116,6 +134,10 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{where}: {key}: {err['msg']}{more}") from None
     settings.config_path = cfg_path
+    if state_dir is not None:
+        settings.state_dir = Path(state_dir)
+    # Absolute once: a daemon and a command run elsewhere must name the same directory.
+    settings.state_dir = settings.state_dir.expanduser().absolute()
     _apply_environment(settings)
     return settings
 

@@ -3,13 +3,17 @@ and health routes. The Retriever and the CLI both use this one client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from imgrag.pipeline.ingest import Summary
 from imgrag.pipeline.query import QueryError, SearchQuery
 from imgrag.pipeline.retrieval import SearchHit
 from imgrag.pipeline.status import StatusReport
@@ -19,6 +23,10 @@ log = logging.getLogger("imgrag.daemon_client")
 
 _HEALTH_TIMEOUT = 3.0
 _CALL_TIMEOUT = 120.0
+_INGEST_TIMEOUT = 24 * 3600.0  # a delegated pass runs as long as the folder needs
+STARTING_WAIT = 30.0
+"""How long a client waits for a daemon that is starting (loading its model, waiting for
+the embedder) before it says so and gives up."""
 
 
 class DaemonInfo(BaseModel):
@@ -29,6 +37,11 @@ class DaemonInfo(BaseModel):
     port: int
     root: str
     started_at: float
+
+    @property
+    def starting(self) -> bool:
+        """The daemon owns the store but its API is not up yet (port 0)."""
+        return self.port == 0
 
     @property
     def url(self) -> str:
@@ -46,11 +59,14 @@ def write_daemon_file(path: Path, info: DaemonInfo) -> None:
     os.replace(tmp, path)
 
 
-def read_daemon_file(path: Path) -> DaemonInfo | None:
-    """What ``daemon.json`` says, or None when there is none or its process is gone."""
+def read_daemon_file(path: Path, *, starting: bool = False) -> DaemonInfo | None:
+    """What ``daemon.json`` says, or None when there is none or its process is gone; a
+    daemon still starting (no API yet) counts only with ``starting``."""
     try:
         info = DaemonInfo.model_validate(json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, ValidationError):
+        return None
+    if info.starting and not starting:
         return None
     try:
         os.kill(info.pid, 0)
@@ -73,16 +89,39 @@ class DaemonClient:
 
     @classmethod
     async def discover(
-        cls, daemon_file: Path, token: SecretStr | None = None
+        cls,
+        daemon_file: Path,
+        token: SecretStr | None = None,
+        *,
+        wait: float = STARTING_WAIT,
+        on_wait: Callable[[str], None] | None = None,
     ) -> DaemonClient | None:
         """A client for the daemon named in ``daemon_file``, or None when none answers there.
 
         A file left by a daemon that died, or whose pid now belongs to a process that does
-        not answer on the port, counts as no daemon.
+        not answer on the port, counts as no daemon. A daemon that is starting is waited for
+        up to ``wait`` seconds (``on_wait`` hears why, once); DaemonError if it is still not up.
         """
-        info = read_daemon_file(daemon_file)
+        info = read_daemon_file(daemon_file, starting=True)
         if info is None:
             return None
+        if info.starting:
+            line = (
+                f"the daemon (pid {info.pid}) is starting (loading the model or waiting for "
+                f"the embedder); waiting up to {wait:.0f}s"
+            )
+            (on_wait or log.warning)(line)
+            deadline = time.monotonic() + wait
+            while info is not None and info.starting:
+                if time.monotonic() > deadline:
+                    raise DaemonError(
+                        f"the daemon (pid {info.pid}) is still starting after {wait:.0f}s; "
+                        "try again shortly (its log says what it waits for)"
+                    )
+                await asyncio.sleep(0.1)
+                info = read_daemon_file(daemon_file, starting=True)
+            if info is None:
+                return None
         client = cls(info, token)
         try:
             health = await client.health()
@@ -114,10 +153,28 @@ class DaemonClient:
         response = await self._call("GET", "/status")
         return StatusReport.model_validate_json(response.content)
 
-    async def _call(self, method: str, route: str, content: str | None = None) -> httpx.Response:
+    async def add_source(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        """``POST /sources``: watch one more folder (a subfolder names its source)."""
+        body = json.dumps({"path": str(path.absolute()), "name": name})
+        response = await self._call("POST", "/sources", content=body)
+        answer = response.json()
+        return answer if isinstance(answer, dict) else {}
+
+    async def ingest(self, path: Path, name: str | None = None, prune: bool = False) -> Summary:
+        """``POST /ingest``: one reconcile pass of the folder's source, run by the daemon."""
+        body = json.dumps({"path": str(path.absolute()), "name": name, "prune": prune})
+        response = await self._call("POST", "/ingest", content=body, timeout=_INGEST_TIMEOUT)
+        return Summary.model_validate_json(response.content)
+
+    async def _call(
+        self, method: str, route: str, content: str | None = None, timeout: float | None = None
+    ) -> httpx.Response:
         headers = {"Content-Type": "application/json"} if content is not None else None
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = await self._http.request(method, route, content=content, headers=headers)
+            response = await self._http.request(
+                method, route, content=content, headers=headers, **extra
+            )
         except httpx.HTTPError as exc:
             raise DaemonError(
                 f"the daemon (pid {self.info.pid}) at {self.info.url} did not answer: {exc}"

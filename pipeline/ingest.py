@@ -42,7 +42,7 @@ from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
-from imgrag.pipeline.names import is_plain, printable, stored
+from imgrag.pipeline.names import is_plain, on_disk, printable, stored
 from imgrag.pipeline.reading import ReadRefused, read_inside
 from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
 from pydantic import BaseModel, Field
@@ -143,6 +143,7 @@ class Ingestor:
         journal: Journal,
         rules: Rules,
         source: str,
+        scope: str = "",
         image_format: Literal["png", "jpeg", "webp"] = "png",
         embed_concurrency: int = 1,
         settle_seconds: float = 1.0,
@@ -152,9 +153,15 @@ class Ingestor:
         self.root = root.absolute()
         self.embedder = embedder
         self.index = index
-        self.journal = journal
+        self.journal = journal if journal.source == source else journal.scoped(source)
         self.rules = rules
         self.source = source
+        self.scope = scope.strip("/")
+        """The subfolder (relative to ``root``) a reconcile covers; "" for the whole root."""
+        self.adopted = 0
+        """Points from before sources this ingestor took over (re-keyed, no embedding)."""
+        self.foreign_legacy: dict[str, int] = {}
+        """Points from before sources recorded for another root (root → count): left alone."""
         self.settle_seconds = settle_seconds
         self.on_progress = on_progress
         self.observe_embed = observe_embed
@@ -178,7 +185,7 @@ class Ingestor:
         self._known: dict[str, FileState] = {}
         self._loaded = False
         self.pending = 0
-        """Files handed to the current pass and not finished yet."""
+        """Files a worker holds right now (the daemon counts them as left when it stops)."""
         self.stopping = False
         self.left = 0
         """Files skipped because a stop was asked (left for the next start)."""
@@ -197,10 +204,57 @@ class Ingestor:
         self._pool.shutdown(wait=not self.stopping, cancel_futures=True)
 
     async def load_state(self) -> None:
-        """Read the per-file state the index holds (only the reconciliation fields)."""
+        """Read the per-file state this source holds in the index (only the reconciliation
+        fields). Points from before sources whose recorded root is this root are adopted:
+        re-keyed to this source with their stored vectors, without calling the embedder."""
         states = await asyncio.to_thread(lambda: list(self.index.file_states()))
-        self._known = {s.path: s for s in states}
+        root = stored(str(self.root))
+        self._known = {s.path: s for s in states if s.source == self.source}
+        legacy = [s for s in states if s.source is None and s.root == root]
+        foreign: dict[str, int] = {}
+        for s in states:
+            if s.source is None and s.root != root:
+                foreign[s.root or "?"] = foreign.get(s.root or "?", 0) + 1
+        self.foreign_legacy = foreign
+        for other, count in foreign.items():
+            log.warning(
+                "the index holds %d files from before sources, recorded for %s, not %s: they "
+                "are left alone; `imgrag ingest %s` adopts them (0 requests), or "
+                "`imgrag forget %s` removes them",
+                count, printable(other), printable(root), printable(other), printable(other),
+            )  # fmt: skip
+        if legacy:
+            self.adopted += await self._adopt(legacy)
         self._loaded = True
+
+    async def _adopt(self, legacy: Sequence[FileState]) -> int:
+        """Re-key points written before sources to (this source, path): same vector and
+        payload plus ``source``; the old point goes once the new one landed."""
+        adopted = 0
+        for start in range(0, len(legacy), 64):
+            chunk = legacy[start : start + 64]
+            points: list[Point] = []
+            for state in chunk:
+                vector = await asyncio.to_thread(self.index.vector_by_id, state.id)
+                payload = await asyncio.to_thread(self.index.payload_by_id, state.id)
+                if vector is None or payload is None:
+                    continue
+                pid = point_id(self.source, on_disk(state.path))
+                payload["source"] = self.source
+                points.append(Point(id=pid, vector=vector, payload=payload))
+                self._known[state.path] = state.model_copy(
+                    update={"id": pid, "source": self.source}
+                )
+            await asyncio.to_thread(self.index.upsert, points)
+            stale = [s.id for s in chunk if s.id != self._known.get(s.path, s).id]
+            await asyncio.to_thread(self.index.delete_ids, stale)
+            adopted += len(points)
+        await asyncio.to_thread(self.journal.adopt, self.source)
+        log.info("adopted %d files indexed before sources as source %s", adopted, self.source)
+        return adopted
+
+    def in_scope(self, rel: str) -> bool:
+        return not self.scope or rel == self.scope or rel.startswith(self.scope + "/")
 
     @property
     def indexed_count(self) -> int:
@@ -228,13 +282,18 @@ class Ingestor:
         await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         listing = Listing()
-        found = await asyncio.to_thread(lambda: list(walk(self.root, self.rules, listing=listing)))
+        found = await asyncio.to_thread(
+            lambda: list(walk(self.root, self.rules, below=self.scope, listing=listing))
+        )
         self.listing = listing
         summary.unreadable = dict(listing.unreadable)
-        summary.root_missing = listing.root_missing
+        summary.root_missing = listing.root_missing or (
+            bool(self.scope) and self.scope in listing.unreadable
+        )
         present = {s.rel for s in found}
-        gone = [p for p in self._known if p not in present and listing.covers(p)]
-        if gone and not present and len(gone) == len(self._known) and not prune:
+        mine = [p for p in self._known if self.in_scope(p)]
+        gone = [p for p in mine if p not in present and listing.covers(p)]
+        if gone and not present and len(gone) == len(mine) and not prune:
             raise PruneRefused(
                 f"refusing to remove all {len(gone)} indexed files: {self.root} has no file "
                 "matching [ingest] include (empty, unmounted, or include matches nothing); "
@@ -246,7 +305,9 @@ class Ingestor:
         await self._run_many(todo, summary)
         if gone and not self.stopping:
             summary.removed += await self._delete(gone)
-        stale = [p for p in permanent if p not in present and listing.covers(p)]
+        stale = [
+            p for p in permanent if self.in_scope(p) and p not in present and listing.covers(p)
+        ]
         if stale:
             await asyncio.to_thread(self.journal.clear, stale)
         return self._finish(summary, usage_before, started)
@@ -331,7 +392,6 @@ class Ingestor:
             return
         queue: asyncio.Queue[Seen | None] = asyncio.Queue(maxsize=self._workers * 2)
         fatal: list[BaseException] = []
-        self.pending += len(todo)  # files of this pass not finished yet (what a stop leaves)
 
         async def produce() -> None:
             for s in todo:
@@ -341,6 +401,7 @@ class Ingestor:
 
         async def work() -> None:
             while (s := await queue.get()) is not None:
+                self.pending += 1  # in flight until the finally below
                 try:
                     if fatal or self.stopping:
                         summary.left += 1
@@ -633,6 +694,7 @@ class Ingestor:
             "path": s.rel,
             "folder": folder,
             "filename": rel.name,
+            "source": self.source,
             "root": stored(str(self.root)),
             "size": s.size,
             "mtime_ns": s.mtime_ns,

@@ -38,7 +38,8 @@ class SearchQuery(BaseModel):
     JSON it is base64. ``filter`` is a simple dict (``{"folder": "cats", "tags": [...],
     "taken_after": "2024-01-01"}``) or a Qdrant filter (``must``/``should``/``must_not``).
     ``min_score`` drops weaker hits; ``unique`` keeps one hit per identical image;
-    ``source`` names the collection ``similar_to`` paths belong to (default: the open one).
+    ``source`` keeps only that source's images, and names the source ``similar_to`` paths
+    belong to (default: any source holding that path).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

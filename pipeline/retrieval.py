@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,6 +31,8 @@ class SearchHit(BaseModel):
     id: str
     path: str
     abs_path: str
+    source: str | None = None
+    """The source (named folder) the image belongs to; None for a point from before sources."""
     score: float
     payload: dict[str, Any]
 
@@ -39,7 +42,19 @@ class SearchHit(BaseModel):
         path = str(payload.get("path", ""))
         root = payload.get("root")
         abs_path = str(Path(str(root)) / path) if root else path
-        return cls(id=hit.id, path=path, abs_path=abs_path, score=hit.score, payload=payload)
+        source = payload.get("source")
+        return cls(
+            id=hit.id,
+            path=path,
+            abs_path=abs_path,
+            source=source if isinstance(source, str) else None,
+            score=hit.score,
+            payload=payload,
+        )
+
+
+SourceList = Callable[[], Sequence[tuple[str, str]]]
+"""The registered sources as (name, root), read when a query needs them."""
 
 
 class SearchService:
@@ -47,22 +62,37 @@ class SearchService:
     (opened directly) and the daemon's ``POST /search`` share."""
 
     def __init__(
-        self, embedder: Embedder, index: Index, *, source: str, image_format: Format = "png"
+        self,
+        embedder: Embedder,
+        index: Index,
+        *,
+        source: str,
+        image_format: Format = "png",
+        sources: SourceList | None = None,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.source = source
+        """The key of points written before sources (the collection name)."""
+        self.sources = sources or (lambda: ())
         self.image_format = image_format
         self._text_cache: OrderedDict[str, list[float]] = OrderedDict()
 
     async def run(self, query: SearchQuery) -> list[SearchHit]:
         """Answer one query: embed it (or look up ``similar_to``), then search the index."""
         flt = build_filter(query.filter)
+        if query.source is not None:
+            only = qm.FieldCondition(key="source", match=qm.MatchValue(value=query.source))
+            flt = flt or qm.Filter()
+            flt.must = [*_conditions(flt.must), only]
         if query.similar_to is not None:
-            source = query.source or self.source
-            pid = point_id(source, PurePosixPath(query.similar_to).as_posix())
-            vector = await asyncio.to_thread(self.index.vector_by_id, pid)
-            if vector is None:
+            pid, vector = None, None
+            for candidate in self._similar_ids(query.similar_to, query.source):
+                vector = await asyncio.to_thread(self.index.vector_by_id, candidate)
+                if vector is not None:
+                    pid = candidate
+                    break
+            if vector is None or pid is None:
                 raise QueryError(
                     f"{query.similar_to} is not in the index (give its path relative to the folder)"
                 )
@@ -80,6 +110,21 @@ class SearchService:
             )
         )
         return [SearchHit.from_hit(h) for h in hits]
+
+    def _similar_ids(self, similar_to: str, source: str | None) -> list[str]:
+        """The point ids ``similar_to`` may name: an absolute path inside a source's root,
+        a path relative to ``source``, to each source, or to the index before sources."""
+        sources = list(self.sources())
+        if Path(similar_to).is_absolute():
+            for name, root in sources:
+                try:
+                    rel = Path(similar_to).relative_to(root)
+                except ValueError:
+                    continue
+                return [point_id(name, rel.as_posix())]
+        rel_path = PurePosixPath(similar_to).as_posix()
+        names = [source] if source is not None else [n for n, _ in sources]
+        return [point_id(n, rel_path) for n in names] + [point_id(self.source, rel_path)]
 
     async def _vector(self, text: str | None, image: bytes | None) -> list[float]:
         info = self.embedder.info
@@ -107,3 +152,9 @@ class SearchService:
             )
         item = await asyncio.to_thread(for_embedder, image, info, self.image_format, text or None)
         return (await self.embedder.embed_images([item], "query"))[0].vector
+
+
+def _conditions(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]

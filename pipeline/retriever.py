@@ -20,7 +20,7 @@ from imgrag.pipeline.config import Settings, load_settings
 from imgrag.pipeline.daemon_client import DaemonClient
 from imgrag.pipeline.query import ImageLike, SearchQuery, build_query
 from imgrag.pipeline.retrieval import SearchHit, SearchService
-from imgrag.pipeline.runtime import open_checked, state_paths
+from imgrag.pipeline.runtime import open_checked, source_list, state_paths
 from qdrant_client.http import models as qm
 
 T = TypeVar("T")
@@ -62,6 +62,7 @@ class AsyncRetriever:
             index,
             source=settings.store.collection,
             image_format=settings.embedder.image_format,
+            sources=source_list(settings),
         )
         self = cls(service, None)
         self._stack.callback(index.close)

@@ -19,6 +19,7 @@ from imgrag.pipeline.candidates import Rules
 from imgrag.pipeline.config import Settings
 from imgrag.pipeline.ingest import Ingestor, Outcome
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.sources import Registry, Resolved
 
 log = logging.getLogger("imgrag.runtime")
 
@@ -26,6 +27,24 @@ log = logging.getLogger("imgrag.runtime")
 def state_paths(settings: Settings) -> StatePaths:
     """Where each piece of state lives inside the configured state directory."""
     return StatePaths.under(settings.state_dir)
+
+
+def registry(settings: Settings) -> Registry:
+    """The sources of the configured state directory."""
+    return Registry(state_paths(settings).sources)
+
+
+def resolve_source(
+    settings: Settings, directory: Path, name: str | None = None, *, register: bool = True
+) -> Resolved:
+    """The source a folder named by the user is (registered on first use when ``register``)."""
+    return registry(settings).resolve(directory, name, register=register)
+
+
+def source_list(settings: Settings) -> Callable[[], list[tuple[str, str]]]:
+    """The registered sources as (name, root), read afresh on each call."""
+    reg = registry(settings)
+    return lambda: [(e.name, e.root) for e in reg.entries()]
 
 
 def rules_for(settings: Settings) -> Rules:
@@ -80,19 +99,22 @@ class Runtime:
 
     def ingestor(
         self,
-        root: Path,
+        source: Resolved | Path,
         *,
         on_progress: Callable[[str, Outcome], None] | None = None,
         observe_embed: Callable[[float], None] | None = None,
     ) -> Ingestor:
         s = self.settings
+        if not isinstance(source, Resolved):
+            source = resolve_source(s, source)
         return Ingestor(
-            root,
+            source.root,
             embedder=self.embedder,
             index=self.index,
             journal=self.journal,
             rules=rules_for(s),
-            source=s.store.collection,
+            source=source.name,
+            scope=source.scope,
             image_format=s.embedder.image_format,
             embed_concurrency=self.embedder.info.recommended_concurrency,
             settle_seconds=s.ingest.settle_seconds,
@@ -102,13 +124,19 @@ class Runtime:
 
 
 async def open_checked(
-    settings: Settings, *, wait_for_embedder: bool = False
+    settings: Settings,
+    *,
+    wait_for_embedder: bool = False,
+    on_store_open: Callable[[], None] | None = None,
 ) -> tuple[Index, Embedder]:
     """The index and the embedder, the collection checked against what the embedder really
-    serves. The index is opened first, so a locked store fails before a model loads."""
+    serves. The index is opened first, so a locked store fails before a model loads;
+    ``on_store_open`` runs once it is ours, before the model loads."""
     paths = state_paths(settings)
     index = open_index(settings.store, paths)
     try:
+        if on_store_open is not None:
+            on_store_open()
         embedder = create_embedder(settings.embedder, paths)
         try:
             await probe(embedder, wait=wait_for_embedder)
@@ -124,11 +152,16 @@ async def open_checked(
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, wait_for_embedder: bool = False
+    settings: Settings,
+    *,
+    wait_for_embedder: bool = False,
+    on_store_open: Callable[[], None] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Embedder, index (collection checked against the model) and journal; closed on exit."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    index, embedder = await open_checked(settings, wait_for_embedder=wait_for_embedder)
+    index, embedder = await open_checked(
+        settings, wait_for_embedder=wait_for_embedder, on_store_open=on_store_open
+    )
     try:
         journal = Journal(state_paths(settings).journal)
         try:

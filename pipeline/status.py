@@ -31,6 +31,18 @@ class FailureOut(BaseModel):
     kind: str = "permanent"
 
 
+class SourceStatus(BaseModel):
+    """One source of the index: its root, whether that lists, and its counts."""
+
+    name: str
+    root: str
+    reachable: bool
+    indexed: int
+    pending: int
+    failed: int
+    failed_by_reason: dict[str, int] = Field(default_factory=dict)
+
+
 class StatusReport(BaseModel):
     """The state of an index and, when one runs, of its daemon."""
 
@@ -48,6 +60,33 @@ class StatusReport(BaseModel):
     """The daemon's health: "ok", "degraded" (see ``problems``) or "stopping"."""
     problems: list[str] = Field(default_factory=list)
     """Why the daemon is degraded: a task down, the root missing, a refused key, ..."""
+    sources: list[SourceStatus] = Field(default_factory=list)
+    """Per source (all of them, or the one asked for)."""
+    legacy: dict[str, int] = Field(default_factory=dict)
+    """Points from before sources no registered source adopted yet: recorded root → count."""
+
+
+def source_status(
+    name: str,
+    root: Path,
+    known: Mapping[str, FileState],
+    journal: Journal,
+    rules: Rules,
+    scope: str = "",
+) -> SourceStatus:
+    """The counts of one source; ``known`` holds only its points, ``journal`` is scoped to it.
+    Blocking (walks the root)."""
+    scoped = journal if journal.source == name else journal.scoped(name)
+    reachable = root.is_dir()
+    return SourceStatus(
+        name=name,
+        root=str(root),
+        reachable=reachable,
+        indexed=len(known),
+        pending=count_pending(root, rules, known, scoped, scope) if reachable else 0,
+        failed=scoped.count(),
+        failed_by_reason=scoped.by_reason(),
+    )
 
 
 def deployment_lines(usage: Usage) -> list[str]:
@@ -61,13 +100,14 @@ def deployment_lines(usage: Usage) -> list[str]:
 
 
 def count_pending(
-    root: Path, rules: Rules, known: Mapping[str, FileState], journal: Journal
+    root: Path, rules: Rules, known: Mapping[str, FileState], journal: Journal, below: str = ""
 ) -> int:
-    """Files below ``root`` the next pass would index (see the module docstring)."""
+    """Files below ``root`` (or its subfolder ``below``) the next pass would index (see the
+    module docstring): each file found counts once, so never more than the files there."""
     permanent = journal.permanent_failures()
     return sum(
         1
-        for s in walk(root, rules)
+        for s in walk(root, rules, below=below)
         if needs_work(known.get(s.rel), s, permanent.get(s.rel, ("", ""))[0] or None)
     )
 
@@ -111,45 +151,88 @@ def build_status(
     )
 
 
-async def read_status(settings: Settings, root: Path | None) -> StatusReport:
+async def read_status(settings: Settings, target: str | Path | None) -> StatusReport:
     """The status without a daemon: read from the store and the journal. Never calls the
     embedder (a remote one bills every request); what the collection was made for comes
-    from the record stored with it."""
+    from the record stored with it. ``target`` (a source name or a folder) narrows the
+    report to that source; without it every registered source is counted."""
     from imgrag.connectors.stores import open_index
-    from imgrag.pipeline.runtime import rules_for, state_paths
+    from imgrag.pipeline.runtime import registry, rules_for, state_paths
+    from imgrag.pipeline.sources import SourceError
 
     paths = state_paths(settings)
     name = settings.store.collection
 
-    def read() -> tuple[dict[str, FileState], dict[str, Any]]:
+    def read() -> tuple[list[FileState], dict[str, Any]]:
         index = open_index(settings.store, paths)
         try:
             spec = index.recorded_spec(name)
             if spec is None:
-                return {}, {"provider": settings.embedder.provider, "model": None}
+                return [], {"provider": settings.embedder.provider, "model": None}
             index.ensure_collection(spec)
             described = {
                 "provider": spec.provider,
                 "model": spec.model,
                 "dimension": spec.dimension,
             }
-            return {s.path: s for s in index.file_states()}, described
+            return list(index.file_states()), described
         finally:
             index.close()
 
-    known, embedder = await asyncio.to_thread(read)
+    states, embedder = await asyncio.to_thread(read)
+    reg = registry(settings)
+    entries = [(e.name, Path(e.root)) for e in reg.entries()]
+    scope = ""
+    if target is not None:
+        entry = reg.get(str(target))
+        if entry is None and Path(target).is_dir():
+            resolved = reg.resolve(Path(target), register=False)
+            entry_name, entry_root, scope = resolved.name, resolved.root, resolved.scope
+        elif entry is None:
+            raise SourceError(
+                f"{target}: no such source or folder; `imgrag sources` lists the sources"
+            )
+        else:
+            entry_name, entry_root = entry.name, Path(entry.root)
+        entries = [(entry_name, entry_root)]
+    by_source: dict[str, dict[str, FileState]] = {n: {} for n, _ in entries}
+    legacy: dict[str, int] = {}
+    for st in states:
+        if st.source is None:
+            legacy[st.root or "?"] = legacy.get(st.root or "?", 0) + 1
+        elif st.source in by_source:
+            by_source[st.source][st.path] = st
+    if scope:
+        prefix = scope + "/"
+        for known in by_source.values():
+            for p in [p for p in known if not p.startswith(prefix)]:
+                del known[p]
     paths.root.mkdir(parents=True, exist_ok=True)
     journal = Journal(paths.journal)
+    rules = rules_for(settings)
     try:
-        return await asyncio.to_thread(
-            lambda: build_status(
-                known=known,
-                journal=journal,
-                root=root,
-                rules=rules_for(settings),
-                embedder=embedder,
+
+        def build() -> StatusReport:
+            per = [
+                source_status(n, root, by_source[n], journal, rules, scope) for n, root in entries
+            ]
+            scoped = journal.scoped(entries[0][0]) if target is not None else journal
+            recent = [
+                FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
+                for f in scoped.recent(10)
+            ]
+            return StatusReport(
+                indexed=sum(p.indexed for p in per) if target is not None else len(states),
+                pending=sum(p.pending for p in per),
+                failed=scoped.count(),
+                failed_by_reason=scoped.by_reason(),
+                failures=recent,
+                embedder=dict(embedder),
                 store={"kind": settings.store.kind, "collection": name},
+                sources=per,
+                legacy={} if target is not None else legacy,
             )
-        )
+
+        return await asyncio.to_thread(build)
     finally:
         journal.close()

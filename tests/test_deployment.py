@@ -49,7 +49,7 @@ def test_services_images_and_volumes(compose: dict[str, Any]) -> None:
 def test_commands_match_the_cli(compose: dict[str, Any]) -> None:
     services = compose["services"]
     watch = parse_cli(services["imgrag"]["command"])
-    assert watch.params["directory"] == Path("/inbox")
+    assert watch.params["directories"] == [Path("/inbox")]
     emulator = parse_cli(services["emulator"]["command"])
     assert emulator.params["backend"] == "local"
     port = emulator.params["port"]

@@ -15,6 +15,7 @@ PayloadKind = Literal["keyword", "folder", "integer", "datetime"]
 
 # "folder" is a keyword index that also answers prefix matches (delete_folder uses them).
 PAYLOAD_INDEXES: dict[str, PayloadKind] = {
+    "source": "keyword",
     "path": "keyword",
     "folder": "folder",
     "sha256": "keyword",
@@ -25,7 +26,9 @@ PAYLOAD_INDEXES: dict[str, PayloadKind] = {
     "ingested_at": "datetime",
 }
 
-STATE_FIELDS: tuple[str, ...] = ("path", "size", "mtime_ns", "sha256", "embed_key", "sidecar")
+STATE_FIELDS: tuple[str, ...] = (
+    "path", "size", "mtime_ns", "sha256", "embed_key", "sidecar", "source", "root",
+)  # fmt: skip
 """The payload fields reconciliation needs; scrolls fetch only these."""
 
 MODEL_FIELD = "model"
@@ -128,6 +131,8 @@ def file_state(point_id: Any, payload: dict[str, Any] | None) -> FileState | Non
             sha256=payload["sha256"],
             embed_key=payload.get("embed_key"),
             sidecar=payload.get("sidecar") or "",
+            source=payload.get("source"),
+            root=payload.get("root"),
         )
     except (KeyError, ValueError):
         return None
