@@ -42,6 +42,7 @@ from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
+from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import is_plain, printable, stored
 from imgrag.pipeline.reading import ReadRefused, read_inside
 from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
@@ -175,7 +176,7 @@ class Ingestor:
         # float32 arrays: a Python list of floats costs ~8x the memory.
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
-        self._known: dict[str, FileState] = {}
+        self._known = KnownFiles()
         self._loaded = False
         self.pending = 0
         self.stopping = False
@@ -196,9 +197,9 @@ class Ingestor:
         self._pool.shutdown(wait=not self.stopping, cancel_futures=True)
 
     async def load_state(self) -> None:
-        """Read the per-file state the index holds (only the reconciliation fields)."""
-        states = await asyncio.to_thread(lambda: list(self.index.file_states()))
-        self._known = {s.path: s for s in states}
+        """Read the per-file state the index holds (only the reconciliation fields). Passes
+        read it once; this ingestor keeps it current as it writes."""
+        self._known = await asyncio.to_thread(lambda: KnownFiles(self.index.file_states()))
         self._loaded = True
 
     @property
@@ -224,7 +225,8 @@ class Ingestor:
         started = time.perf_counter()
         usage_before = self.embedder.usage
         summary = Summary()
-        await self.load_state()
+        if not self._loaded:
+            await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         listing = Listing()
         found = await asyncio.to_thread(lambda: list(walk(self.root, self.rules, listing=listing)))
@@ -293,6 +295,9 @@ class Ingestor:
 
     def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
         """``needs_work``, counting the files it skips in ``summary``."""
+        if self._known.unchanged(s.rel, s.size, s.mtime_ns, s.sidecar):
+            summary.unchanged += 1  # the common case of a rescan, without a FileState
+            return False
         known = self._known.get(s.rel)
         if needs_work(known, s, failure[0] if failure is not None else None):
             return True
