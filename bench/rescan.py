@@ -32,7 +32,7 @@ from imgrag.pipeline.ingest import Ingestor
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
 
-FILES = 100_000
+FILES = int(os.environ.get("RESCAN_FILES", "100000"))
 FOLDERS = 100
 RUNS = 3
 DIM = 8
