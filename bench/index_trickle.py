@@ -130,6 +130,11 @@ def main() -> None:
                     round(statistics.median(w["p50_ms"] for w in after), 3) if after else None
                 ),
                 "worst_ratio_to_full": round(worst / full, 2) if worst else None,
+                "windows_after_first_build": len(after),
+                "windows_over_2x_full": sum(1 for w in after if w["p50_ms"] > 2 * full),
+                "windows_over_2x_while_building": sum(
+                    1 for w in after if w["p50_ms"] > 2 * full and w["building"]
+                ),
                 "timeline_every_10th": timeline[::10],
             },
             indent=2,

@@ -98,6 +98,8 @@ _SIDECAR_SUFFIXES = (".txt", ".json")
 
 
 def _sidecar_sig(stats: dict[str, os.stat_result], stem: str) -> str:
+    if not stats:
+        return ""  # most folders have no sidecars: skip the lookups
     parts = []
     for suffix in _SIDECAR_SUFFIXES:
         st = stats.get(stem + suffix)
@@ -238,7 +240,7 @@ def walk(
             rel = stored(disk)
             if not rules.wants(rel):
                 continue
-            if stored(name) != name and stored(name) in names:
+            if rel != disk and stored(name) != name and stored(name) in names:
                 # Two files, one index key: the one spelled as stored wins (see seen()).
                 log.warning("%s: skipped, a file is named as this one is stored", printable(rel))
                 continue
