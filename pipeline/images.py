@@ -38,7 +38,7 @@ Format = Literal["png", "jpeg", "webp"]
 # Cohere Embed v4 downsamples any image above 2,458,624 pixels (1568 x 1568) to that area
 # before embedding it (its model card on Amazon Bedrock, "Image sizing"); pixels beyond that
 # cost preparation time and upload bytes and are thrown away by the service. Embed v3
-# publishes no resolution; the same budget is far above what its 512-token image input uses.
+# publishes no input resolution; it gets the same budget.
 MODEL_PIXELS = 1568 * 1568
 # Wide panoramas stay within this side even when under the area budget.
 DEFAULT_MAX_SIDE = 2048
