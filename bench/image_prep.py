@@ -3,8 +3,8 @@
 - ``ratio``: CPU per large photo that ingestion spends on the Foundry path (probe, decode,
   orient, downscale, PNG, base64) divided by a full Pillow decode of the same file.
 - ``encoders``: the encoder options measured on the prepared image (time and bytes).
-- ``images_per_second``: the Foundry preparation with one thread and with one per core,
-  which shows whether Pillow releases the GIL (threads scale) or not.
+- ``counter_thread_rate_during_step``: which steps release the GIL (about 1) or hold it.
+- ``images_per_second``: the Foundry preparation with one thread and with one per core.
 
 The photos: no package on PyPI that we found ships real camera JPEGs of 12 MP and more, so
 the large files are mosaics of the real photos bundled in scikit-image, placed at their
@@ -144,6 +144,53 @@ def encoders(raw: bytes) -> dict[str, Any]:
     return out
 
 
+def gil_share(raw: bytes) -> dict[str, float]:
+    """How fast a pure-Python counting thread runs while each step runs on another thread,
+    as a share of its rate while that thread sleeps: about 1 when the step releases the
+    GIL, near the pure-Python row when it holds it."""
+    import threading
+
+    with Image.open(io.BytesIO(raw)) as img:
+        img.load()
+        full = img.convert("RGB")
+    small = full.resize((1810, 1357), Image.Resampling.BILINEAR)
+    steps: dict[str, Callable[[], object]] = {
+        "idle": lambda: time.sleep(0.1),
+        "jpeg_decode": lambda: full_decode(raw),
+        "resize": lambda: full.resize((1810, 1357), Image.Resampling.BILINEAR),
+        "png_zlib_level1": lambda: small.save(io.BytesIO(), "PNG", compress_level=1),
+        "pure_python": lambda: sum(range(3_000_000)),
+    }
+    try:
+        import fpng_py
+
+        pixels = small.tobytes()
+        steps["fpng"] = lambda: fpng_py.fpng_encode_image_to_memory(pixels, 1810, 1357, 3)
+    except ImportError:
+        pass
+    rates: dict[str, float] = {}
+    for name, step in steps.items():
+        stop = threading.Event()
+        counted: list[int] = []
+
+        def count(stop: threading.Event = stop, counted: list[int] = counted) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+            counted.append(n)
+
+        thread = threading.Thread(target=count)
+        thread.start()
+        started = time.perf_counter()
+        for _ in range(5):
+            step()
+        wall = time.perf_counter() - started
+        stop.set()
+        thread.join()
+        rates[name] = counted[0] / wall
+    return {k: round(v / rates["idle"], 2) for k, v in rates.items() if k != "idle"}
+
+
 def throughput(files: list[bytes], threads: int) -> float:
     work = files * max(2, 4 * threads // len(files))
     started = time.perf_counter()
@@ -166,6 +213,7 @@ def main() -> None:
         }
     files = photos(0.0)
     result["encoders"] = encoders(files[0])
+    result["counter_thread_rate_during_step"] = gil_share(files[0])
     cores = os.cpu_count() or 1
     one = throughput(files, 1)
     many = throughput(files, cores)
