@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import functools
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,8 @@ class Rules:
 
     def wants(self, rel_path: str) -> bool:
         """Whether the file at this relative (POSIX) path should be indexed."""
-        parts = PurePosixPath(rel_path).parts
+        # str.split, not PurePosixPath: this runs for every file of every rescan.
+        parts = [p for p in rel_path.split("/") if p and p != "."]
         if not parts or any(p.startswith(".") for p in parts):
             return False  # hidden files and folders, including the state directory
         name = parts[-1]
@@ -42,14 +45,20 @@ class Rules:
         if name in _LITTER or name.startswith("~$") or lower.endswith(_PARTIAL_SUFFIXES):
             return False
         path = rel_path.lower()
-        return any(_matches(path, lower, g) for g in self.include) and not any(
-            _matches(path, lower, g) for g in self.exclude
-        )
+        include = _pattern(tuple(self.include))
+        if not (include.match(path) or include.match(lower)):
+            return False
+        exclude = _pattern(tuple(self.exclude))
+        return not (exclude.match(path) or exclude.match(lower))
 
 
-def _matches(path: str, name: str, glob: str) -> bool:
-    pattern = glob.lower()
-    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(name, pattern)
+@functools.lru_cache(maxsize=64)
+def _pattern(globs: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for a list of globs (fnmatch's, lowercased): one match call
+    per file instead of one per glob. No globs match nothing."""
+    if not globs:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{fnmatch.translate(g.lower())})" for g in globs))
 
 
 def relative(root: Path, path: Path) -> str | None:
@@ -89,6 +98,8 @@ _SIDECAR_SUFFIXES = (".txt", ".json")
 
 
 def _sidecar_sig(stats: dict[str, os.stat_result], stem: str) -> str:
+    if not stats:
+        return ""  # most folders have no sidecars: skip the lookups
     parts = []
     for suffix in _SIDECAR_SUFFIXES:
         st = stats.get(stem + suffix)
@@ -184,9 +195,12 @@ def walk(
         if here & above or not _inside(folder, real_root):
             return  # reached through a link to a folder above it, or out of the root
         above |= here
-    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(start, above)]
+    # Each folder also carries its on-disk path relative to the root ("a/b/"): per-file
+    # paths are then string concatenations, not pathlib operations (a rescan's main cost).
+    top = on_disk(below).strip("/") + "/" if below else ""
+    stack: list[tuple[Path, frozenset[tuple[int, int]], str]] = [(start, above, top)]
     while stack:
-        folder, above = stack.pop()
+        folder, above, prefix = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
@@ -197,49 +211,52 @@ def walk(
             rel_folder = relative(root, folder) or below or "."
             listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
             continue
-        files: list[tuple[Path, os.stat_result]] = []
+        files: list[tuple[str, os.stat_result]] = []
         sidecars: dict[str, os.stat_result] = {}
         names = {e.name for e in entries}
         for entry in entries:
-            path = Path(entry.path)
             try:
-                if entry.is_symlink() and not _inside(path, real_root):
+                if entry.is_symlink() and not _inside(Path(entry.path), real_root):
                     continue
                 if entry.is_dir():
                     st = entry.stat()
                     key = (st.st_dev, st.st_ino)
-                    if key in above or entry.name.startswith(".") or _real(path) in ignored:
+                    if key in above or entry.name.startswith("."):
                         continue
-                    stack.append((path, above | {key}))
+                    path = Path(entry.path)
+                    if _real(path) in ignored:
+                        continue
+                    stack.append((path, above | {key}, prefix + entry.name + "/"))
                 elif entry.is_file():
                     st = entry.stat()
                     if entry.name.lower().endswith(_SIDECAR_SUFFIXES):
                         sidecars[entry.name] = st
-                    files.append((path, st))
+                    files.append((entry.name, st))
             except ValueError:
                 continue  # a name the OS cannot take back: the next scan sees it
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOENT):
                     continue  # a link loop is never a file; a vanished entry is seen next time
                 # Unreadable while walking: the next scan sees it; keep its point.
-                rel_entry = relative(root, path)
+                rel_entry = relative(root, Path(entry.path))
                 if rel_entry is not None:
                     listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
                 continue
-        for path, st in files:
-            rel = relative(root, path)
-            if rel is None or not rules.wants(rel):
+        for name, st in files:
+            disk = prefix + name
+            rel = stored(disk)
+            if not rules.wants(rel):
                 continue
-            if stored(path.name) != path.name and stored(path.name) in names:
+            if rel != disk and stored(name) != name and stored(name) in names:
                 # Two files, one index key: the one spelled as stored wins (see seen()).
                 log.warning("%s: skipped, a file is named as this one is stored", printable(rel))
                 continue
-            disk = path.relative_to(root).as_posix()
+            dot = name.rfind(".")
             yield Seen(
                 rel,
                 st.st_size,
                 st.st_mtime_ns,
-                _sidecar_sig(sidecars, path.stem),
+                _sidecar_sig(sidecars, name[:dot] if dot > 0 else name),
                 disk if disk != rel else None,
             )
 

@@ -20,6 +20,11 @@ import numpy as np
 from imgrag.connectors.embedder import EmbedderInfo, ImageInput
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+try:  # fpng: a PNG encoder an order of magnitude faster than zlib at level 1 (x86-64 wheels)
+    import fpng_py as _fpng  # type: ignore[import-untyped, import-not-found, unused-ignore]
+except ImportError:  # pragma: no cover - Pillow's encoder is the fallback
+    _fpng = None
+
 try:  # HEIC/HEIF when the optional extra is installed
     from pillow_heif import register_heif_opener
 
@@ -30,6 +35,13 @@ except ImportError:  # pragma: no cover - depends on the optional extra
 # A 12-megapixel photo is ~12M pixels; 100M pixels is far beyond any camera image we expect.
 MAX_PIXELS = 100_000_000
 Format = Literal["png", "jpeg", "webp"]
+# Cohere Embed v4 downsamples any image above 2,458,624 pixels (1568 x 1568) to that area
+# before embedding it (its model card on Amazon Bedrock, "Image sizing"); pixels beyond that
+# cost preparation time and upload bytes and are thrown away by the service. Embed v3
+# publishes no input resolution; it gets the same budget.
+MODEL_PIXELS = 1568 * 1568
+# Wide panoramas stay within this side even when under the area budget.
+DEFAULT_MAX_SIDE = 2048
 
 
 class ImageRejected(Exception):
@@ -53,6 +65,7 @@ class ImageFacts:
 
 # Pillow opens these but needs an outside program or OS library to decode them.
 _NEEDS_TOOLS = frozenset({"EPS", "WMF", "EMF"})
+_Z_RLE = 3  # zlib's Z_RLE strategy, as Pillow's PNG encoder takes it (compress_type)
 _DEEP_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32B"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _TRANSPOSE = {
@@ -151,32 +164,53 @@ def normalize(
     max_bytes: int = 5 * 1024 * 1024,
     fmt: Format = "png",
     max_pixels: int = MAX_PIXELS,
+    max_area: int = MODEL_PIXELS,
 ) -> NormalizedImage:
-    """Decode, orient, convert and shrink an image; raise ImageRejected with a reason."""
+    """Decode, orient, convert and shrink an image; raise ImageRejected with a reason.
+
+    An image within ``max_side`` and ``max_area`` is encoded exactly as before (same bytes,
+    so the same embedding input); a larger one is decoded at reduced scale where the format
+    allows it, downscaled once, and encoded with the fast settings.
+    """
     with _opened(raw, max_pixels) as img:
         if getattr(img, "is_animated", False):
             img.seek(0)
-        if img.format == "JPEG" and max(img.size) > max_side:
-            # draft() decodes at 1/2, 1/4 or 1/8 scale (never below the size asked for):
-            # much faster for big photos.
-            img.draft("RGB", (max_side, max_side))
+        target = fit(img.size, max_side, max_area)
+        if target is not None and img.format == "JPEG":
+            # draft() decodes at 1/2, 1/4 or 1/8 scale, never below the size asked for: the
+            # IDCT does most of the downscale for free. Asked for the target itself (not a
+            # square), a 12 MP photo decodes at half scale.
+            img.draft("RGB", target)
         img.load()  # errors here are mapped by _opened
         orientation = _orientation(_exif(img))
         decoded = img
     img = _to_rgb(decoded)
     if orientation in _TRANSPOSE:
         img = img.transpose(_TRANSPOSE[orientation])
-    # Pillow's bilinear downscale is antialiased; LANCZOS costs 2.6x the time for no
-    # difference an embedding model can see.
-    if max(img.size) > max_side:
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    data = _encode(img, fmt)
+    fast = target is not None
+    if fast:
+        size = fit(img.size, max_side, max_area)
+        if size is not None:
+            # Bilinear is antialiased in Pillow; LANCZOS costs 2.6x the time for no
+            # difference an embedding model can see. reduce() first (reducing_gap) keeps
+            # formats without a scaled decoder (WebP, HEIC, PNG) cheap too.
+            img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    data = _encode(img, fmt, fast=fast)
     while len(data) > max_bytes and max(img.size) > 64:
         # Encoded size scales with pixel count: aim just under the limit in one step.
         scale = min(0.9, 0.95 * (max_bytes / len(data)) ** 0.5)
         img.thumbnail((int(img.width * scale), int(img.height * scale)), Image.Resampling.BILINEAR)
-        data = _encode(img, fmt)
+        data = _encode(img, fmt, fast=fast)
     return NormalizedImage(data=data, mime=f"image/{fmt}", width=img.width, height=img.height)
+
+
+def fit(size: tuple[int, int], max_side: int, max_area: int) -> tuple[int, int] | None:
+    """The size an image of ``size`` is shrunk to, or None when it already fits both limits."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height), (max_area / (width * height)) ** 0.5)
+    if scale >= 1.0:
+        return None
+    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
 def for_embedder(
@@ -184,7 +218,10 @@ def for_embedder(
 ) -> ImageInput:
     """An image as this embedder takes it: the same for documents and for queries."""
     norm = normalize(
-        raw, max_side=min(2048, info.max_image_side), max_bytes=info.max_image_bytes, fmt=fmt
+        raw,
+        max_side=min(DEFAULT_MAX_SIDE, info.max_image_side),
+        max_bytes=info.max_image_bytes,
+        fmt=fmt,
     )
     return ImageInput(norm.data, norm.mime, text)
 
@@ -291,7 +328,10 @@ def _to_srgb(out: Image.Image, source: Image.Image) -> Image.Image:
     return converted if converted is not None else out
 
 
-def _encode(img: Image.Image, fmt: Format) -> bytes:
+def _encode(img: Image.Image, fmt: Format, *, fast: bool = False) -> bytes:
+    """Encode for the embedder. ``fast`` is for images this module has just shrunk: their
+    bytes are new anyway, so they take the quicker settings (bench/image_prep.py measures
+    them); images passed through unchanged keep the original settings, byte for byte."""
     buf = io.BytesIO()
     if fmt == "jpeg":
         if img.mode == "RGBA":  # JPEG has no alpha: what shows through is white, not black
@@ -300,7 +340,16 @@ def _encode(img: Image.Image, fmt: Format) -> bytes:
             img = flat
         img.convert("RGB").save(buf, format="JPEG", quality=90)
     elif fmt == "webp":
-        img.save(buf, format="WEBP", quality=90)
+        # method 0 is libwebp's fastest effort: about half the time of the default 4.
+        img.save(buf, format="WEBP", quality=90, method=0 if fast else 4)
+    elif fast and _fpng is not None and img.mode in ("RGB", "RGBA"):
+        # Lossless, a standard PNG any decoder reads, ~15x faster than zlib at level 1.
+        channels = len(img.mode)
+        return bytes(_fpng.fpng_encode_image_to_memory(img.tobytes(), *img.size, channels))
+    elif fast:
+        # zlib's run-length strategy after Pillow's adaptive row filters: faster than the
+        # default strategy at level 1 and smaller on photos (bench/image_prep.py).
+        img.save(buf, format="PNG", compress_level=1, compress_type=_Z_RLE)
     else:
         img.save(buf, format="PNG", compress_level=1)  # speed over size; the limit is 5 MB
     return buf.getvalue()

@@ -42,6 +42,7 @@ from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
+from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import is_plain, on_disk, printable, stored
 from imgrag.pipeline.reading import ReadRefused, read_inside
 from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
@@ -182,7 +183,7 @@ class Ingestor:
         # float32 arrays: a Python list of floats costs ~8x the memory.
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[list[float], Embedding | None]]] = {}
-        self._known: dict[str, FileState] = {}
+        self._known = KnownFiles()
         self._loaded = False
         self.pending = 0
         """Files a worker holds right now (the daemon counts them as left when it stops)."""
@@ -205,11 +206,12 @@ class Ingestor:
 
     async def load_state(self) -> None:
         """Read the per-file state this source holds in the index (only the reconciliation
-        fields). Points from before sources whose recorded root is this root are adopted:
+        fields), kept packed and current as this ingestor writes, so later passes do not
+        read it again. Points from before sources whose recorded root is this root are adopted:
         re-keyed to this source with their stored vectors, without calling the embedder."""
         states = await asyncio.to_thread(lambda: list(self.index.file_states()))
         root = stored(str(self.root))
-        self._known = {s.path: s for s in states if s.source == self.source}
+        self._known = KnownFiles(s for s in states if s.source == self.source)
         legacy = [s for s in states if s.source is None and s.root == root]
         foreign: dict[str, int] = {}
         for s in states:
@@ -279,7 +281,8 @@ class Ingestor:
         started = time.perf_counter()
         usage_before = self.embedder.usage
         summary = Summary()
-        await self.load_state()
+        if not self._loaded:
+            await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         listing = Listing()
         found = await asyncio.to_thread(
@@ -355,6 +358,9 @@ class Ingestor:
 
     def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
         """``needs_work``, counting the files it skips in ``summary``."""
+        if self._known.unchanged(s.rel, s.size, s.mtime_ns, s.sidecar):
+            summary.unchanged += 1  # the common case of a rescan, without a FileState
+            return False
         known = self._known.get(s.rel)
         if needs_work(known, s, failure[0] if failure is not None else None):
             return True

@@ -165,6 +165,7 @@ async def test_query_images_are_prepared_like_documents(tmp_path: Path) -> None:
 
     from imgrag.connectors.embedder import Embedding, ImageInput, InputType
     from imgrag.connectors.tiny import TinyEmbedder
+    from imgrag.pipeline.images import DEFAULT_MAX_SIDE, MODEL_PIXELS, fit
     from imgrag.pipeline.retrieval import SearchService
 
     seen: list[ImageInput] = []
@@ -184,5 +185,6 @@ async def test_query_images_are_prepared_like_documents(tmp_path: Path) -> None:
     sent = seen[0]
     assert sent.mime == "image/jpeg"  # the configured [embedder] image_format
     with Image.open(io.BytesIO(sent.data)) as img:
-        assert max(img.size) == 2048  # the same size limit documents get
+        # The same limits documents get: 2,048 px and the model's pixel budget.
+        assert img.size == fit((3000, 2000), DEFAULT_MAX_SIDE, MODEL_PIXELS) == (1920, 1280)
     await embedder.aclose()

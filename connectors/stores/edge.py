@@ -104,8 +104,11 @@ class _Build:
 class EdgeIndex:
     """The embedded default Index. Thread-safe; one instance per store per process.
 
-    ``index_threshold``: points outside any HNSW graph before a background build starts.
+    ``index_threshold``: points outside any HNSW graph that start a background build, once
+    writes pause for ``settle_seconds`` or the oldest of them has waited that long.
     ``settle_seconds``: quiet time after the last write before flushing or building.
+    ``build_after_seconds``: the longest points wait outside a graph under a steady trickle
+    of writes, once there are enough of them to get one (a quarter of the threshold).
     ``auto_build``: False leaves builds to ``request_index_build`` (benchmarks, tools).
     ``state_dir``: the folder named in a DiskFull message (default: ``path``).
     """
@@ -117,6 +120,7 @@ class EdgeIndex:
         index_threshold: int = 20_000,
         settle_seconds: float = 2.0,
         flush_seconds: float = 10.0,
+        build_after_seconds: float = 60.0,
         auto_build: bool = True,
         state_dir: Path | str | None = None,
     ) -> None:
@@ -125,6 +129,7 @@ class EdgeIndex:
         self.index_threshold = index_threshold
         self.settle_seconds = settle_seconds
         self.flush_seconds = flush_seconds
+        self.build_after_seconds = build_after_seconds
         self.auto_build = auto_build
         self._owner = OwnerLock(self.path)
         # Mutations, the snapshot copy and the swap are serialized; reads only need the
@@ -145,6 +150,9 @@ class EdgeIndex:
         self._last_flush = time.monotonic()
         self._unflushed = False
         self._unchecked = False
+        # When the oldest write not in the live shard's graphs (nor in a running build) landed.
+        self._outside_since: float | None = None
+        self._next_check = 0.0
         self.threshold_checks = 0
         """How many times the maintenance thread has compared the unindexed points with the
         threshold (and started a build when they reached it)."""
@@ -439,6 +447,8 @@ class EdgeIndex:
             if self._build is not None:
                 self._build.touched.update(ids)
             self._last_write = time.monotonic()
+            if self._outside_since is None:
+                self._outside_since = self._last_write
             self._unflushed = True
             self._unchecked = True
             self._reserve()
@@ -694,18 +704,35 @@ class EdgeIndex:
             except DiskFull:
                 self._retry_flush_after = now + 10  # the WAL holds the writes meanwhile
                 raise
-        if self._build is not None or not (self.auto_build and quiet and self._unchecked):
+        if self._build is not None or not self.auto_build or now < self._retry_build_after:
             return
-        if now < self._retry_build_after:
+        # A steady trickle never goes quiet: points that have waited are checked again too,
+        # at most once a second (every write wakes this thread).
+        waiting = self._outside_since is not None
+        if not (self._unchecked or waiting) or (now < self._next_check and not quiet):
             return
+        self._next_check = now + 1.0
         self._unchecked = False
         info = self._read("info", lambda s: s.info())
-        outside = info.points_count - info.indexed_vectors_count
-        if outside - self._baseline_unindexed >= self.index_threshold:
+        new = info.points_count - info.indexed_vectors_count - self._baseline_unindexed
+        if self._due(new, now, quiet):
             with self._write_lock:
                 if self._build is None:
                     self._start_build()
         self.threshold_checks += 1
+
+    def _due(self, new: int, now: float, quiet: bool) -> bool:
+        """Enough new points (once writes pause or the oldest has settled), or points that
+        have waited long enough and are enough for the engine to give them a graph."""
+        waited = now - self._outside_since if self._outside_since is not None else 0.0
+        if new >= self.index_threshold and (quiet or waited >= self.settle_seconds):
+            return True
+        return new >= self._smallest_graph() and waited >= self.build_after_seconds
+
+    def _smallest_graph(self) -> int:
+        # Segments below this many points stay exact (see _optimizers): a build started for
+        # fewer would leave them outside any graph and cost a copy of the shard for nothing.
+        return max(1, self.index_threshold // 4)
 
     def _start_build(self) -> None:
         """Flush, copy the live shard, start the child that builds its graphs (write lock held)."""
@@ -744,6 +771,8 @@ class EdgeIndex:
             env=env,
         )
         self._build = _Build(building, final, proc)
+        # Writes from now on are replayed onto the copy but land outside its graphs.
+        self._outside_since = None
         log.info("embedded store: building HNSW graphs in the background (pid %d)", proc.pid)
 
     def _finish_build(self) -> None:
@@ -756,6 +785,7 @@ class EdgeIndex:
             log.warning("embedded store: %s", self._last_error)
             with self._write_lock:
                 self._build = None
+                self._outside_again(build)
             shutil.rmtree(build.directory, ignore_errors=True)
             self._retry_build_after = time.monotonic() + 60
             self._notify()
@@ -778,6 +808,7 @@ class EdgeIndex:
                 shutil.rmtree(build.final, ignore_errors=True)
                 shutil.rmtree(build.directory, ignore_errors=True)
                 self._build = None
+                self._outside_again(build)
                 self._last_error = f"could not swap in the rebuilt index: {exc}"
                 self._retry_build_after = time.monotonic() + 60
                 self._notify()
@@ -797,6 +828,11 @@ class EdgeIndex:
         shutil.rmtree(self._dir / previous, ignore_errors=True)
         log.info("embedded store: HNSW build done in %.1f s", self._last_build_seconds)
         self._notify()
+
+    def _outside_again(self, build: _Build) -> None:
+        """A build that did not land leaves its points outside a graph since it started."""
+        since = self._outside_since
+        self._outside_since = build.started if since is None else min(since, build.started)
 
     def _abort_build(self) -> None:
         build, self._build = self._build, None

@@ -1,0 +1,106 @@
+"""The embedded index builds its graph under a steady trickle of writes, and keeps the
+writes made while a build runs (real qdrant-edge shards, real child build processes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from imgrag.connectors.index import CollectionSpec, Point
+from imgrag.connectors.stores.edge import EdgeIndex
+
+DIM = 64
+
+
+def _point(rng: np.random.Generator, n: int) -> Point:
+    vector = rng.standard_normal(DIM)
+    return Point(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"trickle-{n}")),
+        vector=vector.tolist(),
+        payload={"n": n},
+    )
+
+
+class _Trickle:
+    """One point every ``interval`` seconds on a thread: never quiet for ``settle_seconds``."""
+
+    def __init__(self, index: EdgeIndex, interval: float) -> None:
+        self.index = index
+        self.interval = interval
+        self.written: list[Point] = []
+        self.during_build: list[Point] = []
+        self._stop = threading.Event()
+        self._rng = np.random.default_rng(11)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        # Event.wait paces the source (the rate is the point of the test); it synchronizes
+        # nothing: the test waits on the index's own build counter.
+        while not self._stop.wait(self.interval):
+            p = _point(self._rng, n)
+            n += 1
+            before = self.index.status().building
+            self.index.upsert([p])
+            if before and self.index.status().building:
+                self.during_build.append(p)
+            self.written.append(p)
+
+    def __enter__(self) -> _Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_a_steady_trickle_gets_a_graph_and_writes_during_builds_are_kept(
+    tmp_path: Path,
+) -> None:
+    # Writes every 20 ms never leave the 2 s of quiet the threshold rule waits for; the
+    # time rule must start builds anyway, once 100 points (a quarter of 400) have waited 1 s.
+    index = EdgeIndex(
+        tmp_path / "store", index_threshold=400, settle_seconds=2.0, build_after_seconds=1.0
+    )
+    try:
+        index.ensure_collection(CollectionSpec(name="images", model="m", dimension=DIM))
+        with _Trickle(index, interval=0.02) as trickle:
+            assert index.wait_for_builds(1, timeout=90), "no build under a steady trickle"
+            assert index.status().indexed > 0
+            # Keep writing until a second build has run with writes landing during it.
+            assert index.wait_for_builds(2, timeout=90), "no second build under the trickle"
+        assert index.wait_for_build(timeout=60)
+        assert trickle.during_build, "no write landed while a build ran"
+        assert index.count() == len(trickle.written)
+        for p in trickle.during_build[:: max(1, len(trickle.during_build) // 20)]:
+            stored = index.vector_by_id(p.id)
+            assert stored is not None
+            assert np.allclose(stored, np.asarray(p.vector) / np.linalg.norm(p.vector), atol=1e-4)
+    finally:
+        index.close()
+
+
+def test_points_below_a_graphs_size_do_not_start_builds(tmp_path: Path) -> None:
+    """Fewer points than the engine puts in a graph: a build would copy the shard for
+    nothing, however long they wait."""
+    index = EdgeIndex(
+        tmp_path / "store", index_threshold=400, settle_seconds=0.0, build_after_seconds=0.0
+    )
+    try:
+        index.ensure_collection(CollectionSpec(name="images", model="m", dimension=DIM))
+        rng = np.random.default_rng(5)
+        index.upsert([_point(rng, n) for n in range(90)])
+        checks = index.threshold_checks
+        deadline = time.monotonic() + 30
+        while index.threshold_checks < checks + 2 and time.monotonic() < deadline:
+            index.wait_for_builds(1, timeout=0.2)
+        assert index.threshold_checks >= checks + 2
+        assert index.status().builds == 0 and not index.status().building
+        index.upsert([_point(rng, n) for n in range(90, 120)])  # 120 >= 100: a graph's worth
+        assert index.wait_for_builds(1, timeout=60)
+    finally:
+        index.close()
