@@ -42,6 +42,8 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     token: SecretStr | None = Field(default=None, exclude=True)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names the API answers besides loopback ones (against DNS rebinding)."""
 
 
 class Settings(BaseSettings):

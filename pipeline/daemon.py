@@ -576,7 +576,14 @@ async def run_watch(
                     image_format=settings.embedder.image_format,
                 )
                 app = create_api(
-                    service, report, metrics_box[0], settings.api.token, daemon.health_report
+                    service,
+                    report,
+                    metrics_box[0],
+                    settings.api.token,
+                    daemon.health_report,
+                    thumbs_dir=settings.state_dir / "thumbs",
+                    roots=[root],
+                    allowed_hosts=[settings.api.host, *settings.api.allowed_hosts],
                 )
                 first = asyncio.get_running_loop().create_future()
 

@@ -18,6 +18,7 @@ from imgrag.pipeline.filters import build_filter
 from imgrag.pipeline.images import Format, for_embedder
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.query import QueryError, SearchQuery
+from imgrag.pipeline.relevance import QueryKind, relevance_floor
 from pydantic import BaseModel
 from qdrant_client.http import models as qm
 
@@ -25,21 +26,28 @@ _TEXT_CACHE = 256
 
 
 class SearchHit(BaseModel):
-    """One result: the image's relative and absolute path, its score and payload."""
+    """One result: the image's relative and absolute path, its score and payload.
+
+    ``weak``: the score is below the model's relevance floor (see ``relevance.py``), as
+    close as unrelated images come; it may still be the best there is."""
 
     id: str
     path: str
     abs_path: str
     score: float
     payload: dict[str, Any]
+    weak: bool = False
 
     @classmethod
-    def from_hit(cls, hit: Hit) -> SearchHit:
+    def from_hit(cls, hit: Hit, floor: float | None = None) -> SearchHit:
         payload = hit.payload
         path = str(payload.get("path", ""))
         root = payload.get("root")
         abs_path = str(Path(str(root)) / path) if root else path
-        return cls(id=hit.id, path=path, abs_path=abs_path, score=hit.score, payload=payload)
+        weak = floor is not None and hit.score < floor
+        return cls(
+            id=hit.id, path=path, abs_path=abs_path, score=hit.score, payload=payload, weak=weak
+        )
 
 
 class SearchService:
@@ -79,7 +87,9 @@ class SearchService:
                 group_by_sha256=query.unique,
             )
         )
-        return [SearchHit.from_hit(h) for h in hits]
+        kind: QueryKind = "text" if query.image is None and query.similar_to is None else "image"
+        floor = relevance_floor(self.embedder.info.model, kind)
+        return [SearchHit.from_hit(h, floor) for h in hits]
 
     async def _vector(self, text: str | None, image: bytes | None) -> list[float]:
         info = self.embedder.info
