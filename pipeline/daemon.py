@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -603,7 +604,11 @@ async def run_watch(
                         )
                     )
                     servers.append(server)
-                    task = asyncio.create_task(server.serve())
+                    # Bound here: a port in use is an OSError, where uvicorn would sys.exit
+                    # out of the event loop with a traceback.
+                    family = socket.AF_INET6 if ":" in settings.api.host else socket.AF_INET
+                    sock = socket.create_server((settings.api.host, port), family=family)
+                    task = asyncio.create_task(server.serve(sockets=[sock]))
                     while not server.started:
                         if task.done():
                             task.result()  # raises the reason it could not start
