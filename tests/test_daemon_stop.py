@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from imgrag.pipeline.api import DaemonInfo, read_daemon_file
+from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file
 from PIL import Image
 from pydantic import SecretStr
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.errors import StoreError
-from imgrag.pipeline.api import read_daemon_file
 from imgrag.pipeline.candidates import walk
+from imgrag.pipeline.daemon_client import read_daemon_file
 
 from tests import hostile_factory as h
 from tests import images_factory as f

@@ -195,7 +195,7 @@ def test_daemon_reports_the_folders_it_cannot_read(
                 preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None,
             )
         try:
-            from imgrag.pipeline.api import read_daemon_file
+            from imgrag.pipeline.daemon_client import read_daemon_file
 
             state = tmp_path / "state" / "daemon.json"
             wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None)
