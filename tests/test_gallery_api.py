@@ -260,3 +260,24 @@ async def test_hits_below_the_models_relevance_floor_are_weak(api: Api) -> None:
             "/search", json={"text": "tax return 2023", "limit": 3, "min_score": floor}
         )
         assert hidden.json() == []
+
+
+async def test_wrong_methods_and_internal_errors_answer_json(
+    indexed: tuple[Settings, Path],
+) -> None:
+    settings, _ = indexed
+
+    def broken() -> StatusReport:
+        raise RuntimeError("the journal is unreadable")
+
+    async with open_runtime(settings) as runtime:
+        service = SearchService(runtime.embedder, runtime.index, source="gallery")
+        app = create_api(service, broken, Metrics(broken))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            wrong = await c.get("/search")
+            assert wrong.status_code == 405 and "error" in wrong.json()
+            failed = await c.get("/status")
+            assert failed.status_code == 500
+            assert failed.headers["content-type"] == "application/json"
+            assert "the journal is unreadable" in failed.json()["error"]

@@ -172,6 +172,11 @@ def test_a_typed_query_shows_the_expected_thumbnail_first_and_loaded(page: Any) 
     page.wait_for_selector("#detail[open]")
     page.wait_for_function("() => document.getElementById('detail-img').naturalWidth > 0")
     assert "earth/cat.png" in page.inner_text("#detail-meta")
+    page.click("#detail-more")  # more like this: the other photos, the cat itself left out
+    page.wait_for_function(
+        "() => document.getElementById('message').innerText.includes('like earth/cat.png')"
+    )
+    assert "earth/cat.png" not in paths(page) and len(paths(page)) == len(PHOTOS) - 1
 
 
 def test_a_dropped_image_finds_its_near_duplicate(page: Any) -> None:
