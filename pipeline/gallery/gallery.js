@@ -57,7 +57,7 @@
     state.hits = $("f-strong").checked ? data.filter((h) => !h.weak) : data;
     render();
     const strong = state.hits.filter((h) => !h.weak).length;
-    const what = state.similar ? `like ${state.similar.path}` : (text || "the image");
+    const what = state.similar ? `images like ${state.similar.path}` : text ? `"${text}"` : "the image";
     $("message").textContent = !state.hits.length
       ? `Nothing found for ${what}` + (flt ? " with these filters." : ".")
       : strong === 0 ? `Nothing relevant found for ${what}: only weak matches.`
