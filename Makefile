@@ -44,9 +44,13 @@ $(STAMP_RUN_CHECK): pyproject.toml
 	$(call install_run,$(RUN_CHECK)/bin)
 	touch $@
 
+# The daemon runs as the terminal's foreground job: Ctrl+C stops it cleanly and make exits
+# without an "Interrupt" error.
+INBOX ?= inbox
 run: $(STAMP_RUN)
-	mkdir -p inbox
-	IMGRAG_CONFIG=$${IMGRAG_CONFIG:-configs/default.toml} $(BIN)/imgrag watch ./inbox
+	mkdir -p "$(INBOX)"
+	IMGRAG_CONFIG=$${IMGRAG_CONFIG:-configs/default.toml} \
+	  $(BIN)/python tools/foreground.py $(BIN)/imgrag watch "$(INBOX)"
 
 test: $(STAMP_TEST) $(STAMP_RUN_CHECK) azurite
 	$(BIN)/ruff check pipeline connectors tests bench

@@ -1,14 +1,27 @@
-"""The daemon's local HTTP API: the routes for health, status, search and Prometheus metrics.
-The client side, and the ``daemon.json`` that tells clients where to find it, is in
-``daemon_client.py``."""
+"""The daemon's local HTTP API: the gallery page, thumbnails and images by point id, and the
+routes for health, status, search and Prometheus metrics. The client side, and the
+``daemon.json`` that tells clients where to find it, is in ``daemon_client.py``.
+
+Every answer but the page, its assets and images is JSON, errors included. Requests must name
+a loopback host or one of ``[api] allowed_hosts`` (a page elsewhere cannot reach the API by
+rebinding its DNS name to 127.0.0.1), and with a token set every route but ``/health`` needs
+it, as a bearer header or the cookie the page sets from ``/?token=...``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
+import io
+import json
+import mimetypes
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from imgrag.pipeline.filters import FilterError
@@ -16,15 +29,67 @@ from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import QueryError, SearchQuery, describe_validation_error
 from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.status import StatusReport
+from imgrag.pipeline.thumbnails import NotServable, file_of, thumbnail, valid_id
+from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+MAX_BODY = 32 * 1024 * 1024
+"""Largest ``POST /search`` body: a base64 query image of about 24 MB."""
+MAX_PIXELS = 50_000_000
+"""Largest query image, in pixels, the API decodes."""
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+COOKIE = "imgrag_token"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_ASSETS = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
+_NO_TOKEN = "missing or wrong token: open the page as /?token=... or send 'Authorization: Bearer'"
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port (``[::1]:80`` → ``[::1]``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("imgrag.pipeline.gallery").joinpath(name).read_bytes()
+
+
+class _Guard(BaseHTTPMiddleware):
+    """The Host check and the security headers, on every answer."""
+
+    def __init__(self, app: Any, allowed: frozenset[str]) -> None:
+        super().__init__(app)
+        self.allowed = allowed
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        name = _host_name(request.headers.get("host", ""))
+        if name not in self.allowed:
+            response: Response = _error(
+                421, f"host {name or '(none)'!r} is not served: add it to [api] allowed_hosts"
+            )
+        else:
+            response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
 
 
 def create_api(
@@ -33,36 +98,87 @@ def create_api(
     metrics: Metrics,
     token: SecretStr | None = None,
     health_report: Callable[[], dict[str, Any]] | None = None,
+    *,
+    thumbs_dir: Path | None = None,
+    roots: Sequence[Path] | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
     """The ASGI app the daemon serves on loopback.
 
     ``/health`` says ``ok``, ``degraded`` (with the problems: a task down, the root
-    missing, a refused key, a store that cannot write) or ``stopping``.
+    missing, a refused key, a store that cannot write) or ``stopping``. ``/`` is the gallery;
+    ``/thumb/{id}`` (cached in ``thumbs_dir``) and ``/image/{id}`` serve a point's file when
+    it lies below its recorded root and, when ``roots`` is given, that root is one of them.
     """
+    allowed = LOOPBACK | {_host_name(h) for h in allowed_hosts if h}
+    expected = token.get_secret_value() if token is not None else None
 
     def authorized(request: Request) -> bool:
-        if token is None:
+        if expected is None:
             return True
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        return hmac.compare_digest(given.encode(), expected.encode())
+        header = request.headers.get("authorization", "")
+        cookie = request.cookies.get(COOKIE, "")
+        return hmac.compare_digest(
+            header.encode(), f"Bearer {expected}".encode()
+        ) or hmac.compare_digest(cookie.encode(), expected.encode())
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            if not authorized(request):
+                return _error(401, _NO_TOKEN)
+            return await handler(request)
+
+        return route
+
+    async def page(request: Request) -> Response:
+        given = request.query_params.get("token")
+        if expected is not None and given is not None:
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(401, _NO_TOKEN)
+            # The token goes into a cookie and out of the address bar (and the history).
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, expected, httponly=True, samesite="strict")
+            return response
+        if not authorized(request):
+            return _error(401, _NO_TOKEN)
+        return Response(_asset("index.html"), media_type="text/html; charset=utf-8")
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _ASSETS:
+            return _error(404, f"no asset {name!r}")
+        return Response(_asset(name), media_type=_ASSETS[name])
 
     async def health(request: Request) -> Response:
         state = health_report() if health_report is not None else {"status": "ok"}
         return JSONResponse({**state, "pid": os.getpid()})
 
     async def status(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "missing or wrong bearer token (IMGRAG_API_TOKEN)")
         # Counting pending files walks the folder: off the event loop.
         report_now = await asyncio.to_thread(report)
         return Response(report_now.model_dump_json(), media_type="application/json")
 
     async def search(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "missing or wrong bearer token (IMGRAG_API_TOKEN)")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, "send the query as JSON (Content-Type: application/json)")
+        body = await _read_body(request)
+        if isinstance(body, Response):
+            return body
         try:
-            query = SearchQuery.model_validate_json(await request.body())
+            data = json.loads(body)
+        except ValueError as exc:
+            return _error(400, f"the body is not valid JSON: {exc}")
+        if not isinstance(data, dict):
+            return _error(400, 'the body must be a JSON object such as {"text": "a cat"}')
+        if isinstance(data.get("image"), str):
+            problem = _image_problem(data["image"])
+            if problem is not None:
+                return problem
+        try:
+            query = SearchQuery.model_validate_json(body)
         except ValidationError as exc:
             return _error(400, describe_validation_error(exc))
         started = time.perf_counter()
@@ -70,19 +186,91 @@ def create_api(
             hits = await service.run(query)
         except (QueryError, FilterError) as exc:
             return _error(400, str(exc))
+        except ValidationError as exc:  # a Qdrant filter of the wrong shape
+            return _error(400, f"filter: {describe_validation_error(exc)}")
         finally:
             metrics.search_seconds.observe(time.perf_counter() - started)
         return JSONResponse([h.model_dump(mode="json") for h in hits])
+
+    async def thumb(request: Request) -> Response:
+        if thumbs_dir is None:
+            return _error(404, "this server keeps no thumbnails")
+        pid = request.path_params["id"]
+        if not valid_id(pid):
+            return _error(404, "not an image id")
+        payload = await asyncio.to_thread(service.index.payload_by_id, pid)
+        try:
+            path = await asyncio.to_thread(thumbnail, pid, payload, thumbs_dir, roots)
+        except NotServable as exc:
+            return _error(404, str(exc))
+        return FileResponse(path, media_type="image/webp", headers={"Cache-Control": "max-age=60"})
+
+    async def image(request: Request) -> Response:
+        pid = request.path_params["id"]
+        if not valid_id(pid):
+            return _error(404, "not an image id")
+        payload = await asyncio.to_thread(service.index.payload_by_id, pid)
+        try:
+            path = await asyncio.to_thread(file_of, payload, roots)
+        except NotServable as exc:
+            return _error(404, str(exc))
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media)
 
     async def prometheus(request: Request) -> Response:
         body = await asyncio.to_thread(metrics.render)  # its status walks the folder
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return _error(exc.status_code, str(exc.detail))
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
     return Starlette(
         routes=[
+            Route("/", page),
+            Route("/static/{name}", asset),
             Route("/health", health),
-            Route("/status", status),
-            Route("/search", search, methods=["POST"]),
-            Route("/metrics", prometheus),
-        ]
+            Route("/status", guarded(status)),
+            Route("/search", guarded(search), methods=["POST"]),
+            Route("/thumb/{id}", guarded(thumb)),
+            Route("/image/{id}", guarded(image)),
+            Route("/metrics", guarded(prometheus)),
+        ],
+        middleware=[Middleware(_Guard, allowed=frozenset(allowed))],
+        exception_handlers={HTTPException: http_error, Exception: http_error},
     )
+
+
+async def _read_body(request: Request) -> bytes | Response:
+    """The body, or a 413 once it passes MAX_BODY (without reading the rest)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        return _error(413, f"the body is over {MAX_BODY // 2**20} MiB: send a smaller image")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return _error(413, f"the body is over {MAX_BODY // 2**20} MiB: send a smaller image")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _image_problem(encoded: str) -> Response | None:
+    """A 400/413 for a query image that is not base64, not an image, or too many pixels."""
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return _error(400, "image: must be base64-encoded image bytes")
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return _error(400, "image: not an image this server can read (try PNG, JPEG or WebP)")
+    if width * height > MAX_PIXELS:
+        return _error(
+            413,
+            f"image: {width}x{height} is over {MAX_PIXELS // 1_000_000} megapixels; scale it down",
+        )
+    return None

@@ -86,11 +86,46 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def settings_from(ctx: typer.Context) -> Settings:
+    from imgrag.pipeline.config import unknown_environment
+    from rich.markup import escape
+
+    for warning in unknown_environment():
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     try:
         obj = ctx.obj or {}
         return load_settings(obj.get("config"), state_dir=obj.get("state_dir"))
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def hoist_config(argv: list[str]) -> list[str]:
+    """``imgrag status --config x.toml`` as ``imgrag --config x.toml status``: the option
+    belongs to the group, and people type it after the command too."""
+    out: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg in ("--config", "-c") and i + 1 < len(argv) and out:
+            moved += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--config=") and out:
+            moved.append(arg)
+        else:
+            out.append(arg)
+        i += 1
+    return moved + out
+
+
+def run() -> None:
+    """The ``imgrag`` console script."""
+    import sys
+
+    app(args=hoist_config(sys.argv[1:]), prog_name="imgrag")
 
 
 @app.command("emulator")
@@ -471,6 +506,109 @@ def watch_command(
 # -- retrieval and status -------------------------------------------------------------------
 
 
+MinScoreOpt = Annotated[
+    float | None,
+    typer.Option("--min-score", help="Hide hits scoring below this (e.g. the weak ones)."),
+]
+OpenOpt = Annotated[bool, typer.Option("--open", help="Open the top hit in the default viewer.")]
+FilterOpt = Annotated[
+    list[str] | None,
+    typer.Option("--filter", help="key=value on the payload (folder, tags, camera, ...)."),
+]
+
+
+def _readable_image(image: Path) -> None:
+    """Fail with one line unless ``image`` is a file Pillow can read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not image.is_file():
+        raise fail(f"--image {image}: no such file")
+    try:
+        with Image.open(image) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise fail(
+            f"{image}: not an image imgrag can read ({type(exc).__name__}); "
+            "give a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file"
+        ) from None
+
+
+def _run_search(ctx: typer.Context, query_fields: dict[str, object]) -> list[SearchHit]:
+    from imgrag.pipeline.filters import FilterError
+    from imgrag.pipeline.query import QueryError, build_query
+    from imgrag.pipeline.retriever import Retriever
+
+    try:
+        query = build_query(**query_fields)
+    except (QueryError, FilterError) as exc:
+        raise fail(str(exc)) from None
+    _setup_logging()
+    settings = settings_from(ctx)
+
+    def run() -> list[SearchHit]:
+        with Retriever.from_settings(settings) as retriever:
+            return retriever.run(query)
+
+    return _guarded(run)
+
+
+def _show_hits(
+    hits: list[SearchHit],
+    *,
+    json_: bool,
+    open_top: bool,
+    filtered: bool,
+    min_score: float | None,
+) -> None:
+    """The hits as JSON or a table of clickable absolute paths; a hint when there are none."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if json_:
+        typer.echo(json.dumps([h.model_dump(mode="json") for h in hits], indent=2))
+    elif not hits:
+        if filtered:
+            hint = "no image matches the filters: check --filter (imgrag status lists folders)"
+        elif min_score is not None:
+            hint = f"nothing scored {min_score} or more: lower --min-score"
+        else:
+            hint = "the index is empty: run 'imgrag ingest FOLDER' or 'imgrag watch FOLDER'"
+        typer.echo(f"no matches ({hint})")
+        return
+    else:
+        if all(h.weak for h in hits):
+            typer.echo(
+                "nothing relevant found: every hit is below the model's relevance floor "
+                "(the closest are marked weak)"
+            )
+        captions = any(h.payload.get("caption") for h in hits)
+        tags = any(h.payload.get("tags") for h in hits)
+        weak = any(h.weak for h in hits)
+        table = Table("rank", "score", box=None)
+        if weak:
+            table.add_column("")
+        table.add_column("path", overflow="fold")
+        if captions:
+            table.add_column("caption", overflow="fold")
+        if tags:
+            table.add_column("tags", overflow="fold")
+        for rank, hit in enumerate(hits, 1):
+            path = Path(hit.abs_path)
+            link = path.as_uri() if path.is_absolute() else None
+            row: list[str | Text] = [str(rank), f"{hit.score:.3f}"]
+            if weak:
+                row.append("weak" if hit.weak else "")
+            row.append(Text(hit.abs_path, style=f"link {link}" if link else ""))
+            if captions:
+                row.append(Text(str(hit.payload.get("caption") or "")))
+            if tags:
+                row.append(Text(", ".join(str(t) for t in hit.payload.get("tags") or [])))
+            table.add_row(*row)
+        Console(soft_wrap=True).print(table)
+    if open_top and hits and typer.launch(hits[0].abs_path) != 0:
+        raise fail(f"could not open {hits[0].abs_path}: no default viewer answered")
+
+
 @app.command("search")
 def search_command(
     ctx: typer.Context,
@@ -483,60 +621,74 @@ def search_command(
         typer.Option("--similar-to", help="Images like this indexed one (path in the folder)."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
-    filters: Annotated[
-        list[str] | None,
-        typer.Option("--filter", help="key=value on the payload (folder, tags, camera, ...)."),
-    ] = None,
-    min_score: Annotated[
-        float | None, typer.Option("--min-score", help="Drop hits scoring below this.")
-    ] = None,
+    filters: FilterOpt = None,
+    min_score: MinScoreOpt = None,
     unique: Annotated[bool, typer.Option("--unique", help="Collapse identical images.")] = False,
+    open_top: OpenOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Search the index by text, by an example image, by both, or by an indexed image."""
     from imgrag.pipeline.filters import FilterError, parse_cli_filters
-    from imgrag.pipeline.query import QueryError, build_query
-    from imgrag.pipeline.retriever import Retriever
-    from rich.table import Table
 
     if text is None and image is None and similar_to is None:
         raise fail(
             "give TEXT, --image PATH, both, or --similar-to PATH (imgrag search 'a red car')"
         )
-    if image is not None and not image.is_file():
-        raise fail(f"--image {image}: no such file")
+    if image is not None:
+        _readable_image(image)
     try:
-        query = build_query(
-            text=text,
-            image=image,
-            similar_to=similar_to,
-            limit=limit,
-            filter=parse_cli_filters(filters or []) or None,
-            min_score=min_score,
-            unique=unique,
-        )
-    except (QueryError, FilterError) as exc:
+        flt = parse_cli_filters(filters or []) or None
+    except FilterError as exc:
         raise fail(str(exc)) from None
-    _setup_logging()
-    settings = settings_from(ctx)
+    hits = _run_search(
+        ctx,
+        {
+            "text": text,
+            "image": image,
+            "similar_to": similar_to,
+            "limit": limit,
+            "filter": flt,
+            "min_score": min_score,
+            "unique": unique,
+        },
+    )
+    _show_hits(hits, json_=json_, open_top=open_top, filtered=flt is not None, min_score=min_score)
 
-    def run() -> list[SearchHit]:
-        with Retriever.from_settings(settings) as retriever:
-            return retriever.run(query)
 
-    hits = _guarded(run)
-    if json_:
-        typer.echo(json.dumps([h.model_dump(mode="json") for h in hits], indent=2))
-        return
-    if not hits:
-        typer.echo("no matches")
-        return
-    table = Table("rank", "score", "path", "caption", box=None)
-    for rank, hit in enumerate(hits, 1):
-        table.add_row(
-            str(rank), f"{hit.score:.3f}", hit.path, str(hit.payload.get("caption") or "")
-        )
-    Console().print(table)
+@app.command("similar")
+def similar_command(
+    ctx: typer.Context,
+    path: Annotated[
+        str,
+        typer.Argument(help="An image file, or an indexed image's path relative to its folder."),
+    ],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
+    filters: FilterOpt = None,
+    min_score: MinScoreOpt = None,
+    open_top: OpenOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Images that look like PATH. A file on disk is searched by its pixels (itself left
+    out); any other PATH must be an indexed image's path in its folder."""
+    from imgrag.pipeline.filters import FilterError, parse_cli_filters
+
+    try:
+        flt = parse_cli_filters(filters or []) or None
+    except FilterError as exc:
+        raise fail(str(exc)) from None
+    file = Path(path)
+    fields: dict[str, object] = {"limit": limit, "filter": flt, "min_score": min_score}
+    if file.is_file():
+        _readable_image(file)
+        fields.update(image=file, limit=limit + 1)
+        same = file.resolve()
+        hits = [h for h in _run_search(ctx, fields) if Path(h.abs_path).resolve() != same][:limit]
+    elif file.exists():
+        raise fail(f"{path}: not a file; give an image file or an indexed image's path")
+    else:
+        fields["similar_to"] = path
+        hits = _run_search(ctx, fields)
+    _show_hits(hits, json_=json_, open_top=open_top, filtered=flt is not None, min_score=min_score)
 
 
 @app.command("status")
@@ -672,4 +824,4 @@ def forget_command(
 
 
 if __name__ == "__main__":
-    app()
+    run()

@@ -54,6 +54,8 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     token: SecretStr | None = Field(default=None, exclude=True)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names the API answers besides loopback ones (against DNS rebinding)."""
 
 
 class Settings(BaseSettings):
@@ -93,6 +95,86 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+# Variables named IMGRAG_... that are not settings: read elsewhere, never "unknown".
+_OTHER_VARIABLES = {"IMGRAG_CONFIG", "IMGRAG_API_TOKEN", "IMGRAG_EMULATOR_API_KEY"}
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "IMGRAG_" + "__".join(str(p) for p in loc).upper()
+
+
+def _env_value(name: str) -> str | None:
+    for key, value in os.environ.items():  # pydantic-settings matches names in any case
+        if key.upper() == name:
+            return value
+    return None
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The setting names valid where ``loc`` points (its section's fields)."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = getattr(field, "annotation", None) if field is not None else None
+        if model is None:
+            return []
+    return [n for n in getattr(model, "model_fields", {}) if n != "config_path"]
+
+
+def _in_toml(data: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _describe(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
+    """One line: where the bad value came from (the file or the variable), the key, what is
+    wrong, and for an unknown key the nearest valid one."""
+    import difflib
+
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    env = _env_name(loc)
+    from_env = _env_value(env) is not None and not _in_toml(data, loc)
+    source = f"environment variable {env}" if from_env else where
+    key = _location(loc)
+    message = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(loc)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        message = "unknown setting" + (f"; did you mean {close[0]!r}?" if close else "")
+        if valid and not close:
+            message += f" (valid: {', '.join(valid)})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def unknown_environment() -> list[str]:
+    """Warnings for ``IMGRAG_...`` variables that name no setting (they would be ignored)."""
+    import difflib
+
+    sections = [n for n in Settings.model_fields if n != "config_path"]
+    out = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith("IMGRAG_") or upper in _OTHER_VARIABLES:
+            continue
+        head = upper.removeprefix("IMGRAG_").split("__", 1)[0].lower()
+        if head in sections:
+            continue
+        close = difflib.get_close_matches(head, sections, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean IMGRAG_{close[0].upper()}...?"
+            if close
+            else (f"settings are IMGRAG_<{'|'.join(s.upper() for s in sections)}>...")
+        )
+        out.append(f"environment variable {name} is not a setting and is ignored; {hint}")
+    return out
+
+
 def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
     """The config file to read: the argument, ``$IMGRAG_CONFIG``, or the user config file
     when it exists; None means the packaged defaults. Never relative to the current folder
@@ -129,10 +211,7 @@ def load_settings(
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = _location(tuple(err["loc"]))
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{where}: {key}: {err['msg']}{more}") from None
+        raise ConfigError(_describe(exc, where, data)) from None
     settings.config_path = cfg_path
     if state_dir is not None:
         settings.state_dir = Path(state_dir)

@@ -19,11 +19,12 @@ import hmac
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import uvicorn
 from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
@@ -495,6 +496,27 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
+class _FleetRoots(Sequence[Path]):
+    """The roots of the sources a fleet watches now (sources are added while it runs): the
+    only folders the API serves files from."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def _roots(self) -> list[Path]:
+        return [d.root for d in self._fleet.daemons.values()]
+
+    @overload
+    def __getitem__(self, index: int) -> Path: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Path]: ...
+    def __getitem__(self, index: int | slice) -> Path | Sequence[Path]:
+        return self._roots()[index]
+
+    def __len__(self) -> int:
+        return len(self._fleet.daemons)
+
+
 class Fleet:
     """One daemon per source, sharing one embedder, index and API: ``imgrag watch A B``, and
     sources added later through ``POST /sources``. Stopping one stops all."""
@@ -789,7 +811,14 @@ async def _serve(
                 sources=source_list(settings),
             )
             app = create_api(
-                service, report, metrics_box[0], settings.api.token, fleet.health_report
+                service,
+                report,
+                metrics_box[0],
+                settings.api.token,
+                fleet.health_report,
+                thumbs_dir=settings.state_dir / "thumbs",
+                roots=_FleetRoots(fleet),
+                allowed_hosts=[settings.api.host, *settings.api.allowed_hosts],
             )
             _add_routes(app, settings, fleet)
             first = asyncio.get_running_loop().create_future()
@@ -810,7 +839,11 @@ async def _serve(
                     )
                 )
                 servers.append(server)
-                task = asyncio.create_task(server.serve())
+                # Bound here: a port in use is an OSError, where uvicorn would sys.exit out
+                # of the event loop with a traceback.
+                family = socket.AF_INET6 if ":" in settings.api.host else socket.AF_INET
+                sock = socket.create_server((settings.api.host, port), family=family)
+                task = asyncio.create_task(server.serve(sockets=[sock]))
                 while not server.started:
                     if task.done():
                         task.result()  # raises the reason it could not start

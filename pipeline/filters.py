@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from qdrant_client.http import models as qm
 
 _RANGES = {
@@ -30,8 +31,15 @@ def build_filter(spec: Mapping[str, Any] | qm.Filter | None) -> qm.Filter | None
     """
     if spec is None or isinstance(spec, qm.Filter):
         return spec
+    if not isinstance(spec, Mapping):
+        raise FilterError(f'filter: give an object such as {{"folder": "cats"}}, not {spec!r}')
     if any(k in spec for k in ("must", "should", "must_not", "min_should")):
-        return qm.Filter.model_validate(spec)
+        try:
+            return qm.Filter.model_validate(spec)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise FilterError(f"filter {where}: {err['msg']}") from None
     must: list[qm.Condition] = []
     for key, value in spec.items():
         if key in _RANGES:
@@ -40,9 +48,13 @@ def build_filter(spec: Mapping[str, Any] | qm.Filter | None) -> qm.Filter | None
                 qm.FieldCondition(key=field, range=qm.DatetimeRange(**{op: _when(key, value)}))
             )
         elif key in _SIZES:
-            must.append(qm.FieldCondition(key="size", range=qm.Range(**{_SIZES[key]: int(value)})))
+            must.append(
+                qm.FieldCondition(key="size", range=qm.Range(**{_SIZES[key]: _bytes(key, value)}))
+            )
         elif key == "tags":
-            tags = [value] if isinstance(value, str) else list(value)
+            tags = [value] if isinstance(value, str) else value
+            if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+                raise FilterError(f"filter 'tags': give a tag or a list of tags, not {value!r}")
             must += [qm.FieldCondition(key="tags", match=qm.MatchValue(value=t)) for t in tags]
         elif isinstance(value, list | tuple | set):
             must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(value))))
@@ -51,6 +63,15 @@ def build_filter(spec: Mapping[str, Any] | qm.Filter | None) -> qm.Filter | None
         else:
             raise FilterError(f"filter {key!r}: cannot match a {type(value).__name__}")
     return qm.Filter(must=must) if must else None
+
+
+def _bytes(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FilterError(f"filter {key!r}: {value!r} is not a size in bytes like 100000")
+    try:
+        return int(value)
+    except ValueError:
+        raise FilterError(f"filter {key!r}: {value!r} is not a size in bytes like 100000") from None
 
 
 def _when(key: str, value: Any) -> datetime:
@@ -71,7 +92,7 @@ def parse_cli_filters(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise FilterError(f"--filter {pair!r}: write key=value, e.g. --filter folder=cats")
-        parsed: Any = int(value) if key in _SIZES else value
+        parsed: Any = _bytes(key, value) if key in _SIZES else value
         if key == "tags":
             out.setdefault("tags", []).append(value)
         else:

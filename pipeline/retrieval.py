@@ -19,6 +19,7 @@ from imgrag.pipeline.filters import build_filter
 from imgrag.pipeline.images import Format, for_embedder
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.query import QueryError, SearchQuery
+from imgrag.pipeline.relevance import QueryKind, relevance_floor
 from pydantic import BaseModel
 from qdrant_client.http import models as qm
 
@@ -26,7 +27,10 @@ _TEXT_CACHE = 256
 
 
 class SearchHit(BaseModel):
-    """One result: the image's relative and absolute path, its score and payload."""
+    """One result: the image's relative and absolute path, its score and payload.
+
+    ``weak``: the score is below the model's relevance floor (see ``relevance.py``), as
+    close as unrelated images come; it may still be the best there is."""
 
     id: str
     path: str
@@ -35,9 +39,10 @@ class SearchHit(BaseModel):
     """The source (named folder) the image belongs to; None for a point from before sources."""
     score: float
     payload: dict[str, Any]
+    weak: bool = False
 
     @classmethod
-    def from_hit(cls, hit: Hit) -> SearchHit:
+    def from_hit(cls, hit: Hit, floor: float | None = None) -> SearchHit:
         payload = hit.payload
         path = str(payload.get("path", ""))
         root = payload.get("root")
@@ -50,6 +55,7 @@ class SearchHit(BaseModel):
             source=source if isinstance(source, str) else None,
             score=hit.score,
             payload=payload,
+            weak=floor is not None and hit.score < floor,
         )
 
 
@@ -109,7 +115,9 @@ class SearchService:
                 group_by_sha256=query.unique,
             )
         )
-        return [SearchHit.from_hit(h) for h in hits]
+        kind: QueryKind = "text" if query.image is None and query.similar_to is None else "image"
+        floor = relevance_floor(self.embedder.info.model, kind)
+        return [SearchHit.from_hit(h, floor) for h in hits]
 
     def _similar_ids(self, similar_to: str, source: str | None) -> list[str]:
         """The point ids ``similar_to`` may name: an absolute path inside a source's root,

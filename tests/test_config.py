@@ -72,7 +72,10 @@ def test_secrets_come_from_the_environment_and_never_print(
     [
         ('[embedder]\nmax_concurrency = "many"\n', "[embedder] max_concurrency: Input should"),
         ('[embedder]\nprovider = "openai"\n', "[embedder] provider: Input should be 'local'"),
-        ('[store]\ncolection = "x"\n', "[store] colection: Extra inputs are not permitted"),
+        (
+            '[store]\ncolection = "x"\n',
+            "[store] colection: unknown setting; did you mean 'collection'?",
+        ),
         ("[ingest]\nsettle_seconds = -1\n", "[ingest] settle_seconds: Input should be greater"),
         ("[embedder\nprovider = 1\n", "not valid TOML"),
     ],

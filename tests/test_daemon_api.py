@@ -135,7 +135,7 @@ def test_bearer_token_guards_status_and_search() -> None:
 
     service = SearchService(TinyEmbedder(8), index=None, source="s")  # type: ignore[arg-type]
     app = create_api(service, report, Metrics(report), SecretStr("s3cret"))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/health").status_code == 200
         assert client.get("/status").status_code == 401
         assert client.post("/search", json={"text": "x"}).status_code == 401

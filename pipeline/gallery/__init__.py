@@ -1,0 +1,1 @@
+"""The gallery page's files (HTML, one script, one stylesheet), served by ``api.py``."""

@@ -1,0 +1,84 @@
+"""Thumbnails and full images for the gallery, found by point id and never by a path taken
+from a request: the index's payload names the file, and only a file that really lies below
+the point's recorded root (and, when given, one of the registered roots) is served."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+THUMB_SIZE = 256
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class NotServable(LookupError):
+    """The point, its file, or a thumbnail of it cannot be served; the message says why."""
+
+
+def valid_id(point_id: str) -> bool:
+    """Whether ``point_id`` has the shape of a point id (a UUID), so it names no file."""
+    return bool(_ID.match(point_id))
+
+
+def file_of(payload: dict[str, Any] | None, roots: Sequence[Path] | None = None) -> Path:
+    """The real path of a point's file, checked to lie below its recorded root.
+
+    Raises NotServable when the point is unknown, its root is not registered, the path
+    escapes the root (``..``, a link pointing out) or the file is gone.
+    """
+    if payload is None:
+        raise NotServable("no such image in the index")
+    root, rel = payload.get("root"), payload.get("path")
+    if not isinstance(root, str) or not isinstance(rel, str) or not root or not rel:
+        raise NotServable("the index records no file for this image")
+    real_root = os.path.realpath(root)
+    if roots is not None and real_root not in {os.path.realpath(r) for r in roots}:
+        raise NotServable("the image's folder is not one this server serves")
+    real = os.path.realpath(os.path.join(real_root, rel))
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise NotServable("the image's path leaves its folder")
+    if not os.path.isfile(real):
+        raise NotServable("the image's file is gone")
+    return Path(real)
+
+
+def thumbnail(
+    point_id: str,
+    payload: dict[str, Any] | None,
+    cache: Path,
+    roots: Sequence[Path] | None = None,
+    opener: Callable[[Path], Image.Image] = Image.open,
+) -> Path:
+    """A ~256 px WebP of the point's image, made on first request and cached in ``cache``.
+
+    The cache name holds the content hash, so an edited file gets a fresh thumbnail.
+    """
+    if not valid_id(point_id):
+        raise NotServable("not an image id")
+    source = file_of(payload, roots)
+    assert payload is not None  # file_of checked it
+    digest = str(payload.get("sha256") or "")[:16]
+    if not re.fullmatch(r"[0-9a-f]*", digest):
+        digest = ""
+    target = cache / f"{point_id}-{digest or 'x'}.webp"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        with opener(source) as img:
+            img.draft("RGB", (THUMB_SIZE * 2, THUMB_SIZE * 2))  # JPEG: decode at a lower scale
+            small = ImageOps.exif_transpose(img)
+            small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            if small.mode not in ("RGB", "RGBA"):
+                small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
+            partial = target.with_suffix(f".{os.getpid()}.part")
+            small.save(partial, format="WEBP", quality=80)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
+        raise NotServable(f"no thumbnail can be made of this image: {exc}") from None
+    os.replace(partial, target)  # whole files only, even with two requests racing
+    return target
