@@ -149,11 +149,6 @@ class Daemon:
         self.ingestor.stop()
         self.stopping.set()
 
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
-
     # -- the life cycle --------------------------------------------------------------------
 
     async def run(self) -> None:

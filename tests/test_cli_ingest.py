@@ -38,8 +38,9 @@ def cli_env(tmp_path: Path, emulator: EmulatorHandle, **extra: str) -> dict[str,
 
 
 def imgrag(
-    *args: str, env: dict[str, str], timeout: float = 120
+    *args: str, env: dict[str, str], timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
+    """``imgrag ARGS`` in a child process, from the repository's top."""
     return subprocess.run(
         [sys.executable, "-m", "imgrag.pipeline.cli", *args],
         env=env,
