@@ -55,7 +55,7 @@ run: $(STAMP_RUN)
 test: $(STAMP_TEST) $(STAMP_RUN_CHECK) azurite
 	$(BIN)/ruff check pipeline connectors tests bench
 	$(MAKE) --no-print-directory typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # Azurite (Azure Storage emulator) for the blob-source tests, into ./node_modules. Without
 # npm, or if the install fails, those tests skip and say why.
