@@ -51,6 +51,23 @@ def imgrag(
     )
 
 
+def spawn_imgrag(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``imgrag ARGS`` started in a child process with its output piped, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "imgrag.pipeline.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def images_embedded(emulator: EmulatorHandle) -> int:
+    """Image-embedding requests the emulator answered with 200."""
+    return sum(1 for r in emulator.state.requests if r.route == "images" and r.status == 200)
+
+
 def make_folder(root: Path, n: int) -> None:
     for i in range(n):
         f.save(f.photo(i, (48, 32)), root / f"d{i % 3}" / f"img{i}.png", "PNG")
@@ -73,7 +90,7 @@ def test_kill_9_mid_backfill_then_restart_converges(
     )
     try:
         emulator.state.wait_for(
-            lambda s: sum(r.status == 200 for r in s.requests if r.route == "images") >= 20,
+            lambda s: images_embedded(emulator) >= 20,
             timeout=60,
         )
         os.kill(proc.pid, signal.SIGKILL)
@@ -111,17 +128,10 @@ def test_sigterm_stops_ingest_promptly_and_says_what_is_left(
     make_folder(root, n)
     env = cli_env(tmp_path, emulator, IMGRAG_EMBEDDER__MAX_CONCURRENCY="2")
     emulator.state.options.latency_ms = 30
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgrag.pipeline.cli", "ingest", str(root), "--json"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_imgrag("ingest", str(root), "--json", env=env)
     try:
         emulator.state.wait_for(
-            lambda s: sum(r.status == 200 for r in s.requests if r.route == "images") >= 20,
+            lambda s: images_embedded(emulator) >= 20,
             timeout=60,
         )
         proc.send_signal(signal.SIGTERM)

@@ -19,7 +19,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from tests import images_factory as f
-from tests.test_cli_ingest import REPO, cli_env, imgrag
+from tests.test_cli_ingest import REPO, cli_env, images_embedded, imgrag
 from tests.test_daemon_api import spawn_watch, status_of, wait_for
 
 
@@ -42,10 +42,6 @@ def health_of(url: str) -> dict[str, object] | None:
         return None
 
 
-def images_requested(emulator: EmulatorHandle) -> int:
-    return sum(1 for r in emulator.state.requests if r.route == "images" and r.status == 200)
-
-
 def started(proc: subprocess.Popen[str], state: Path, log: Path) -> DaemonInfo:
     wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None, what="start")
     info = read_daemon_file(state)
@@ -66,7 +62,7 @@ def test_sigterm_mid_backfill_exits_promptly_and_a_restart_converges(
     proc = spawn_watch(root, env, log)
     try:
         started(proc, state, log)
-        emulator.state.wait_for(lambda s: images_requested(emulator) >= 200, timeout=120)
+        emulator.state.wait_for(lambda s: images_embedded(emulator) >= 200, timeout=120)
         proc.send_signal(signal.SIGTERM)
         # The contract: exit 0 within 10 s, however much of the backfill is left.
         assert proc.wait(timeout=10) == 0, log.read_text()
@@ -79,7 +75,7 @@ def test_sigterm_mid_backfill_exits_promptly_and_a_restart_converges(
     assert left is not None, said
     assert 0 < int(left.group(1)) < n
     assert "Traceback" not in said
-    first_requests = images_requested(emulator)
+    first_requests = images_embedded(emulator)
 
     emulator.state.options.latency_ms = 0
     log2 = tmp_path / "second.log"
@@ -100,7 +96,7 @@ def test_sigterm_mid_backfill_exits_promptly_and_a_restart_converges(
     assert "nothing left" in log2.read_text()
     # Every file is indexed exactly once: what was flushed before the stop is not paid again;
     # only the requests abandoned in flight (at most max_concurrency) are paid twice.
-    assert images_requested(emulator) - first_requests <= n - first_requests + 4
+    assert images_embedded(emulator) - first_requests <= n - first_requests + 4
     again = imgrag("ingest", str(root), "--json", env=env)
     summary = json.loads(again.stdout)
     assert (summary["unchanged"], summary["indexed"], summary["requests"]) == (n, 0, 0)

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,7 @@ from imgrag.pipeline.daemon_client import read_daemon_file
 from tests import hostile_factory as h
 from tests import images_factory as f
 from tests.ingest_harness import Pipeline, pipeline
-from tests.test_cli_ingest import REPO, cli_env, imgrag
+from tests.test_cli_ingest import cli_env, images_embedded, imgrag, spawn_imgrag
 
 # Pillow still reads and writes IM files, and says each time that it will stop.
 pytestmark = pytest.mark.filterwarnings("ignore:IM image format:DeprecationWarning")
@@ -403,17 +401,10 @@ def test_a_401_mid_run_stops_ingest_with_one_line(tmp_path: Path, emulator: Emul
         f.save(f.photo(i, (48, 32)), root / f"p{i}.png", "PNG")
     emulator.state.options.latency_ms = 60
     env = cli_env(tmp_path, emulator)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgrag.pipeline.cli", "ingest", str(root)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_imgrag("ingest", str(root), env=env)
     try:
         emulator.state.wait_for(
-            lambda s: sum(r.status == 200 for r in s.requests if r.route == "images") >= 3,
+            lambda s: images_embedded(emulator) >= 3,
             timeout=60,
         )
         emulator.state.inject(401, count=1000)
