@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from imgrag.connectors.embedder import ImageInput
+from PIL import Image
 
 _SCRIPT = """
 import os, sys
@@ -58,3 +62,14 @@ def emulator_process(timeout: float = 60.0, **options: object) -> Iterator[Emula
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def distinct_images(n: int) -> list[ImageInput]:
+    """``n`` small PNGs of different colours, ready for an embedder."""
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (256, 192), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out.append(ImageInput(buf.getvalue()))
+    return out

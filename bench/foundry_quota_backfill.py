@@ -13,7 +13,6 @@ Every image must still be embedded: throttling costs time, never files.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
 
@@ -21,26 +20,15 @@ from imgrag.connectors.config import EmbedderConfig
 from imgrag.connectors.embedder import ImageInput
 from imgrag.connectors.errors import EmbedderError
 from imgrag.connectors.foundry import FoundryEmbedder
-from PIL import Image
 from pydantic import SecretStr
 
-from bench._emulator import emulator_process
+from bench._emulator import distinct_images, emulator_process
 
 KEY = "bench-key"
 RPM = 600  # 10 per 1 s window, 100 per 10 s window
 PACED_IMAGES = 300  # about 30 s at the quota
 THROTTLED_IMAGES = 40
 LATENCY_MS = 50
-
-
-def _images(n: int) -> list[ImageInput]:
-    out = []
-    for i in range(n):
-        img = Image.new("RGB", (256, 192), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        out.append(ImageInput(buf.getvalue()))
-    return out
 
 
 async def _backfill(url: str, n: int, **config: object) -> dict[str, object]:
@@ -53,13 +41,13 @@ async def _backfill(url: str, n: int, **config: object) -> dict[str, object]:
             **config,  # type: ignore[arg-type]
         )
     )
-    items = _images(n)
+    items = distinct_images(n)
     embedded = failed = 0
 
     async def one(item: ImageInput) -> None:
         nonlocal embedded, failed
         try:
-            await emb.embed_images([item], "document")
+            await emb.embeddistinct_images([item], "document")
             embedded += 1
         except EmbedderError:
             failed += 1

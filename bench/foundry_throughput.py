@@ -4,30 +4,17 @@ request (Cohere-embed-v3 profile), for concurrency 1, 8 and 32. Prints JSON."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
 
 from imgrag.connectors.config import EmbedderConfig
-from imgrag.connectors.embedder import ImageInput
 from imgrag.connectors.foundry import FoundryEmbedder
-from PIL import Image
 from pydantic import SecretStr
 
-from bench._emulator import EmulatorProcess, emulator_process
+from bench._emulator import EmulatorProcess, distinct_images, emulator_process
 
 LATENCY_MS = 100
 CONCURRENCY = (1, 8, 32)
-
-
-def _images(n: int) -> list[ImageInput]:
-    out = []
-    for i in range(n):
-        img = Image.new("RGB", (256, 192), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        out.append(ImageInput(buf.getvalue()))
-    return out
 
 
 async def _run(server: EmulatorProcess, concurrency: int, n: int) -> dict[str, float]:
@@ -40,10 +27,10 @@ async def _run(server: EmulatorProcess, concurrency: int, n: int) -> dict[str, f
             max_concurrency=concurrency,
         )
     )
-    items = _images(n)
-    await emb.embed_images(items[:concurrency], "document")  # warm connections
+    items = distinct_images(n)
+    await emb.embeddistinct_images(items[:concurrency], "document")  # warm connections
     start, cpu_start, server_start = time.perf_counter(), time.process_time(), server.cpu_seconds()
-    out = await emb.embed_images(items, "document")
+    out = await emb.embeddistinct_images(items, "document")
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     server_cpu = server.cpu_seconds() - server_start
