@@ -47,6 +47,43 @@ def file_of(payload: dict[str, Any] | None, roots: Sequence[Path] | None = None)
     return Path(real)
 
 
+def cached_path(point_id: str, sha256: str, cache: Path) -> Path:
+    """Where the thumbnail of ``point_id`` at content ``sha256`` lives in ``cache``.
+
+    The name holds the content hash, so an edited file gets a fresh thumbnail.
+    """
+    digest = sha256[:16]
+    if not re.fullmatch(r"[0-9a-f]*", digest):
+        digest = ""
+    return cache / f"{point_id}-{digest or 'x'}.webp"
+
+
+def save_thumbnail(point_id: str, sha256: str, image: Image.Image, cache: Path) -> Path:
+    """Write the ~256 px WebP of an already opened ``image`` into ``cache``; return its path.
+
+    Ingestion calls this with the image it has just decoded, so the gallery never decodes
+    the original again; a thumbnail already cached is kept.
+    """
+    if not valid_id(point_id):
+        raise NotServable("not an image id")
+    target = cached_path(point_id, sha256, cache)
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        image.draft("RGB", (THUMB_SIZE * 2, THUMB_SIZE * 2))  # JPEG: decode at a lower scale
+        small = ImageOps.exif_transpose(image)
+        small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        if small.mode not in ("RGB", "RGBA"):
+            small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        small.save(partial, format="WEBP", quality=80)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
+        raise NotServable(f"no thumbnail can be made of this image: {exc}") from None
+    os.replace(partial, target)  # whole files only, even with two writers racing
+    return target
+
+
 def thumbnail(
     point_id: str,
     payload: dict[str, Any] | None,
@@ -54,31 +91,17 @@ def thumbnail(
     roots: Sequence[Path] | None = None,
     opener: Callable[[Path], Image.Image] = Image.open,
 ) -> Path:
-    """A ~256 px WebP of the point's image, made on first request and cached in ``cache``.
-
-    The cache name holds the content hash, so an edited file gets a fresh thumbnail.
-    """
+    """A ~256 px WebP of the point's image, made on first request and cached in ``cache``."""
     if not valid_id(point_id):
         raise NotServable("not an image id")
     source = file_of(payload, roots)
     assert payload is not None  # file_of checked it
-    digest = str(payload.get("sha256") or "")[:16]
-    if not re.fullmatch(r"[0-9a-f]*", digest):
-        digest = ""
-    target = cache / f"{point_id}-{digest or 'x'}.webp"
+    sha256 = str(payload.get("sha256") or "")
+    target = cached_path(point_id, sha256, cache)
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
     try:
         with opener(source) as img:
-            img.draft("RGB", (THUMB_SIZE * 2, THUMB_SIZE * 2))  # JPEG: decode at a lower scale
-            small = ImageOps.exif_transpose(img)
-            small.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            if small.mode not in ("RGB", "RGBA"):
-                small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
-            partial = target.with_suffix(f".{os.getpid()}.part")
-            small.save(partial, format="WEBP", quality=80)
+            return save_thumbnail(point_id, sha256, img, cache)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
         raise NotServable(f"no thumbnail can be made of this image: {exc}") from None
-    os.replace(partial, target)  # whole files only, even with two requests racing
-    return target
