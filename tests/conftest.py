@@ -23,19 +23,25 @@ def emulator_session() -> Iterator[EmulatorHandle]:
         yield handle
 
 
-@pytest.fixture
-def emulator(emulator_session: EmulatorHandle) -> Iterator[EmulatorHandle]:
-    """The shared emulator with a clean log, no pending faults, fresh quota and default limits."""
-    state = emulator_session.state
+def _cleaned(handle: EmulatorHandle) -> Iterator[EmulatorHandle]:
+    """Lend a shared emulator with a clean log, no pending faults, fresh quota and default
+    limits, and leave it that way for the next test."""
+    state = handle.state
     baseline = {name: getattr(state.options, name) for name in _RUNTIME_FIELDS}
     state.reset()
     state.accepted_tokens.clear()
-    yield emulator_session
+    yield handle
     state.release()
     for name, value in baseline.items():
         setattr(state.options, name, value)
     state.reset()
     state.accepted_tokens.clear()
+
+
+@pytest.fixture
+def emulator(emulator_session: EmulatorHandle) -> Iterator[EmulatorHandle]:
+    """The shared emulator with a clean log, no pending faults, fresh quota and default limits."""
+    yield from _cleaned(emulator_session)
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +56,26 @@ def v4_emulator_session() -> Iterator[EmulatorHandle]:
 
 @pytest.fixture
 def v4_emulator(v4_emulator_session: EmulatorHandle) -> Iterator[EmulatorHandle]:
-    """The shared embed-v-4-0 emulator with a clean log and no pending faults."""
-    v4_emulator_session.state.reset()
-    yield v4_emulator_session
-    v4_emulator_session.state.release()
-    v4_emulator_session.state.reset()
+    """The shared embed-v-4-0 emulator, cleaned like ``emulator``."""
+    yield from _cleaned(v4_emulator_session)
+
+
+@pytest.fixture(scope="session")
+def no_input_type_emulator_session() -> Iterator[EmulatorHandle]:
+    """One emulator serving a model that takes no ``input_type`` (tiny backend, key auth)."""
+    options = EmulatorOptions(
+        port=0, api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="emulator-no-input-type"
+    )
+    with running_emulator(options) as handle:
+        yield handle
+
+
+@pytest.fixture
+def no_input_type_emulator(
+    no_input_type_emulator_session: EmulatorHandle,
+) -> Iterator[EmulatorHandle]:
+    """The shared no-``input_type`` emulator, cleaned like ``emulator``."""
+    yield from _cleaned(no_input_type_emulator_session)
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:

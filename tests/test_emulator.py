@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -81,29 +80,6 @@ def invalid_input_of(response: httpx.Response) -> str:
     assert error["code"] == "Invalid input" and error["status"] == 422
     inner: str = json.loads(error["message"])["message"]
     return inner
-
-
-@pytest.fixture(scope="module")
-def v4() -> Iterator[EmulatorHandle]:
-    with running_emulator(
-        api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="embed-v-4-0"
-    ) as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
-def no_input_type() -> Iterator[EmulatorHandle]:
-    with running_emulator(
-        api_key=SecretStr(EMULATOR_KEY), backend="tiny", model="emulator-no-input-type"
-    ) as h:
-        yield h
-
-
-@pytest.fixture(autouse=True)
-def _clean_module_servers(request: pytest.FixtureRequest) -> None:
-    for name in ("v4", "no_input_type"):
-        if name in request.fixturenames:
-            request.getfixturevalue(name).state.reset()
 
 
 # -- auth and api-version ---------------------------------------------------------------------
@@ -204,40 +180,44 @@ def test_vectors_are_deterministic_and_content_derived(emulator: EmulatorHandle)
     assert float(red @ blue) < 0.99
 
 
-def test_v4_several_images_with_dimensions_256(v4: EmulatorHandle) -> None:
-    response = post_images(v4, [{"image": RED}, {"image": GREEN}, {"image": BLUE}], dimensions=256)
+def test_v4_several_images_with_dimensions_256(v4_emulator: EmulatorHandle) -> None:
+    response = post_images(
+        v4_emulator, [{"image": RED}, {"image": GREEN}, {"image": BLUE}], dimensions=256
+    )
     assert response.status_code == 200
     data = response.json()["data"]
     assert [d["index"] for d in data] == [0, 1, 2]
     for item in data:
         assert len(item["embedding"]) == 256
         assert np.linalg.norm(item["embedding"]) == pytest.approx(1.0, abs=1e-5)
-    assert v4.state.requests[-1].dimensions == 256
-    default = post_images(v4, [{"image": RED}])
+    assert v4_emulator.state.requests[-1].dimensions == 256
+    default = post_images(v4_emulator, [{"image": RED}])
     assert len(default.json()["data"][0]["embedding"]) == 1536
-    odd = post_images(v4, [{"image": RED}], dimensions=300)
+    odd = post_images(v4_emulator, [{"image": RED}], dimensions=300)
     assert odd.status_code == 422
     assert "256" in flat_error_of(odd)["message"]
 
 
-def test_v4_fuses_image_and_text(v4: EmulatorHandle) -> None:
-    plain = post_images(v4, [{"image": RED}]).json()["data"][0]["embedding"]
-    fused = post_images(v4, [{"image": RED, "text": "a red square"}])
+def test_v4_fuses_image_and_text(v4_emulator: EmulatorHandle) -> None:
+    plain = post_images(v4_emulator, [{"image": RED}]).json()["data"][0]["embedding"]
+    fused = post_images(v4_emulator, [{"image": RED, "text": "a red square"}])
     assert fused.status_code == 200
     vector = np.asarray(fused.json()["data"][0]["embedding"])
     assert not np.allclose(vector, plain)
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
-    assert v4.state.requests[-1].text_inputs == [0]
+    assert v4_emulator.state.requests[-1].text_inputs == [0]
 
 
-def test_input_type_is_422_on_the_no_input_type_profile(no_input_type: EmulatorHandle) -> None:
-    refused = post_images(no_input_type, [{"image": RED}], input_type="document")
+def test_input_type_is_422_on_the_no_input_type_profile(
+    no_input_type_emulator: EmulatorHandle,
+) -> None:
+    refused = post_images(no_input_type_emulator, [{"image": RED}], input_type="document")
     assert refused.status_code == 422
     error = flat_error_of(refused)
     assert error["detail"] == {"loc": ["body", "input_type"], "input": "document"}
     assert "input_type" in error["message"]
     assert refused.headers["x-ms-error-code"] == error["code"]
-    assert post_images(no_input_type, [{"image": RED}]).status_code == 200
+    assert post_images(no_input_type_emulator, [{"image": RED}]).status_code == 200
 
 
 def test_text_route_embeds_and_counts_words(emulator: EmulatorHandle) -> None:
@@ -417,25 +397,27 @@ def test_admin_route_steers_faults(emulator: EmulatorHandle) -> None:
 # -- encoding, usage, request log -------------------------------------------------------------
 
 
-def test_base64_encoding_decodes_to_the_float_vector(v4: EmulatorHandle) -> None:
-    floats = post_images(v4, [{"image": RED}], dimensions=512).json()["data"][0]["embedding"]
-    encoded = post_images(v4, [{"image": RED}], dimensions=512, encoding_format="base64")
+def test_base64_encoding_decodes_to_the_float_vector(v4_emulator: EmulatorHandle) -> None:
+    floats = post_images(v4_emulator, [{"image": RED}], dimensions=512).json()["data"][0][
+        "embedding"
+    ]
+    encoded = post_images(v4_emulator, [{"image": RED}], dimensions=512, encoding_format="base64")
     value = encoded.json()["data"][0]["embedding"]
     assert isinstance(value, str)
     decoded = np.frombuffer(base64.b64decode(value), dtype="<f4")
     assert decoded.shape == (512,)
     np.testing.assert_array_equal(decoded, np.asarray(floats, dtype=np.float32))
-    assert v4.state.requests[-1].encoding_format == "base64"
+    assert v4_emulator.state.requests[-1].encoding_format == "base64"
 
 
-def test_v4_usage_grows_with_pixels(v4: EmulatorHandle) -> None:
+def test_v4_usage_grows_with_pixels(v4_emulator: EmulatorHandle) -> None:
     """Cohere bills v4 images by pixel count: about 1,610 tokens for 512x512."""
     big = png_url((1, 2, 3), size=(512, 512))
-    body = post_images(v4, [{"image": big}, {"image": big}]).json()
+    body = post_images(v4_emulator, [{"image": big}, {"image": big}]).json()
     assert body["usage"] == {"prompt_tokens": 3220, "total_tokens": 3220}
-    small = post_images(v4, [{"image": RED}]).json()["usage"]["total_tokens"]  # 40x30
+    small = post_images(v4_emulator, [{"image": RED}]).json()["usage"]["total_tokens"]  # 40x30
     assert small == round(1610 * 40 * 30 / 512**2)
-    captioned = post_images(v4, [{"image": big, "text": "three small words"}]).json()
+    captioned = post_images(v4_emulator, [{"image": big, "text": "three small words"}]).json()
     assert captioned["usage"]["total_tokens"] == 1613
 
 
@@ -604,11 +586,11 @@ def test_rpm_is_enforced_over_one_and_ten_second_windows(emulator: EmulatorHandl
     assert codes == [200] * 10 + [429]
 
 
-def test_request_over_the_size_cap_is_413(v4: EmulatorHandle) -> None:
-    v4.state.options.max_request_bytes = 1000
+def test_request_over_the_size_cap_is_413(v4_emulator: EmulatorHandle) -> None:
+    v4_emulator.state.options.max_request_bytes = 1000
     try:
-        big = post_images(v4, [{"image": RED}] * 20)
+        big = post_images(v4_emulator, [{"image": RED}] * 20)
     finally:
-        v4.state.options.max_request_bytes = None
+        v4_emulator.state.options.max_request_bytes = None
     assert big.status_code == 413
     assert error_of(big)["code"] == "RequestEntityTooLarge"

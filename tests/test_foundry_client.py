@@ -12,6 +12,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.emulator.options import EmulatorOptions
 from imgrag.connectors.emulator.server import running_emulator
 from imgrag.connectors.errors import (
@@ -25,47 +26,15 @@ from imgrag.connectors.foundry import FoundryEmbedder, normalize_endpoint
 from imgrag.connectors.foundry.retry import server_delay
 from pydantic import SecretStr
 
+from tests.conftest import EMULATOR_KEY
 from tests.foundry_helpers import FakeTime, TokenIssuer, images
 
-KEY = "sk-test-7f3a9c1e-do-not-log"
+KEY = EMULATOR_KEY  # the shared emulators take this key; the no-logging check scans for it
 
 
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
-
-
-@pytest.fixture(scope="module")
-def v3() -> Iterator[object]:
-    with running_emulator(
-        EmulatorOptions(port=0, api_key=SecretStr(KEY), backend="tiny")
-    ) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def v4() -> Iterator[object]:
-    with running_emulator(
-        EmulatorOptions(port=0, api_key=SecretStr(KEY), backend="tiny", model="embed-v-4-0")
-    ) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def no_input_type() -> Iterator[object]:
-    with running_emulator(
-        EmulatorOptions(
-            port=0, api_key=SecretStr(KEY), backend="tiny", model="emulator-no-input-type"
-        )
-    ) as handle:
-        yield handle
-
-
-@pytest.fixture(autouse=True)
-def _fresh(request: pytest.FixtureRequest) -> None:
-    for name in ("v3", "v4", "no_input_type"):
-        if name in request.fixturenames:
-            request.getfixturevalue(name).state.reset()
 
 
 def client(handle: object, fake_time: FakeTime, **overrides: object) -> FoundryEmbedder:
@@ -91,22 +60,24 @@ def embed_requests(handle: object) -> list[object]:
 # -- auth -----------------------------------------------------------------------------------
 
 
-async def test_key_auth_gets_normalized_vectors(v3: object, fake_time: FakeTime) -> None:
-    emb = client(v3, fake_time, model="Cohere-embed-v3-english")
+async def test_key_auth_gets_normalized_vectors(
+    emulator: EmulatorHandle, fake_time: FakeTime
+) -> None:
+    emb = client(emulator, fake_time, model="Cohere-embed-v3-english")
     out = await emb.embed_images(images(2), "document")
     await emb.aclose()
     assert len(out) == 2
     assert all(len(e.vector) == emb.info.dimension for e in out)
     assert out[0].vector != out[1].vector
-    assert [r.auth for r in embed_requests(v3)] == ["api-key", "api-key"]
+    assert [r.auth for r in embed_requests(emulator)] == ["api-key", "api-key"]
     assert emb.usage.images == 2 and emb.usage.tokens == 2000
 
 
 async def test_wrong_key_is_a_credential_error_without_the_key(
-    v3: object, fake_time: FakeTime
+    emulator: EmulatorHandle, fake_time: FakeTime
 ) -> None:
     wrong = "sk-wrong-5b1d-never-print"
-    emb = client(v3, fake_time, api_key=SecretStr(wrong))
+    emb = client(emulator, fake_time, api_key=SecretStr(wrong))
     with pytest.raises(CredentialError) as info:
         await emb.embed_images(images(1), "document")
     await emb.aclose()
@@ -114,10 +85,10 @@ async def test_wrong_key_is_a_credential_error_without_the_key(
     assert wrong not in str(info.value) and wrong not in repr(emb)
 
 
-async def test_missing_key_fails_before_any_request(v3: object) -> None:
+async def test_missing_key_fails_before_any_request(emulator: EmulatorHandle) -> None:
     with pytest.raises(CredentialError, match="AZURE_INFERENCE_CREDENTIAL"):
-        FoundryEmbedder(EmbedderConfig(provider="foundry", endpoint=v3.url))  # type: ignore[attr-defined]
-    assert embed_requests(v3) == []
+        FoundryEmbedder(EmbedderConfig(provider="foundry", endpoint=emulator.url))  # type: ignore[attr-defined]
+    assert embed_requests(emulator) == []
 
 
 def test_missing_endpoint_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,13 +154,13 @@ async def test_entra_token_cached_refreshed_near_expiry_and_after_401(
 # -- what reaches the server ----------------------------------------------------------------
 
 
-async def test_input_type_reaches_the_server(v3: object, fake_time: FakeTime) -> None:
-    emb = client(v3, fake_time)
+async def test_input_type_reaches_the_server(emulator: EmulatorHandle, fake_time: FakeTime) -> None:
+    emb = client(emulator, fake_time)
     doc = await emb.embed_images(images(1), "document")
     query = await emb.embed_images(images(1), "query")
     text = await emb.embed_texts(["a red car"], "query")
     await emb.aclose()
-    reqs = embed_requests(v3)
+    reqs = embed_requests(emulator)
     assert [(r.route, r.input_type) for r in reqs] == [
         ("images", "document"),
         ("images", "query"),
@@ -205,35 +176,37 @@ async def test_input_type_reaches_the_server(v3: object, fake_time: FakeTime) ->
     assert all(ids) and len(set(ids)) == 3
 
 
-async def test_image_text_pairs(v4: object, fake_time: FakeTime) -> None:
-    emb = client(v4, fake_time, model="embed-v-4-0")
+async def test_image_text_pairs(v4_emulator: EmulatorHandle, fake_time: FakeTime) -> None:
+    emb = client(v4_emulator, fake_time, model="embed-v-4-0")
     items = images(2, text="a beach at sunset")
     items.append(images(3)[2])
     out = await emb.embed_images(items, "document")
     plain = await emb.embed_images(images(1), "document")
     await emb.aclose()
     assert [e.text_applied for e in out] == [True, True, False]
-    assert embed_requests(v4)[0].text_inputs == [0, 1]
+    assert embed_requests(v4_emulator)[0].text_inputs == [0, 1]
     assert out[0].vector != plain[0].vector  # the caption changed the embedding
 
 
 async def test_ten_images_split_per_model_limit(
-    v3: object, v4: object, fake_time: FakeTime
+    emulator: EmulatorHandle, v4_emulator: EmulatorHandle, fake_time: FakeTime
 ) -> None:
-    e3 = client(v3, fake_time)
-    e4 = client(v4, fake_time, model="embed-v-4-0")
+    e3 = client(emulator, fake_time)
+    e4 = client(v4_emulator, fake_time, model="embed-v-4-0")
     out3 = await e3.embed_images(images(10), "document")
     out4 = await e4.embed_images(images(10), "document")
     await e3.aclose()
     await e4.aclose()
     assert len(out3) == len(out4) == 10
-    assert [r.inputs for r in embed_requests(v3)] == [1] * 10
-    assert [r.inputs for r in embed_requests(v4)] == [10]
+    assert [r.inputs for r in embed_requests(emulator)] == [1] * 10
+    assert [r.inputs for r in embed_requests(v4_emulator)] == [10]
     assert e3.usage.requests == 10 and e4.usage.requests == 1
 
 
-async def test_order_is_kept_across_split_requests(v3: object, fake_time: FakeTime) -> None:
-    emb = client(v3, fake_time, max_concurrency=4)
+async def test_order_is_kept_across_split_requests(
+    emulator: EmulatorHandle, fake_time: FakeTime
+) -> None:
+    emb = client(emulator, fake_time, max_concurrency=4)
     batch = images(6)
     together = await emb.embed_images(batch, "document")
     alone = [(await emb.embed_images([item], "document"))[0] for item in batch]
@@ -242,21 +215,23 @@ async def test_order_is_kept_across_split_requests(v3: object, fake_time: FakeTi
 
 
 async def test_unknown_limit_is_learned_from_too_many_inputs(
-    v3: object, fake_time: FakeTime
+    emulator: EmulatorHandle, fake_time: FakeTime
 ) -> None:
-    emb = client(v3, fake_time, max_images_per_request=4)
+    emb = client(emulator, fake_time, max_images_per_request=4)
     out = await emb.embed_images(images(4), "document")
     await emb.aclose()
     assert len(out) == 4
-    statuses = [(r.inputs, r.status) for r in embed_requests(v3)]
+    statuses = [(r.inputs, r.status) for r in embed_requests(emulator)]
     assert statuses[0] == (4, 400)
     assert sorted(statuses[1:]) == [(1, 200)] * 4
     assert emb.max_images_per_request == 1
 
 
-async def test_dimensions_and_base64(v4: object, fake_time: FakeTime) -> None:
-    floats = client(v4, fake_time, model="embed-v-4-0", dimensions=256)
-    b64 = client(v4, fake_time, model="embed-v-4-0", dimensions=256, encoding_format="base64")
+async def test_dimensions_and_base64(v4_emulator: EmulatorHandle, fake_time: FakeTime) -> None:
+    floats = client(v4_emulator, fake_time, model="embed-v-4-0", dimensions=256)
+    b64 = client(
+        v4_emulator, fake_time, model="embed-v-4-0", dimensions=256, encoding_format="base64"
+    )
     item = images(1)
     a = await floats.embed_images(item, "document")
     b = await b64.embed_images(item, "document")
@@ -264,15 +239,17 @@ async def test_dimensions_and_base64(v4: object, fake_time: FakeTime) -> None:
     await b64.aclose()
     assert len(a[0].vector) == len(b[0].vector) == 256
     assert b[0].vector == pytest.approx(a[0].vector, abs=1e-6)
-    assert [r.encoding_format for r in embed_requests(v4)] == [None, "base64"]
-    assert [r.dimensions for r in embed_requests(v4)] == [256, 256]
+    assert [r.encoding_format for r in embed_requests(v4_emulator)] == [None, "base64"]
+    assert [r.dimensions for r in embed_requests(v4_emulator)] == [256, 256]
 
 
 # -- 422: unsupported parameters --------------------------------------------------------------
 
 
-async def test_422_input_type_under_error(no_input_type: object, fake_time: FakeTime) -> None:
-    emb = client(no_input_type, fake_time, model="emulator-no-input-type")
+async def test_422_input_type_under_error(
+    no_input_type_emulator: EmulatorHandle, fake_time: FakeTime
+) -> None:
+    emb = client(no_input_type_emulator, fake_time, model="emulator-no-input-type")
     with pytest.raises(InputTypeNotSupported) as info:
         await emb.embed_images(images(1), "document")
     await emb.aclose()
@@ -281,9 +258,11 @@ async def test_422_input_type_under_error(no_input_type: object, fake_time: Fake
 
 
 async def test_422_input_type_under_omit(
-    no_input_type: object, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
+    no_input_type_emulator: EmulatorHandle, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emb = client(no_input_type, fake_time, model="emulator-no-input-type", on_unsupported="omit")
+    emb = client(
+        no_input_type_emulator, fake_time, model="emulator-no-input-type", on_unsupported="omit"
+    )
     with caplog.at_level(logging.WARNING, logger="imgrag.foundry"):
         first = await emb.embed_images(images(1), "document")
         second = await emb.embed_images(images(2), "query")
@@ -291,7 +270,7 @@ async def test_422_input_type_under_omit(
     assert [e.input_type for e in first + second] == [None, None, None]
     warnings = [r for r in caplog.records if "input_type" in r.getMessage()]
     assert len(warnings) == 1
-    reqs = embed_requests(no_input_type)
+    reqs = embed_requests(no_input_type_emulator)
     assert [(r.input_type, r.status) for r in reqs] == [("document", 422)] + [(None, 200)] * 3
     assert sum(r.status == 422 for r in reqs) == 1  # learned once, never asked again
     assert emb.info.supports_input_type is False
@@ -308,33 +287,35 @@ async def test_422_input_type_under_omit(
     ],
 )
 async def test_429_waits_as_told(
-    v3: object, fake_time: FakeTime, hint: dict[str, float], expected: float
+    emulator: EmulatorHandle, fake_time: FakeTime, hint: dict[str, float], expected: float
 ) -> None:
-    v3.state.inject(429, **hint)  # type: ignore[attr-defined]
-    emb = client(v3, fake_time)
+    emulator.state.inject(429, **hint)  # type: ignore[attr-defined]
+    emb = client(emulator, fake_time)
     out = await emb.embed_images(images(1), "document")
     await emb.aclose()
     assert len(out) == 1
     assert fake_time.sleeps == [pytest.approx(expected)]
     assert emb.usage.throttled == 1 and emb.usage.retries == 1
-    assert [r.status for r in embed_requests(v3)] == [429, 200]
+    assert [r.status for r in embed_requests(emulator)] == [429, 200]
 
 
-async def test_429_with_http_date_retry_after(v3: object, fake_time: FakeTime) -> None:
+async def test_429_with_http_date_retry_after(
+    emulator: EmulatorHandle, fake_time: FakeTime
+) -> None:
     when = datetime.fromtimestamp(fake_time.wall + 12, tz=UTC)
-    v3.state.inject(429, headers={"Retry-After": format_datetime(when, usegmt=True)})  # type: ignore[attr-defined]
-    emb = client(v3, fake_time)
+    emulator.state.inject(429, headers={"Retry-After": format_datetime(when, usegmt=True)})  # type: ignore[attr-defined]
+    emb = client(emulator, fake_time)
     await emb.embed_images(images(1), "document")
     await emb.aclose()
     assert fake_time.sleeps == [pytest.approx(12, abs=1)]
 
 
 async def test_429_pauses_every_sender_and_halves_concurrency(
-    v3: object, fake_time: FakeTime
+    emulator: EmulatorHandle, fake_time: FakeTime
 ) -> None:
     """After a 429 every sender waits once for the named time, and new requests start only
     while at most half the former concurrency is on the wire (AIMD). Counted on the wire."""
-    state = v3.state  # type: ignore[attr-defined]
+    state = emulator.state  # type: ignore[attr-defined]
     state.options.latency_ms = 30  # requests overlap
     state.inject(429, retry_after=5)
     wire = {"in_flight": 0, "throttled": False}
@@ -354,7 +335,7 @@ async def test_429_pauses_every_sender_and_halves_concurrency(
     )
     config = EmbedderConfig(
         provider="foundry",
-        endpoint=v3.url,
+        endpoint=emulator.url,
         api_key=SecretStr(KEY),
         max_concurrency=8,  # type: ignore[attr-defined]
     )
@@ -369,33 +350,33 @@ async def test_429_pauses_every_sender_and_halves_concurrency(
     assert after_429 and after_429[0] <= 4  # the first new request waited for half of 8
 
 
-async def test_5xx_then_success(v3: object, fake_time: FakeTime) -> None:
-    v3.state.inject(503, count=2)  # type: ignore[attr-defined]
-    emb = client(v3, fake_time)
+async def test_5xx_then_success(emulator: EmulatorHandle, fake_time: FakeTime) -> None:
+    emulator.state.inject(503, count=2)  # type: ignore[attr-defined]
+    emb = client(emulator, fake_time)
     out = await emb.embed_images(images(1), "document")
     await emb.aclose()
     assert len(out) == 1
-    assert [r.status for r in embed_requests(v3)] == [503, 503, 200]
+    assert [r.status for r in embed_requests(emulator)] == [503, 503, 200]
     assert len(fake_time.sleeps) == 2 and fake_time.sleeps[1] > fake_time.sleeps[0] * 0.9
     assert emb.usage.retries == 2
 
 
 async def test_attempts_exhausted_names_attempts_status_and_message(
-    v3: object, fake_time: FakeTime
+    emulator: EmulatorHandle, fake_time: FakeTime
 ) -> None:
-    v3.state.inject(  # type: ignore[attr-defined]
+    emulator.state.inject(  # type: ignore[attr-defined]
         500,
         count=5,
         body=b'{"error": {"code": "InternalServerError", "message": "backend on fire"}}',
     )
-    emb = client(v3, fake_time, max_attempts=3)
+    emb = client(emulator, fake_time, max_attempts=3)
     with pytest.raises(TransientEmbedderError) as info:
         await emb.embed_images(images(1), "document")
     await emb.aclose()
     text = str(info.value)
     assert "3 attempts" in text and "500" in text and "backend on fire" in text
     assert info.value.attempts == 3 and info.value.status == 500
-    assert len(embed_requests(v3)) == 3
+    assert len(embed_requests(emulator)) == 3
 
 
 async def test_connection_refused_is_retried_then_reported(fake_time: FakeTime) -> None:
@@ -447,15 +428,15 @@ def _body(data: list[dict[str, object]]) -> bytes:
     ],
 )
 async def test_malformed_responses_are_errors_with_request_id(
-    v4: object, fake_time: FakeTime, body: bytes, why: str
+    v4_emulator: EmulatorHandle, fake_time: FakeTime, body: bytes, why: str
 ) -> None:
-    v4.state.inject(200, body=body)  # type: ignore[attr-defined]
-    emb = client(v4, fake_time, model="embed-v-4-0")
+    v4_emulator.state.inject(200, body=body)  # type: ignore[attr-defined]
+    emb = client(v4_emulator, fake_time, model="embed-v-4-0")
     with pytest.raises(MalformedResponse) as info:
         await emb.embed_images(images(2), "document")
     await emb.aclose()
     assert why in str(info.value)
-    sent_id = embed_requests(v4)[0].client_request_id
+    sent_id = embed_requests(v4_emulator)[0].client_request_id
     assert sent_id and sent_id in str(info.value)
 
 
@@ -463,11 +444,11 @@ async def test_malformed_responses_are_errors_with_request_id(
 
 
 async def test_key_never_in_logs_errors_or_reprs(
-    v3: object, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
+    emulator: EmulatorHandle, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    v3.state.inject(503, count=9)  # type: ignore[attr-defined]
-    emb = client(v3, fake_time, max_attempts=2)
+    emulator.state.inject(503, count=9)  # type: ignore[attr-defined]
+    emb = client(emulator, fake_time, max_attempts=2)
     texts = [
         repr(emb),
         repr(emb.config),
@@ -477,7 +458,7 @@ async def test_key_never_in_logs_errors_or_reprs(
     with pytest.raises(TransientEmbedderError) as info:
         await emb.embed_images(images(1), "document")
     texts.append(str(info.value))
-    v3.state.faults.clear()  # type: ignore[attr-defined]
+    emulator.state.faults.clear()  # type: ignore[attr-defined]
     await emb.embed_images(images(1), "document")
     await emb.aclose()
     texts += [r.getMessage() for r in caplog.records]
