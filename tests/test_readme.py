@@ -107,7 +107,9 @@ def expected_matches(expected: str, output: str) -> str | None:
         regex = re.compile(r".*?".join(parts))
         for index in range(cursor, len(out_lines)):
             m = regex.search(out_lines[index])
-            if m and all(abs(float(g) - n) <= 0.01 for g, n in zip(m.groups(), numbers)):
+            if m and all(
+                abs(float(g) - n) <= 0.01 for g, n in zip(m.groups(), numbers, strict=True)
+            ):
                 cursor = index + 1
                 break
         else:
@@ -133,11 +135,11 @@ class Background:
     reader: threading.Thread | None = None
 
     def start_reader(self) -> None:
-        stream = self.proc.stdout
-        assert stream is not None
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
 
         def read() -> None:
-            for chunk in iter(lambda: stream.read1(4096), b""):
+            while chunk := os.read(fd, 4096):
                 self.out.extend(chunk)
 
         self.reader = threading.Thread(target=read, daemon=True)
@@ -145,6 +147,15 @@ class Background:
 
     def text(self) -> str:
         return self.out.decode(errors="replace")
+
+    def wait_for(self, ready: str, where: str) -> None:
+        """Until ``ready`` is printed; fail if the process exits first."""
+        wait_until(
+            lambda: ready in self.text() or self.proc.poll() is not None,
+            timeout=240,
+            what=f"{where}: {ready!r}",
+        )
+        assert ready in self.text(), f"{where} exited before {ready!r}:\n{self.text()}"
 
     def stop(self) -> None:
         """Ctrl+C: SIGINT to the whole process group; then wait for it to exit."""
@@ -163,12 +174,28 @@ class Background:
                 self.proc.stdout.close()
 
 
+def start_background(code: str, folder: Path, env: dict[str, str]) -> Background:
+    """``code`` under bash in its own process group (a terminal's job), output collected."""
+    proc = subprocess.Popen(
+        ["bash", "-c", code],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    job = Background(proc)
+    job.start_reader()
+    return job
+
+
 @pytest.fixture(scope="module")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline model's cache, built once in a child process (``cache/local``)."""
     pytest.importorskip("imgrag.connectors.local")
     cache = tmp_path_factory.mktemp("model-cache")
-    code = "import sys; from imgrag.connectors.local import LocalEmbedder; LocalEmbedder(sys.argv[1])"
+    code = "import sys; from imgrag.connectors.local import LocalEmbedder as E; E(sys.argv[1])"
     run = subprocess.run(
         [sys.executable, "-c", code, str(cache)], capture_output=True, text=True, timeout=600
     )
@@ -230,25 +257,9 @@ def run_document(doc: str, folder: Path, env: dict[str, str]) -> list[str]:
                 m = re.fullmatch(r'background until "(.+)"', marker)
                 assert m, f'{where}: write background until "TEXT"'
                 assert block.lang == "sh", f"{where}: only sh blocks run in the background"
-                proc = subprocess.Popen(
-                    ["bash", "-c", block.code],
-                    cwd=folder,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                job = Background(proc)
-                job.start_reader()
+                job = start_background(block.code, folder, env)
                 background.append(job)
-                ready = m.group(1)
-                wait_until(
-                    lambda: ready in job.text() or proc.poll() is not None,
-                    timeout=240,
-                    what=f"{where}: {ready!r}",
-                )
-                assert ready in job.text(), f"{where} exited before {ready!r}:\n{job.text()}"
+                job.wait_for(m.group(1), where)
                 last_output = job.text()
                 ran.append(where)
                 continue
