@@ -10,7 +10,8 @@ How a document marks its blocks (see docs/development.md):
 - ``<!-- readme-test: skip: REASON -->`` before a block: not run; the reason is required.
 - ``<!-- readme-test: background until "TEXT" -->``: a long-running command (``make run``,
   the emulator). It starts in its own process group; the session waits until TEXT appears in
-  its output, and at the end sends it SIGINT, as Ctrl+C would, and waits for it to exit.
+  its output, and at the end sends it SIGINT, as Ctrl+C would, and waits for it to exit;
+  with ``stops with "TEXT"`` after it, TEXT must be in its output then.
 - ``<!-- readme-test: output -->`` before a ```` ```text ```` block: the previous block's
   output (stdout, then stderr) holds each of its lines, in order. ``...`` matches anything;
   a decimal number matches any within 0.01 (the last digit of a score may differ between
@@ -133,6 +134,8 @@ class Background:
     proc: subprocess.Popen[bytes]
     out: bytearray = field(default_factory=bytearray)
     reader: threading.Thread | None = None
+    stops_with: str | None = None
+    """What the document says it prints when stopped with Ctrl+C."""
 
     def start_reader(self) -> None:
         assert self.proc.stdout is not None
@@ -254,10 +257,11 @@ def run_document(doc: str, folder: Path, env: dict[str, str]) -> list[str]:
             if block.lang not in RUN_LANGS:
                 continue
             if marker.startswith("background"):
-                m = re.fullmatch(r'background until "(.+)"', marker)
-                assert m, f'{where}: write background until "TEXT"'
+                m = re.fullmatch(r'background until "(.+?)"(?: stops with "(.+)")?', marker)
+                assert m, f'{where}: write background until "TEXT" [stops with "TEXT"]'
                 assert block.lang == "sh", f"{where}: only sh blocks run in the background"
                 job = start_background(block.code, folder, env)
+                job.stops_with = m.group(2)
                 background.append(job)
                 job.wait_for(m.group(1), where)
                 last_output = job.text()
@@ -280,6 +284,11 @@ def run_document(doc: str, folder: Path, env: dict[str, str]) -> list[str]:
     finally:
         for job in reversed(background):
             job.stop()
+    for job in background:
+        if job.stops_with is not None:
+            assert job.stops_with in job.text(), (
+                f"{doc}: after Ctrl+C, {job.stops_with!r} is not in:\n{job.text()}"
+            )
     return ran
 
 
