@@ -310,19 +310,19 @@ def session(tmp_path: Path, model_cache: Path) -> Iterator[tuple[Path, dict[str,
     yield folder, env
 
 
-def test_readme_runs_as_pasted(session: tuple[Path, dict[str, str]]) -> None:
-    """Quick start, command line and Python API: the daemon started by ``make run``, the
-    sample photos indexed, every search printing what the README shows."""
+def test_documents_run_as_pasted_in_reading_order(session: tuple[Path, dict[str, str]]) -> None:
+    """The README (the daemon ``make run`` starts, the sample photos indexed, every search
+    printing what the README shows), then the emulator walkthrough in the same checkout and
+    state directory, as a reader goes: the quick start's index, made by the offline model,
+    is there when the emulator's vectors arrive."""
     folder, env = session
     ran = run_document("README.md", folder, env)
     assert len(ran) >= 5, ran
-
-
-def test_emulator_walkthrough_runs_as_pasted(session: tuple[Path, dict[str, str]]) -> None:
-    """The emulator on its documented port, the production client indexing through it."""
     if not free_port(8088):
-        pytest.skip("port 8088, the emulator's documented port, is taken on this machine")
-    folder, env = session
+        pytest.skip(
+            "the README ran; port 8088, the emulator's documented port, is taken on this "
+            "machine, so the emulator walkthrough did not"
+        )
     ran = run_document("docs/emulator.md", folder, env)
     assert len(ran) >= 3, ran
 
