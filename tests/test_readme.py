@@ -21,7 +21,7 @@ What the session changes, and why: the per-user directories point into the test'
 folder (conftest), the daemon's API port is 0 (``IMGRAG_API__PORT``; the port is found
 through ``daemon.json``, as every command does), the terminal is 200 columns wide, and the
 offline model's cache is prepared once for the module and copied in (the first start's
-20 s model build is not what is tested).
+20 s model build is not what is tested; the cache is kept in ``build/``).
 """
 
 from __future__ import annotations
@@ -194,17 +194,27 @@ def start_background(code: str, folder: Path, env: dict[str, str]) -> Background
 
 
 @pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The offline model's cache, built once in a child process (``cache/local``)."""
+def model_cache() -> Path:
+    """The offline model's cache (``cache/local``), built in a child process. It is kept in
+    ``build/`` between runs: its files are keyed by every version that shapes them, and the
+    first start's model build is not what these documents test."""
     pytest.importorskip("imgrag.connectors.local")
-    cache = tmp_path_factory.mktemp("model-cache")
+    cache = REPO / "build" / "test-model-cache"
     code = "import sys; from imgrag.connectors.local import LocalEmbedder as E; E(sys.argv[1])"
     run = subprocess.run(
         [sys.executable, "-c", code, str(cache)], capture_output=True, text=True, timeout=600
     )
-    if run.returncode != 0:
-        pytest.skip(f"the offline model cannot be built here: {run.stderr.strip()[-300:]}")
+    assert run.returncode == 0, f"the offline model could not be built: {run.stderr[-2000:]}"
     return cache / "local"
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one (the cache is about 100 MB), else a copy.
+    The model's cache files are replaced by rename, never rewritten in place."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def make_checkout(folder: Path) -> None:
@@ -306,7 +316,7 @@ def session(tmp_path: Path, model_cache: Path) -> Iterator[tuple[Path, dict[str,
     env = session_env(tmp_path / "home")
     state = Path(env["XDG_DATA_HOME"]) / "imgrag"
     for cache in (state / "cache" / "local", folder / ".imgrag" / "cache" / "local"):
-        shutil.copytree(model_cache, cache)
+        shutil.copytree(model_cache, cache, copy_function=link_or_copy)
     yield folder, env
 
 
