@@ -762,7 +762,7 @@ Kind = Literal["permanent", "transient"]
 
 
 def _reason_for(exc: BaseException, s: Seen) -> tuple[Kind, str]:
-    """(kind, reason code) for a file's failure; see the reasons table in the README."""
+    """(kind, reason code) for a file's failure; see the reasons table in docs/ingestion.md."""
     if isinstance(exc, ImageRejected):
         return "permanent", exc.reason
     if isinstance(exc, SidecarError):

@@ -19,7 +19,8 @@ MODES = (
 )  # fmt: skip
 Image.init()
 FORMATS = tuple(sorted(Image.SAVE))
-# Every reason a file may be journaled with (README, "What happens to odd and hostile files").
+# Every reason a file may be journaled with (docs/ingestion.md: "What happens to odd and
+# hostile files").
 REASONS = {
     "empty", "undecodable", "unsupported_format", "too_large", "bad_sidecar", "unreadable",
     "bad_name", "rejected", "store_rejected", "internal_error",
