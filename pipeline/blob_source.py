@@ -206,6 +206,7 @@ class _Scan:
     complete: bool = False
     error: str | None = None
     images: int = 0
+    unchanged: int = 0
     gone: list[str] = field(default_factory=list)
     sidecar_changed: list[str] = field(default_factory=list)
     failed_seen: set[str] = field(default_factory=set)
@@ -318,6 +319,7 @@ class BlobIngestor(Ingestor):
                 break
         self._sidecars_listed = sidecars
         result = rec.finish(listing.complete)
+        scan.unchanged = rec.unchanged - len(result.sidecar_changed)
         scan.complete, scan.error = listing.complete, listing.error
         scan.gone, scan.sidecar_changed = result.gone, result.sidecar_changed
         scan.todo = [self._seen(e, sidecars) for e in entries]
@@ -339,6 +341,7 @@ class BlobIngestor(Ingestor):
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         scan = await asyncio.to_thread(self._list, permanent)
         self.listing_error = None if scan.complete else (scan.error or "the listing stopped")
+        summary.unchanged = scan.unchanged
         if not scan.complete and scan.error:
             summary.unreadable = {self.uri: scan.error}
         for name in scan.sidecar_changed:
