@@ -279,7 +279,8 @@ class BlobIngestor(Ingestor):
     def _seen(self, entry: BlobEntry, sidecars: Mapping[str, str] | None) -> Seen:
         from imgrag.connectors.blob import sidecar_names
 
-        near = {s: sidecars[s] for s in sidecar_names(entry.name) if s in (sidecars or {})}
+        listed = sidecars or {}
+        near = {s: listed[s] for s in sidecar_names(entry.name) if s in listed}
         self._entries[entry.name] = entry
         return Seen(
             rel=entry.name,
