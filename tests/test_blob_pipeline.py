@@ -13,6 +13,8 @@ Azure contract notes:
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import json
 import signal
@@ -30,9 +32,10 @@ from azure.storage.blob import (
     ContainerSasPermissions,
     generate_container_sas,
 )
+from azure.storage.queue import QueueClient
 from imgrag.connectors.blob import BlobSourceConfig
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline.blob_source import BlobIngestor, blob_ingestor
+from imgrag.pipeline.blob_source import BlobDaemon, BlobIngestor, blob_ingestor, make_blob_daemon
 from imgrag.pipeline.daemon_client import read_daemon_file
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.runtime import open_runtime
@@ -41,7 +44,7 @@ from PIL import Image
 from tests import images_factory as f
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, FaultProxy, start_azurite, unique_name
 from tests.conftest import wait_until
-from tests.ingest_harness import settings_for
+from tests.ingest_harness import settings_for, until
 from tests.test_cli_ingest import cli_env, images_embedded, imgrag, spawn_imgrag
 
 
@@ -314,3 +317,76 @@ def test_a_blob_source_in_the_config_is_watched_by_the_daemon(
     for i, text in enumerate([*served, out, err]):
         assert_no_secret(text, secrets_of(server, sas), f"daemon output {i}")
     assert "as source pics" in err
+
+
+def grid_message(kind: str, container: str, name: str) -> str:
+    """A Storage Queue message as Event Grid writes it: base64 of one Event Grid schema event
+    (learn.microsoft.com/azure/event-grid/event-schema-blob-storage; the base64 encoding:
+    MicrosoftDocs/azure-docs#102923)."""
+    event = {
+        "topic": f"/subscriptions/0/resourceGroups/rg/providers/Microsoft.Storage/"
+        f"storageAccounts/{ACCOUNT}",
+        "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
+        "eventType": f"Microsoft.Storage.Blob{kind}",
+        "eventTime": datetime.now(UTC).isoformat(),
+        "id": unique_name("ev"),
+        "data": {"api": "PutBlob", "url": f"http://127.0.0.1/{ACCOUNT}/{container}/{name}"},
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+    return base64.b64encode(json.dumps(event).encode()).decode()
+
+
+async def test_queue_events_index_and_remove_blobs_between_listings(
+    tmp_path: Path, emulator: EmulatorHandle, server: Azurite, container: ContainerClient
+) -> None:
+    """With a queue configured, Event Grid BlobCreated/BlobDeleted events change the index
+    in seconds although the next listing is ten minutes away; a message that is not an
+    event is journaled as a poison message and leaves the queue."""
+    name = container.container_name
+    queue_name = unique_name("events")
+    queue = QueueClient.from_connection_string(server.connection_string, queue_name)
+    queue.create_queue()
+    config = BlobSourceConfig.model_validate(
+        {
+            "name": "evented",
+            "account": ACCOUNT,
+            "container": name,
+            "auth": "connection_string",
+            "connection_string": server.connection_string,
+            "queue": queue_name,
+            "list_interval_seconds": 600,
+            "visibility_timeout_seconds": 30,
+        }
+    )
+    try:
+        async with open_runtime(settings_for(tmp_path, emulator)) as runtime:
+            daemon: BlobDaemon = make_blob_daemon(runtime, config)
+            task = asyncio.create_task(daemon.run())
+            try:
+                await until(daemon.ready.is_set, 60, "the first listing")
+                put(container, "e.png", png(31))
+                queue.send_message(grid_message("Created", name, "e.png"))
+                await until(lambda: "e.png" in daemon.ingestor.known, 60, "e.png from its event")
+                container.delete_blob("e.png")
+                queue.send_message(grid_message("Deleted", name, "e.png"))
+                await until(lambda: "e.png" not in daemon.ingestor.known, 60, "e.png removed")
+                queue.send_message("this is not an Event Grid event")
+                await until(
+                    lambda: daemon.journal.by_reason().get("poison_message") == 1,
+                    60,
+                    "the poison message journaled",
+                )
+                await until(
+                    lambda: queue.get_queue_properties().approximate_message_count == 0,
+                    30,
+                    "the queue empty",
+                )
+                assert daemon.health == "ok", daemon.problems
+                assert daemon.restarts == {}
+            finally:
+                daemon.stop()
+                await asyncio.wait_for(task, 60)
+                await daemon.ingestor.close()
+    finally:
+        queue.delete_queue()
