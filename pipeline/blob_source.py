@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -606,7 +606,7 @@ class BlobIngestor(Ingestor):
 
     # -- queue events -------------------------------------------------------------------------
 
-    async def apply_event(self, event: BlobEvent) -> None:
+    async def apply_event(self, event: BlobEvent) -> Summary:
         """Bring one blob (or the image of a sidecar) in line after an event.
 
         Raises when the work should be tried again (the message then reappears)."""
@@ -616,13 +616,14 @@ class BlobIngestor(Ingestor):
         if is_sidecar_name(event.name):
             names = [n for n in self._known if event.name in sidecar_names(n)]
         if not names:
-            return
+            return Summary()
         summary = await self.update(names)
         transient = {r for r in summary.failed_by_reason if r in _TRANSIENT}
         if summary.pending or transient:
             raise RuntimeError(
                 f"{event.name} is not indexed yet ({', '.join(sorted(transient)) or 'changing'})"
             )
+        return summary
 
     def record_poison(self, poison: PoisonMessage) -> None:
         """A queue message given up on is a failure in the journal, like a bad file."""
@@ -790,6 +791,15 @@ class BlobDaemon(Daemon):
     def display_root(self) -> str:
         return self.ingestor.uri
 
+    async def _main(self) -> None:
+        await self.supervise("reconcile", self._initial_reconcile)
+        await asyncio.gather(
+            self.supervise("queue", self._follow),
+            self.supervise("list", self._rescan_loop),
+            self.supervise("retry", self._retry_loop),
+            self.supervise("recover", self._recover_loop),
+        )
+
     def _check_root(self) -> bool:
         return True  # a container has no root to stat: a listing says whether it answers
 
@@ -860,12 +870,8 @@ class BlobDaemon(Daemon):
         if not self.stopping.is_set():
             raise RuntimeError(f"the queue consumer of {config.queue} stopped")
 
-    async def _event(self, work: Callable[[], Any]) -> None:
-        async def run() -> Summary:
-            await work()
-            return Summary()
-
-        if await self._pass("event", run) is None:
+    async def _event(self, work: Callable[[], Awaitable[Summary]]) -> None:
+        if await self._pass("event", work) is None:
             raise RuntimeError("the daemon could not take the event now; it is tried again")
 
 

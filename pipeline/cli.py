@@ -816,7 +816,7 @@ async def _status(settings: Settings, target: str | None) -> tuple[StatusReport,
         wanted = str(Path(target).absolute())
         chosen = [
             s for s in report.sources
-            if s.name == target or s.root == wanted or wanted.startswith(s.root + "/")
+            if s.name == target or s.root in (wanted, target) or wanted.startswith(s.root + "/")
         ]  # fmt: skip
         if chosen:
             report.sources = chosen

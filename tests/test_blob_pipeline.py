@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import signal
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import (
     BlobServiceClient,
     ContainerClient,
@@ -342,11 +344,12 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
 ) -> None:
     """With a queue configured, Event Grid BlobCreated/BlobDeleted events change the index
     in seconds although the next listing is ten minutes away; a message that is not an
-    event is journaled as a poison message and leaves the queue."""
+    event is journaled as a poison message and leaves the queue. The queue consumer is
+    supervised: while its queue is missing it is down and health says so; once the queue
+    exists it is restarted and health is ok again."""
     name = container.container_name
     queue_name = unique_name("events")
     queue = QueueClient.from_connection_string(server.connection_string, queue_name)
-    queue.create_queue()
     config = BlobSourceConfig.model_validate(
         {
             "name": "evented",
@@ -365,6 +368,15 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
             task = asyncio.create_task(daemon.run())
             try:
                 await until(daemon.ready.is_set, 60, "the first listing")
+                await until(lambda: "task:queue" in daemon.problems, 60, "the queue task down")
+                assert daemon.health == "degraded"
+                assert "queue task down" in daemon.health_report()["problems"][0]
+                queue.create_queue()
+                await until(
+                    lambda: daemon.health == "ok" and daemon.restarts.get("queue", 0) >= 1,
+                    60,
+                    "the queue task restarted",
+                )
                 put(container, "e.png", png(31))
                 queue.send_message(grid_message("Created", name, "e.png"))
                 await until(lambda: "e.png" in daemon.ingestor.known, 60, "e.png from its event")
@@ -383,10 +395,11 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
                     "the queue empty",
                 )
                 assert daemon.health == "ok", daemon.problems
-                assert daemon.restarts == {}
+                assert set(daemon.restarts) == {"queue"}
             finally:
                 daemon.stop()
                 await asyncio.wait_for(task, 60)
                 await daemon.ingestor.close()
     finally:
-        queue.delete_queue()
+        with contextlib.suppress(ResourceNotFoundError):
+            queue.delete_queue()
