@@ -402,3 +402,38 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
     finally:
         with contextlib.suppress(ResourceNotFoundError):
             queue.delete_queue()
+
+
+def test_watch_takes_an_az_address_and_status_narrows_to_it(
+    tmp_path: Path, emulator: EmulatorHandle, server: Azurite, container: ContainerClient
+) -> None:
+    """`imgrag watch az://account/container/prefix` (signed in from
+    AZURE_STORAGE_CONNECTION_STRING) indexes the prefix; `imgrag status az://...` answers
+    for that source through the running daemon."""
+    name = container.container_name
+    put(container, "keep/k.png", png(41))
+    put(container, "skip/s.png", png(42))
+    uri = f"az://{ACCOUNT}/{name}/keep"
+    state = tmp_path / "state"
+    env = cli_env(
+        tmp_path,
+        emulator,
+        AZURE_STORAGE_CONNECTION_STRING=server.connection_string,
+        IMGRAG_API__PORT="0",
+    )
+    watch = spawn_imgrag("watch", uri, env=env)
+    try:
+        wait_until(
+            lambda: (src := _blob_source(state)) is not None and src["indexed"] == 1,
+            timeout=120,
+            what="keep/k.png indexed",
+        )
+        status = run_ok("status", uri, "--json", env=env)
+        (src,) = json.loads(status.stdout)["sources"]
+        assert (src["root"], src["indexed"], src["failed"]) == (uri, 1, 0)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        out, err = watch.communicate(timeout=60)
+    assert f"watching {uri} as source" in err
+    for i, text in enumerate([out, err, status.stdout, status.stderr]):
+        assert_no_secret(text, secrets_of(server), f"watch output {i}")
