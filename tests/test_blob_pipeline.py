@@ -167,6 +167,12 @@ def test_cli_ingest_az_then_search_status_copy_and_no_secret(
     text = run_ok("status", env=env)
     outputs += [text.stdout, text.stderr]
     assert f"{src['name']}: 4 indexed, 1 pending, 1 failed; {uri.rstrip('/')}" in text.stdout
+    listed = run_ok("sources", "--json", env=env)
+    outputs += [listed.stdout, listed.stderr]
+    assert [s["root"] for s in json.loads(listed.stdout)] == [uri.rstrip("/")]
+    gone = run_ok("forget", src["name"], "--json", env=env)
+    outputs += [gone.stdout, gone.stderr]
+    assert json.loads(gone.stdout)["removed"] == 4
 
     for i, out in enumerate(outputs):
         assert_no_secret(out, secrets_of(server), f"output {i}")
@@ -225,6 +231,7 @@ async def test_a_listing_that_fails_midway_removes_nothing(
                 broken = await ingestor.reconcile()
                 assert broken.removed == 0 and ingestor.listing_error is not None
                 assert "503" in ingestor.listing_error
+                assert ACCOUNT_KEY not in ingestor.listing_error
                 states = {s.path for s in runtime.index.file_states()}
                 assert states == {f"p{i}.png" for i in range(6)}
 
