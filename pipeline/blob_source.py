@@ -367,7 +367,7 @@ class BlobIngestor(Ingestor):
         if on_total is not None:
             on_total(len(todo))
         await self._run_many(todo, summary)
-        if gone and scan.complete and not self.stopping:
+        if gone and not self.stopping:  # gone is empty unless the listing completed
             summary.removed += await self._delete(gone)
         if scan.complete:
             stale = [p for p in permanent if p not in scan.failed_seen and not p.startswith("(")]
