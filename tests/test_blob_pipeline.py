@@ -37,7 +37,9 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueClient
 from imgrag.connectors.blob import BlobSourceConfig
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline.blob_source import BlobDaemon, BlobIngestor, blob_ingestor, make_blob_daemon
+from imgrag.pipeline.blob_daemon import BlobDaemon
+from imgrag.pipeline.blob_ingest import BlobIngestor
+from imgrag.pipeline.blob_source import blob_ingestor, make_blob_daemon
 from imgrag.pipeline.daemon_client import read_daemon_file
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.runtime import open_runtime
