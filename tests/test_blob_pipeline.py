@@ -446,3 +446,33 @@ def test_watch_takes_an_az_address_and_status_narrows_to_it(
     assert f"watching {uri} as source" in err
     for i, text in enumerate([out, err, status.stdout, status.stderr]):
         assert_no_secret(text, secrets_of(server), f"watch output {i}")
+
+
+def test_sources_entries_are_checked_and_never_shown(tmp_path: Path) -> None:
+    """A `[[sources]]` entry must say `kind = "blob"`; a bad entry is one line naming the
+    field without its value; the entries (which may hold a key) are not in the settings'
+    repr or dump."""
+    from imgrag.pipeline.blob_source import blob_configs
+    from imgrag.pipeline.config import ConfigError, load_settings
+    from imgrag.pipeline.sources import SourceError
+
+    conn = f"AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:1/x;"
+    bad_kind = tmp_path / "kind.toml"
+    bad_kind.write_text('[[sources]]\nkind = "folder"\nroot = "/photos"\n')
+    with pytest.raises(ConfigError, match=r'kind = "blob"'):
+        load_settings(bad_kind)
+    good = tmp_path / "good.toml"
+    good.write_text(
+        f'[[sources]]\nkind = "blob"\ncontainer = "pics"\nconnection_string = "{conn}"\n'
+    )
+    settings = load_settings(good)
+    assert ACCOUNT_KEY not in repr(settings) and ACCOUNT_KEY not in settings.model_dump_json()
+    (config,) = blob_configs(settings)
+    assert config.container == "pics" and ACCOUNT_KEY not in repr(config)
+    typo = tmp_path / "typo.toml"
+    typo.write_text(
+        f'[[sources]]\nkind = "blob"\ncontainer = "pics"\nconection_string = "{conn}"\n'
+    )
+    with pytest.raises(SourceError, match="conection_string") as caught:
+        blob_configs(load_settings(typo))
+    assert ACCOUNT_KEY not in str(caught.value)
