@@ -123,6 +123,10 @@ class BlobDaemon(Daemon):
             poison=self.ingestor.record_poison,
             max_dequeues=config.max_dequeues,
             visibility_timeout=config.visibility_timeout_seconds,
+            # Messages of a batch wait their turn invisible to other workers, and only the
+            # one being worked on is renewed: small batches share the work and keep the
+            # waiting ones well inside their timeout.
+            batch_size=4,
             secrets=self.ingestor._secrets,
         )
         self.queue_stats = worker.stats

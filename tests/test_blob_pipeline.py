@@ -476,3 +476,59 @@ def test_sources_entries_are_checked_and_never_shown(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="conection_string") as caught:
         blob_configs(load_settings(typo))
     assert ACCOUNT_KEY not in str(caught.value)
+
+
+async def test_two_daemons_on_one_queue_index_each_blob_once(
+    tmp_path: Path, emulator: EmulatorHandle, server: Azurite, container: ContainerClient
+) -> None:
+    """Two workers on one queue and one index (competing consumers, Azure Queue Storage's
+    visibility timeout: "Azure Queue Storage" docs, Receive/Get Messages): every
+    BlobCreated event is handled by one of them, each image is embedded once, and the
+    index holds one point per blob."""
+    name = container.container_name
+    queue_name = unique_name("shared")
+    queue = QueueClient.from_connection_string(server.connection_string, queue_name)
+    queue.create_queue()
+    config = BlobSourceConfig.model_validate(
+        {
+            "name": "shared",
+            "account": ACCOUNT,
+            "container": name,
+            "auth": "connection_string",
+            "connection_string": server.connection_string,
+            "queue": queue_name,
+            "list_interval_seconds": 600,
+            "visibility_timeout_seconds": 60,
+        }
+    )
+    n = 12
+    try:
+        async with open_runtime(settings_for(tmp_path, emulator)) as runtime:
+            daemons = [make_blob_daemon(runtime, config) for _ in range(2)]
+            tasks = [asyncio.create_task(d.run()) for d in daemons]
+            try:
+                for d in daemons:
+                    await until(d.ready.is_set, 60, "the first listing")
+                before = images_embedded(emulator)
+                for i in range(n):
+                    put(container, f"s{i:02d}.png", png(60 + i))
+                    queue.send_message(grid_message("Created", name, f"s{i:02d}.png"))
+
+                def handled() -> int:
+                    return sum(d.queue_stats.handled for d in daemons if d.queue_stats)
+
+                await until(lambda: handled() == n, 120, "every event handled")
+                states = list(runtime.index.file_states())
+                assert sorted(s.path for s in states) == [f"s{i:02d}.png" for i in range(n)]
+                assert images_embedded(emulator) - before == n
+                # Deleted once handled: nothing is left to come back to the other worker.
+                assert queue.get_queue_properties().approximate_message_count == 0
+                assert handled() == n
+            finally:
+                for d in daemons:
+                    d.stop()
+                await asyncio.wait_for(asyncio.gather(*tasks), 60)
+                for d in daemons:
+                    await d.ingestor.close()
+    finally:
+        queue.delete_queue()
