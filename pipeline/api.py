@@ -29,7 +29,7 @@ from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import QueryError, SearchQuery, describe_validation_error
 from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.status import StatusReport
-from imgrag.pipeline.thumbnails import NotServable, file_of, thumbnail, valid_id
+from imgrag.pipeline.thumbnails import NotServable, cached_path, file_of, thumbnail, valid_id
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
@@ -50,6 +50,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+_THUMB_CACHE = {"Cache-Control": "max-age=60"}
 _ASSETS = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
 _NO_TOKEN = "missing or wrong token: open the page as /?token=... or send 'Authorization: Bearer'"
 
@@ -199,17 +200,29 @@ def create_api(
         if not valid_id(pid):
             return _error(404, "not an image id")
         payload = await asyncio.to_thread(service.index.payload_by_id, pid)
+        if payload is not None and payload.get("kind") == "blob":
+            # Made at ingest from the downloaded bytes; the blob is never fetched for it.
+            cached = cached_path(pid, str(payload.get("sha256") or ""), thumbs_dir)
+            if not cached.is_file():
+                return _error(404, "no thumbnail was made for this blob when it was indexed")
+            return FileResponse(cached, media_type="image/webp", headers=_THUMB_CACHE)
         try:
             path = await asyncio.to_thread(thumbnail, pid, payload, thumbs_dir, roots)
         except NotServable as exc:
             return _error(404, str(exc))
-        return FileResponse(path, media_type="image/webp", headers={"Cache-Control": "max-age=60"})
+        return FileResponse(path, media_type="image/webp", headers=_THUMB_CACHE)
 
     async def image(request: Request) -> Response:
         pid = request.path_params["id"]
         if not valid_id(pid):
             return _error(404, "not an image id")
         payload = await asyncio.to_thread(service.index.payload_by_id, pid)
+        if payload is not None and payload.get("kind") == "blob":
+            return _error(
+                404,
+                "full images of blob sources are not served: open the blob's URL (the hit's "
+                "abs_path) with your storage credentials",
+            )
         try:
             path = await asyncio.to_thread(file_of, payload, roots)
         except NotServable as exc:

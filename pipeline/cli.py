@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from imgrag.pipeline.config import ConfigError, Settings, load_settings
@@ -227,6 +227,12 @@ def _check_dir(directory: Path) -> Path:
     return directory
 
 
+def _blob_uri(argument: Path) -> str | None:
+    """The az:// address an argument names (typer hands it over as a collapsed Path)."""
+    text = str(argument)
+    return "az://" + text[4:].lstrip("/") if text.startswith("az:/") else None
+
+
 def _summary_line(name: str, s: Summary) -> str:
     failed = ", ".join(f"{n} {r}" for r, n in sorted(s.failed_by_reason.items()))
     return (
@@ -336,13 +342,26 @@ def ingest_command(
     ] = False,
     source: SourceOpt = None,
 ) -> None:
-    """Reconcile DIR (its source, or the part of it DIR is) with the index once."""
+    """Reconcile DIR (its source, or the part of it DIR is) with the index once. DIR may be
+    a blob container: az://ACCOUNT/CONTAINER[/PREFIX]."""
     settings = settings_from(ctx)
     _setup_logging()
-    _check_dir(directory)
+    blob = _blob_uri(directory)
+    if blob is None:
+        _check_dir(directory)
 
     async def run() -> Summary:
         daemon = await _daemon(settings)
+        if blob is not None:
+            if daemon is not None:
+                await daemon.aclose()
+                raise fail(
+                    f"the daemon (pid {daemon.info.pid}) owns the index: add {blob} to the "
+                    'config as a [[sources]] kind = "blob" entry and it lists it, or stop it'
+                )
+            from imgrag.pipeline.blob_source import ingest_blob
+
+            return await ingest_blob(settings, blob, prune=prune, on_start=_stop_on_signals)
         if daemon is None:
             return await _run_ingest(settings, directory, not json_, prune=prune, source=source)
         try:  # the daemon owns the index: it runs the pass
@@ -454,10 +473,14 @@ def watch_command(
     ] = False,
 ) -> None:
     """Reconcile each DIR, then index every change until SIGINT/SIGTERM. With a daemon
-    already running, it is asked to watch the folders too."""
+    already running, it is asked to watch the folders too. A DIR may be a blob container,
+    az://ACCOUNT/CONTAINER[/PREFIX]; [[sources]] kind = "blob" entries are watched too."""
     settings = settings_from(ctx)
     _setup_logging(verbose=True)
-    folders = directories or [Path("inbox")]
+    blobs = _guarded(lambda: _blob_sources(settings, directories or []))
+    folders = [d for d in directories or [] if _blob_uri(d) is None]
+    if not directories and not blobs:
+        folders = [Path("inbox")]
     for directory in folders:
         _check_dir(directory)
     if source is not None and len(folders) > 1:
@@ -471,6 +494,12 @@ def watch_command(
         daemon = await _daemon(settings)
         if daemon is None:
             return False
+        if blobs:
+            await daemon.aclose()
+            raise fail(
+                f"a daemon (pid {daemon.info.pid}) already owns the index: stop it, then watch "
+                "the blob sources and folders together"
+            )
         try:
             for directory in folders:
                 added = await daemon.add_source(directory, source)
@@ -498,9 +527,22 @@ def watch_command(
                 api=not no_api,
                 announce=say,
                 on_summary=_announce,
+                blobs=blobs,
             )
         )
     )
+
+
+def _blob_sources(settings: Settings, arguments: list[Path]) -> list[Any]:
+    """The blob sources to watch: az:// arguments and the config's [[sources]] entries."""
+    uris = [u for a in arguments if (u := _blob_uri(a)) is not None]
+    if not uris and not settings.sources:
+        return []
+    from imgrag.pipeline.blob_source import blob_configs, config_for_uri, location_uri
+
+    configs = blob_configs(settings)
+    known = {location_uri(c) for c in configs}
+    return configs + [config_for_uri(settings, u) for u in uris if u.rstrip("/") not in known]
 
 
 # -- retrieval and status -------------------------------------------------------------------
@@ -774,7 +816,7 @@ async def _status(settings: Settings, target: str | None) -> tuple[StatusReport,
         wanted = str(Path(target).absolute())
         chosen = [
             s for s in report.sources
-            if s.name == target or s.root == wanted or wanted.startswith(s.root + "/")
+            if s.name == target or s.root in (wanted, target) or wanted.startswith(s.root + "/")
         ]  # fmt: skip
         if chosen:
             report.sources = chosen

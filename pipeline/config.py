@@ -9,7 +9,7 @@ from typing import Any
 
 import platformdirs
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 APP_NAME = "imgrag"
@@ -73,7 +73,18 @@ class Settings(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     state_dir: Path = Field(default_factory=default_state_dir)
+    sources: list[dict[str, Any]] = Field(default_factory=list, exclude=True, repr=False)
+    """``[[sources]]`` entries: ``kind = "blob"`` containers (``pipeline.blob_source`` reads
+    them; they may hold secrets, so they are never dumped or shown)."""
     config_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_kinds(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for entry in value:
+            if entry.get("kind") != "blob":
+                raise ValueError('each [[sources]] entry needs kind = "blob" (the one kind)')
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -24,12 +24,12 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import uvicorn
 from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
 from imgrag.pipeline.api import create_api
-from imgrag.pipeline.candidates import walk
+from imgrag.pipeline.candidates import Rules, walk
 from imgrag.pipeline.config import Settings, load_settings
 from imgrag.pipeline.credentials import RenewableEmbedder
 from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file, write_daemon_file
@@ -48,6 +48,9 @@ from imgrag.pipeline.runtime import (
 from imgrag.pipeline.sources import Resolved
 from imgrag.pipeline.status import FailureOut, SourceStatus, StatusReport, source_status
 from imgrag.pipeline.watcher import Changes, FolderWatcher
+
+if TYPE_CHECKING:
+    from imgrag.connectors.blob import BlobSourceConfig
 
 log = logging.getLogger("imgrag.daemon")
 
@@ -143,6 +146,16 @@ class Daemon:
             "problems": list(self.problems.values()),
             "restarts": dict(self.restarts),
         }
+
+    @property
+    def display_root(self) -> str:
+        """How status names where this source's images are."""
+        return str(self.root)
+
+    def source_status(self, rules: Rules) -> SourceStatus:
+        """This source's counts (walks the folder: blocking)."""
+        ingestor = self.ingestor
+        return source_status(ingestor.source, self.root, ingestor.known, ingestor.journal, rules)
 
     def stop(self) -> None:
         """Take no new work; in-flight files finish (or are abandoned after a grace)."""
@@ -530,12 +543,15 @@ class Fleet:
         """Watch ``source`` (its whole root); (its daemon, whether it is new)."""
         if source.name in self.daemons:
             return self.daemons[source.name], False
-        daemon = self._make(Resolved(source.name, source.root))
-        self.daemons[source.name] = daemon
+        return self.add_daemon(source.name, self._make(Resolved(source.name, source.root))), True
+
+    def add_daemon(self, name: str, daemon: Daemon) -> Daemon:
+        """Run a daemon made elsewhere (a blob source's) as one of the fleet."""
+        self.daemons[name] = daemon
         task = asyncio.create_task(daemon.run())
         task.add_done_callback(lambda _t: self.stop())  # one failing daemon ends the process
-        self._tasks[source.name] = task
-        return daemon, True
+        self._tasks[name] = task
+        return daemon
 
     def stop(self) -> None:
         for daemon in self.daemons.values():
@@ -666,11 +682,14 @@ async def run_watch(
     api: bool = True,
     announce: Callable[[str], None] = lambda line: None,
     on_summary: Callable[[str, Summary], None] | None = None,
+    blobs: Sequence[BlobSourceConfig] = (),
 ) -> None:
-    """``imgrag watch A [B ...]``: one daemon for every folder, with its local API, until
-    SIGINT/SIGTERM. A subfolder of a source is watched as its whole source."""
+    """``imgrag watch A [B ...]``: one daemon for every folder (and every blob source in
+    ``blobs``), with its local API, until SIGINT/SIGTERM. A subfolder of a source is watched
+    as its whole source."""
     folders = [roots] if isinstance(roots, Path) else list(roots)
     sources = list({s.name: s for s in (resolve_source(settings, r) for r in folders)}.values())
+    first_root = str(sources[0].root) if sources else _blob_uri(blobs[0])
     daemon_file = state_paths(settings).daemon
 
     def starting() -> None:
@@ -681,7 +700,7 @@ async def run_watch(
                 pid=os.getpid(),
                 host=settings.api.host,
                 port=0,
-                root=str(sources[0].root),
+                root=first_root,
                 started_at=time.time(),
             ),
         )
@@ -690,7 +709,7 @@ async def run_watch(
         async with open_runtime(
             settings, wait_for_embedder=True, on_store_open=starting if api else None
         ) as runtime:
-            await _serve(settings, runtime, sources, polling, api, announce, on_summary)
+            await _serve(settings, runtime, sources, polling, api, announce, on_summary, blobs)
     finally:
         info = read_daemon_file(daemon_file, starting=True)
         if info is not None and info.pid == os.getpid():
@@ -705,6 +724,7 @@ async def _serve(
     api: bool,
     announce: Callable[[str], None],
     on_summary: Callable[[str, Summary], None] | None,
+    blobs: Sequence[BlobSourceConfig] = (),
 ) -> None:
     from imgrag.connectors.factory import create_embedder
 
@@ -753,14 +773,25 @@ async def _serve(
     fleet = Fleet(settings, runtime, make)
     for source in sources:
         fleet.add(source)
+    if blobs:
+        from imgrag.pipeline.blob_source import make_blob_daemon
+
+        for config in blobs:
+            blob = make_blob_daemon(
+                runtime,
+                config,
+                observe_embed=lambda s: metrics_box[0].embed_seconds.observe(s),
+                on_summary=on_summary,
+                renew_credential=renew_credential,
+            )
+            fleet.add_daemon(blob.ingestor.source, blob)
     info = embedder.info
     rules = rules_for(settings)
 
     def report() -> StatusReport:
         per: list[SourceStatus] = []
-        for name, daemon in list(fleet.daemons.items()):
-            ingestor = daemon.ingestor
-            per.append(source_status(name, daemon.root, ingestor.known, ingestor.journal, rules))
+        for daemon in list(fleet.daemons.values()):
+            per.append(daemon.source_status(rules))
         journal = runtime.journal
         recent = [
             FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
@@ -778,8 +809,8 @@ async def _serve(
             store={"kind": settings.store.kind, "collection": settings.store.collection},
             daemon={
                 "pid": os.getpid(),
-                "root": str(primary.root),
-                "roots": [str(d.root) for d in fleet.daemons.values()],
+                "root": primary.display_root,
+                "roots": [d.display_root for d in fleet.daemons.values()],
                 "watching": primary.watch_mode,
                 "started_at": fleet.started_at,
             },
@@ -851,7 +882,7 @@ async def _serve(
                         pid=os.getpid(),
                         host=settings.api.host,
                         port=bound,
-                        root=str(fleet.primary.root),
+                        root=fleet.primary.display_root,
                         started_at=fleet.started_at,
                     ),
                 )
@@ -890,6 +921,9 @@ async def _serve(
                 f"watching {source.root} as source {source.name} (model {info.model}, store "
                 f"{settings.store.kind}:{settings.store.collection}); Ctrl+C stops"
             )
+        for name, d in fleet.daemons.items():
+            if d.display_root.startswith("az://"):
+                announce(f"watching {d.display_root} as source {name} ({d.watch_mode})")
         try:
             await fleet.run()
         finally:
@@ -908,3 +942,9 @@ async def _serve(
         if left
         else "stopped: in-flight work finished and flushed; nothing left"
     )
+
+
+def _blob_uri(config: BlobSourceConfig) -> str:
+    from imgrag.pipeline.blob_source import location_uri
+
+    return location_uri(config)

@@ -47,6 +47,8 @@ class SearchHit(BaseModel):
         path = str(payload.get("path", ""))
         root = payload.get("root")
         abs_path = str(Path(str(root)) / path) if root else path
+        if payload.get("kind") == "blob" and isinstance(payload.get("url"), str):
+            abs_path = payload["url"]  # a blob source: its URL, never with a SAS
         source = payload.get("source")
         return cls(
             id=hit.id,

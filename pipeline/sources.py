@@ -111,7 +111,7 @@ class Registry:
             if e.name == name_or_dir:
                 return e
         wanted = str(absolute(Path(name_or_dir)))
-        return next((e for e in entries if e.root == wanted), None)
+        return next((e for e in entries if e.root in (wanted, name_or_dir)), None)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -171,6 +171,24 @@ class Registry:
             if register:
                 self._write([*entries, new])
             return Resolved(new.name, path)
+
+    def register_root(self, name: str, root: str) -> SourceEntry:
+        """Register a source that is not a folder (``az://account/container``) under ``name``;
+        the entry already there when it names the same root."""
+        check_name(name)
+        with self._locked():
+            entries = self.entries()
+            for e in entries:
+                if e.name == name and e.root == root:
+                    return e
+                if e.name == name:
+                    raise SourceError(
+                        f"source {name!r} is {e.root}, not {root}; name the source another way, "
+                        f"or `imgrag forget {name}` first"
+                    )
+            new = SourceEntry(name=name, root=root)
+            self._write([*entries, new])
+            return new
 
     def remove(self, name: str) -> bool:
         with self._locked():

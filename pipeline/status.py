@@ -182,6 +182,7 @@ async def read_status(settings: Settings, target: str | Path | None) -> StatusRe
     states, embedder = await asyncio.to_thread(read)
     reg = registry(settings)
     entries = [(e.name, Path(e.root)) for e in reg.entries()]
+    raw_roots = {e.name: e.root for e in reg.entries()}
     scope = ""
     if target is not None:
         entry = reg.get(str(target))
@@ -214,7 +215,10 @@ async def read_status(settings: Settings, target: str | Path | None) -> StatusRe
 
         def build() -> StatusReport:
             per = [
-                source_status(n, root, by_source[n], journal, rules, scope) for n, root in entries
+                _blob_status(settings, n, raw_roots[n], by_source[n], journal)
+                if raw_roots.get(n, "").startswith("az://")
+                else source_status(n, root, by_source[n], journal, rules, scope)
+                for n, root in entries
             ]
             scoped = journal.scoped(entries[0][0]) if target is not None else journal
             recent = [
@@ -236,3 +240,11 @@ async def read_status(settings: Settings, target: str | Path | None) -> StatusRe
         return await asyncio.to_thread(build)
     finally:
         journal.close()
+
+
+def _blob_status(
+    settings: Settings, name: str, root: str, known: Mapping[str, FileState], journal: Journal
+) -> SourceStatus:
+    from imgrag.pipeline.blob_source import blob_source_status
+
+    return blob_source_status(settings, name, root, known, journal)

@@ -1,0 +1,248 @@
+"""A blob container (or a prefix of it) as a source, like a folder: naming and config.
+
+``az://account/container[/prefix]`` addresses and ``[[sources]] kind = "blob"`` entries
+become :class:`~imgrag.connectors.blob.BlobSourceConfig`; this module registers them,
+assembles a :class:`~imgrag.pipeline.blob_ingest.BlobIngestor` (one pass, ``imgrag ingest``)
+or a :class:`~imgrag.pipeline.blob_daemon.BlobDaemon` (``imgrag watch``), and counts a
+source for ``imgrag status`` without a daemon. Point ids are ``uuid5(source, blob name)``;
+hits carry the blob's URL (never a SAS) as ``abs_path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgrag.connectors.index import FileState
+from imgrag.pipeline.ingest import Outcome, Summary
+from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.sources import SourceError, check_name
+from imgrag.pipeline.status import SourceStatus
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+    from imgrag.connectors.blob import BlobSourceConfig
+    from imgrag.pipeline.blob_daemon import BlobDaemon
+    from imgrag.pipeline.blob_ingest import BlobIngestor
+    from imgrag.pipeline.config import Settings
+    from imgrag.pipeline.runtime import Runtime
+
+log = logging.getLogger("imgrag.blob")
+
+BLOB_SCHEME = "az://"
+
+
+# -- naming and configuration --------------------------------------------------------------
+
+
+def uri_of(arg: str | Path) -> str | None:
+    """The ``az://`` address a command-line argument names, or None for a folder.
+
+    A ``Path`` argument has its ``//`` collapsed (``az:/acct/c``); both forms are read.
+    """
+    text = str(arg)
+    if text.startswith(BLOB_SCHEME):
+        return text
+    if text.startswith("az:/"):
+        return BLOB_SCHEME + text[len("az:/") :]
+    return None
+
+
+def is_blob_root(root: str) -> bool:
+    """Whether a registered source root is a blob container rather than a folder."""
+    return uri_of(root) is not None
+
+
+def _parse(data: Mapping[str, Any]) -> BlobSourceConfig:
+    """A :class:`BlobSourceConfig`; any error is one line naming the field, never a value."""
+    from imgrag.connectors.blob import BlobConfigError, BlobSourceConfig, BlobUriError
+
+    try:
+        return BlobSourceConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(entry)"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise SourceError(f"blob source: {where}: {message}") from None
+    except (BlobConfigError, BlobUriError) as exc:
+        raise SourceError(str(exc)) from None
+
+
+def blob_configs(settings: Settings) -> list[BlobSourceConfig]:
+    """The ``[[sources]]`` entries with ``kind = "blob"``."""
+    return [_parse(entry) for entry in settings.sources if entry.get("kind") == "blob"]
+
+
+def _account(config: BlobSourceConfig) -> str:
+    """The account name: given, or read from the connection string or the endpoint URL."""
+    if config.account:
+        return config.account
+    if config.connection_string is not None:
+        match = re.search(r"(?i)AccountName=([^;]+)", config.connection_string.get_secret_value())
+        if match:
+            return match.group(1)
+    if config.account_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(config.account_url)
+        host = parts.hostname or ""
+        if host.endswith(".core.windows.net"):
+            return host.split(".")[0]
+        first = parts.path.strip("/").split("/")[0]
+        if first:
+            return first  # emulator (path-style) URL: /<account>
+    return "account"
+
+
+def location_uri(config: BlobSourceConfig) -> str:
+    """The ``az://account/container[/prefix]`` a source is registered under."""
+    tail = f"/{config.prefix}" if config.prefix else ""
+    return f"{BLOB_SCHEME}{_account(config)}/{config.container}{tail}"
+
+
+def source_name(config: BlobSourceConfig) -> str:
+    """The source's name: ``name`` from the config, else the container and a hash of where."""
+    if config.name:
+        return check_name(config.name)
+    digest = hashlib.sha1(location_uri(config).encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{config.container[:40]}-{digest}"
+
+
+def config_for_uri(settings: Settings, uri: str) -> BlobSourceConfig:
+    """The configured ``[[sources]]`` entry for ``uri``, else one made from the address alone
+    (signed in from the environment: connection string, SAS, key, or Entra ID)."""
+    for config in blob_configs(settings):
+        if location_uri(config) == uri.rstrip("/") or (config.uri or "").rstrip("/") == uri:
+            return config
+    return _parse({"uri": uri})
+
+
+# -- assembling -------------------------------------------------------------------------------
+
+
+def _container(config: BlobSourceConfig) -> ContainerClient:
+    from imgrag.connectors.blob import BlobConfigError, open_container
+
+    try:
+        return open_container(config)
+    except BlobConfigError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def register(settings: Settings, config: BlobSourceConfig) -> str:
+    """Record the source in the state directory's registry; its name."""
+    from imgrag.pipeline.runtime import registry
+
+    name = source_name(config)
+    registry(settings).register_root(name, location_uri(config))
+    return name
+
+
+def blob_ingestor(
+    runtime: Runtime,
+    config: BlobSourceConfig,
+    *,
+    on_progress: Callable[[str, Outcome], None] | None = None,
+    observe_embed: Callable[[float], None] | None = None,
+) -> BlobIngestor:
+    from imgrag.pipeline.blob_ingest import BlobIngestor
+    from imgrag.pipeline.runtime import rules_for
+
+    s = runtime.settings
+    name = register(s, config)
+    return BlobIngestor(
+        config,
+        _container(config),
+        embedder=runtime.embedder,
+        index=runtime.index,
+        journal=runtime.journal,
+        rules=rules_for(s),
+        source=name,
+        thumbs_dir=s.state_dir / "thumbs",
+        image_format=s.embedder.image_format,
+        embed_concurrency=runtime.embedder.info.recommended_concurrency,
+        on_progress=on_progress,
+        observe_embed=observe_embed,
+    )
+
+
+async def ingest_blob(
+    settings: Settings,
+    uri: str,
+    *,
+    prune: bool = False,
+    on_progress: Callable[[str, Outcome], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_start: Callable[[Callable[[], None]], None] | None = None,
+) -> Summary:
+    """``imgrag ingest az://account/container[/prefix]``: one reconcile pass."""
+    from imgrag.pipeline.runtime import open_runtime
+
+    config = config_for_uri(settings, uri)
+    async with open_runtime(settings) as runtime:
+        ingestor = blob_ingestor(runtime, config, on_progress=on_progress)
+        if on_start is not None:
+            on_start(ingestor.stop)
+        try:
+            return await ingestor.reconcile(on_total, prune=prune)
+        finally:
+            await ingestor.close()
+
+
+def blob_source_status(
+    settings: Settings, name: str, root: str, known: Mapping[str, FileState], journal: Journal
+) -> SourceStatus:
+    """The counts of a blob source without a daemon: pending comes from a listing now
+    (a listing that fails makes the source unreachable and pending 0). Blocking."""
+    from imgrag.connectors.blob import Listing, Reconciler
+    from imgrag.pipeline.blob_ingest import blob_state
+    from imgrag.pipeline.runtime import rules_for
+
+    scoped = journal if journal.source == name else journal.scoped(name)
+    reachable, pending = False, 0
+    try:
+        config = config_for_uri(settings, root)
+        rules = rules_for(settings)
+        stored = {n: blob_state(known[n]) for n in known}
+        rec = Reconciler(stored, is_image=lambda n: n.startswith(config.prefix) and rules.wants(n))
+        listing = Listing(_container(config), config.prefix, secrets=config.secret_values())
+        permanent = scoped.permanent_failures()
+        todo = [
+            d.entry.name
+            for e in listing
+            if (d := rec.feed(e)) is not None and d.kind != "unchanged"
+        ]
+        reachable = listing.complete
+        if reachable:
+            todo += rec.finish(True).sidecar_changed
+            pending = sum(1 for n in todo if n not in permanent)
+    except Exception as exc:  # status reports; it never fails over a source
+        log.info("blob source %s not listed: %s", name, type(exc).__name__)
+    return SourceStatus(
+        name=name,
+        root=root,
+        reachable=reachable,
+        indexed=len(known),
+        pending=pending,
+        failed=scoped.count(),
+        failed_by_reason=scoped.by_reason(),
+    )
+
+
+def make_blob_daemon(
+    runtime: Runtime,
+    config: BlobSourceConfig,
+    *,
+    observe_embed: Callable[[float], None] | None = None,
+    on_summary: Callable[[str, Summary], None] | None = None,
+    renew_credential: Callable[[], Any] | None = None,
+) -> BlobDaemon:
+    from imgrag.pipeline.blob_daemon import BlobDaemon
+
+    ingestor = blob_ingestor(runtime, config, observe_embed=observe_embed)
+    return BlobDaemon(ingestor, on_summary=on_summary, renew_credential=renew_credential)
