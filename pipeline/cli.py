@@ -130,6 +130,7 @@ def run() -> None:
 
 @app.command("emulator")
 def emulator_command(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[
         int | None, typer.Option(help="Port to listen on (default 8088; 0 picks a free one).")
@@ -170,6 +171,7 @@ def emulator_command(
         "host": host, "model": model, "backend": backend, "latency_ms": latency_ms, "rpm": rpm,
         "tpm": tpm, "max_concurrency": max_concurrency, "fail_rate": fail_rate, "seed": seed,
         "image_only": image_only, "api_key": SecretStr(api_key) if api_key else None,
+        "cache_dir": _model_cache(ctx),
     }  # fmt: skip
     if port is not None:
         values["port"] = port
@@ -193,6 +195,18 @@ def emulator_command(
         serve(options, ready)
     except ConnectorError as exc:
         raise fail(str(exc)) from None
+
+
+def _model_cache(ctx: typer.Context) -> Path | None:
+    """The state directory's model cache, shared with the daemon; None (the connector's
+    default) when the config cannot be read, which the emulator itself does not need."""
+    from imgrag.pipeline.runtime import state_paths
+
+    obj = ctx.obj or {}
+    try:
+        return state_paths(load_settings(obj.get("config"), state_dir=obj.get("state_dir"))).cache
+    except ConfigError:
+        return None
 
 
 # -- ingestion --------------------------------------------------------------------------------

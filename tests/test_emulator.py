@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -11,6 +10,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -463,20 +463,26 @@ def test_cli_prints_the_endpoint_and_serves() -> None:
         proc.communicate(timeout=10)  # waits, and closes both pipes
 
 
-def test_local_backend_is_served_with_its_own_dimension() -> None:
-    local = pytest.importorskip("imgrag.connectors.local")
-    embedder = local.LocalEmbedder(cache_dir=None)
-    try:
-        with running_emulator(embedder=embedder, model="embed-v-4-0") as handle:
-            info = httpx.get(f"{handle.url}/info", params=PARAMS).json()["emulator"]
-            assert info["dimension"] == embedder.info.dimension
-            response = post_images(handle, [{"image": RED, "text": "red"}], headers={})
-            assert response.status_code == 200
-            vector = response.json()["data"][0]["embedding"]
-            assert len(vector) == embedder.info.dimension
-            assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
-    finally:
-        asyncio.run(embedder.aclose())
+def test_local_backend_is_served_with_its_own_dimension(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local backend serves its own dimension, and builds its model in the cache it is
+    given (the CLI passes the state directory's), never in the current folder."""
+    pytest.importorskip("imgrag.connectors.local")
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "state" / "cache"
+    with running_emulator(backend="local", model="embed-v-4-0", cache_dir=cache) as handle:
+        assert handle.state.backend_name == "local"
+        dimension = handle.state.backend.info.dimension
+        info = httpx.get(f"{handle.url}/info", params=PARAMS).json()["emulator"]
+        assert info["dimension"] == dimension
+        response = post_images(handle, [{"image": RED, "text": "red"}], headers={})
+        assert response.status_code == 200
+        vector = response.json()["data"][0]["embedding"]
+        assert len(vector) == dimension
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+    assert any((cache / "local").glob("*.onnx"))
+    assert not (tmp_path / ".imgrag").exists()
 
 
 class _BrokenEmbedder(TinyEmbedder):

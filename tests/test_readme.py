@@ -304,8 +304,8 @@ def run_document(doc: str, folder: Path, env: dict[str, str]) -> list[str]:
 
 @pytest.fixture
 def session(tmp_path: Path, model_cache: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A fresh checkout folder, its environment, and the model cache where both the
-    daemon (state directory) and the emulator (``.imgrag/cache`` in its folder) look."""
+    """A fresh checkout folder, its environment, and the model cache in the state
+    directory, where both the daemon and the emulator look."""
     for tool in ("bash", "make"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed: the documents' commands need it")
@@ -315,8 +315,7 @@ def session(tmp_path: Path, model_cache: Path) -> Iterator[tuple[Path, dict[str,
     (tmp_path / "home").mkdir()
     env = session_env(tmp_path / "home")
     state = Path(env["XDG_DATA_HOME"]) / "imgrag"
-    for cache in (state / "cache" / "local", folder / ".imgrag" / "cache" / "local"):
-        shutil.copytree(model_cache, cache, copy_function=link_or_copy)
+    shutil.copytree(model_cache, state / "cache" / "local", copy_function=link_or_copy)
     yield folder, env
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from imgrag.connectors.embedder import Embedder
 from imgrag.connectors.errors import ConnectorError
@@ -15,17 +16,18 @@ class BackendUnavailable(ConnectorError):
     """The requested backend cannot be loaded here."""
 
 
-def make_backend(kind: str, dimension: int) -> tuple[Embedder, str]:
+def make_backend(kind: str, dimension: int, cache_dir: Path | None = None) -> tuple[Embedder, str]:
     """An embedder and its name for ``auto``, ``local`` or ``tiny``.
 
     ``auto`` prefers the local model and falls back to ``tiny`` when it cannot load;
     ``local`` raises BackendUnavailable instead. ``tiny`` is built at the profile's dimension.
+    ``cache_dir`` holds the local model's built networks.
     """
     if kind in ("auto", "local"):
         try:
             from imgrag.connectors.local import LocalEmbedder  # optional extra
 
-            return LocalEmbedder(cache_dir=None), "local"
+            return LocalEmbedder(cache_dir=cache_dir), "local"
         except Exception as exc:  # ImportError, missing weights, anything the loader raises
             if kind == "local":
                 raise BackendUnavailable(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from imgrag.connectors.catalog import CATALOG, lookup
@@ -30,6 +31,9 @@ class EmulatorOptions(BaseModel):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     api_key: SecretStr | None = None
     """Key accepted on ``api-key`` and ``Authorization: Bearer``; None serves without a key."""
+    cache_dir: Path | None = None
+    """Where the local backend keeps the model it builds (the CLI passes the state
+    directory's cache, so the emulator and the daemon build it once between them)."""
     require_auth: bool | None = None
     """Force auth on or off; None means "on when api_key is set". Entra tests set True and
     manage ``state.accepted_tokens``."""

@@ -71,7 +71,7 @@ def build_state(options: EmulatorOptions, embedder: Embedder | None = None) -> E
         return EmulatorState(options, embedder, embedder.info.provider)
     facts = lookup(options.model)
     assert facts is not None
-    made, name = make_backend(options.backend, facts.dimension)
+    made, name = make_backend(options.backend, facts.dimension, options.cache_dir)
     return EmulatorState(options, made, name)
 
 
