@@ -804,14 +804,14 @@ def status_command(
 
 async def _daemon(settings: Settings) -> DaemonClient | None:
     """The running daemon of this state directory, waited for briefly while it starts."""
-    from imgrag.pipeline.daemon_client import DaemonClient
+    from imgrag.pipeline.daemon_client import DaemonClient, index_of
     from imgrag.pipeline.runtime import state_paths
 
     def say(line: str) -> None:
         err_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     return await DaemonClient.discover(
-        state_paths(settings).daemon, settings.api.token, on_wait=say
+        state_paths(settings).daemon, settings.api.token, on_wait=say, index=index_of(settings)
     )
 
 

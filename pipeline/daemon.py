@@ -32,7 +32,12 @@ from imgrag.pipeline.api import create_api
 from imgrag.pipeline.candidates import Rules, walk
 from imgrag.pipeline.config import Settings, load_settings
 from imgrag.pipeline.credentials import RenewableEmbedder
-from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file, write_daemon_file
+from imgrag.pipeline.daemon_client import (
+    DaemonInfo,
+    index_of,
+    read_daemon_file,
+    write_daemon_file,
+)
 from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
@@ -702,6 +707,7 @@ async def run_watch(
                 port=0,
                 root=first_root,
                 started_at=time.time(),
+                index=index_of(settings),
             ),
         )
 
@@ -884,6 +890,7 @@ async def _serve(
                         port=bound,
                         root=fleet.primary.display_root,
                         started_at=fleet.started_at,
+                        index=index_of(settings),
                     ),
                 )
                 if not first.done():

@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from imgrag.pipeline.ingest import Summary
@@ -18,6 +18,9 @@ from imgrag.pipeline.query import QueryError, SearchQuery
 from imgrag.pipeline.retrieval import SearchHit
 from imgrag.pipeline.status import StatusReport
 from pydantic import BaseModel, SecretStr, ValidationError
+
+if TYPE_CHECKING:
+    from imgrag.pipeline.config import Settings
 
 log = logging.getLogger("imgrag.daemon_client")
 
@@ -37,6 +40,8 @@ class DaemonInfo(BaseModel):
     port: int
     root: str
     started_at: float
+    index: str | None = None
+    """Which index the daemon serves (``index_of``); None in files of older daemons."""
 
     @property
     def starting(self) -> bool:
@@ -46,6 +51,14 @@ class DaemonInfo(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+def index_of(settings: Settings) -> str:
+    """The index a process with ``settings`` works on: the store kind, where it is, and the
+    collection. A command configured for another index must not be run by this daemon."""
+    store = settings.store
+    where = store.url or "the state directory"
+    return f"collection '{store.collection}' ({store.kind} store in {where})"
 
 
 class DaemonError(QueryError):
@@ -95,12 +108,15 @@ class DaemonClient:
         *,
         wait: float = STARTING_WAIT,
         on_wait: Callable[[str], None] | None = None,
+        index: str | None = None,
     ) -> DaemonClient | None:
         """A client for the daemon named in ``daemon_file``, or None when none answers there.
 
         A file left by a daemon that died, or whose pid now belongs to a process that does
         not answer on the port, counts as no daemon. A daemon that is starting is waited for
         up to ``wait`` seconds (``on_wait`` hears why, once); DaemonError if it is still not up.
+        With ``index`` (``index_of`` the caller's settings), a daemon serving another index is
+        a DaemonError: it would answer from, or write into, the wrong one.
         """
         info = read_daemon_file(daemon_file, starting=True)
         if info is None:
@@ -122,6 +138,11 @@ class DaemonClient:
                 info = read_daemon_file(daemon_file, starting=True)
             if info is None:
                 return None
+        if index is not None and info.index not in (None, index):
+            raise DaemonError(
+                f"the daemon (pid {info.pid}) serves {info.index}, but this command is "
+                f"configured for {index}; stop the daemon first, or run with its config"
+            )
         client = cls(info, token)
         try:
             health = await client.health()

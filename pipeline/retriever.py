@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from imgrag.connectors.errors import StoreLocked
 from imgrag.pipeline.config import Settings, load_settings
-from imgrag.pipeline.daemon_client import DaemonClient
+from imgrag.pipeline.daemon_client import DaemonClient, index_of
 from imgrag.pipeline.query import ImageLike, SearchQuery, build_query
 from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import open_checked, source_list, state_paths
@@ -51,7 +51,9 @@ class AsyncRetriever:
         try:
             index, embedder = await open_checked(settings)
         except StoreLocked:
-            daemon = await DaemonClient.discover(state_paths(settings).daemon, settings.api.token)
+            daemon = await DaemonClient.discover(
+                state_paths(settings).daemon, settings.api.token, index=index_of(settings)
+            )
             if daemon is None:
                 raise  # owned by a process that is not a daemon: its message names it
             self = cls(None, daemon)

@@ -214,3 +214,23 @@ def test_retry_refused_by_a_running_daemon_keeps_the_journal(daemon, tmp_path: P
     status = status_of(info.url) or {}
     assert status.get("failed") == 1  # the record of the failure survived
     assert status["failures"][0]["path"] == "broken.png"  # type: ignore[index]
+
+
+def test_a_command_for_another_index_is_refused_not_run_by_the_daemon(  # type: ignore[no-untyped-def]
+    daemon, tmp_path: Path
+) -> None:
+    """With the daemon serving one collection, an ``ingest`` or ``search`` configured for
+    another is refused in one line; the daemon would have answered from its own index."""
+    _root, env, _proc = daemon
+    other = tmp_path / "other"
+    f.save(f.photo(9), other / "x.png", "PNG")
+    elsewhere = {**env, "IMGRAG_STORE__COLLECTION": "another"}
+    for args in (("ingest", str(other)), ("search", "a photo")):
+        run = imgrag(*args, env=elsewhere)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert run.stderr.count("\n") == 1, run.stderr
+        assert "serves collection 'cli'" in run.stderr
+        assert "configured for collection 'another'" in run.stderr
+    status = json.loads(imgrag("status", "--json", env=env).stdout)
+    assert status["indexed"] == 4  # x.png went nowhere
+    assert imgrag("search", "a photo", env=env).returncode == 0
