@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.storage.blob import ContainerClient, ExponentialRetry
 from azure.storage.queue import QueueClient
@@ -72,27 +72,37 @@ def _account_url(config: BlobSourceConfig, queue: bool) -> str:
     )
 
 
+_Client = TypeVar("_Client", ContainerClient, QueueClient)
+
+
+def _open(
+    kind: type[_Client],
+    name: str,
+    config: BlobSourceConfig,
+    environ: Mapping[str, str] | None,
+    options: dict[str, Any],
+) -> _Client:
+    """A container or queue client on the source's auth; its secrets are hidden from logs."""
+    auth = config.resolved_auth(environ)
+    protect_logs(config.secret_values(environ))
+    if auth == "connection_string":
+        conn = config.secret("connection_string", environ).get_secret_value()
+        return kind.from_connection_string(conn, name, **options)
+    url = _account_url(config, queue=kind is QueueClient)
+    return kind(url, name, credential=_credential(config, auth, environ), **options)
+
+
 def open_container(
     config: BlobSourceConfig, environ: Mapping[str, str] | None = None, **kwargs: Any
 ) -> ContainerClient:
     """The container client for this source (extra ``kwargs`` go to the azure-core pipeline)."""
-    auth = config.resolved_auth(environ)
-    protect_logs(config.secret_values(environ))
     options = {
         **_common(config),
         "max_single_get_size": DOWNLOAD_RANGE_BYTES,
         "max_chunk_get_size": DOWNLOAD_RANGE_BYTES,
         **kwargs,
     }
-    if auth == "connection_string":
-        conn = config.secret("connection_string", environ).get_secret_value()
-        return ContainerClient.from_connection_string(conn, config.container, **options)
-    return ContainerClient(
-        _account_url(config, queue=False),
-        config.container,
-        credential=_credential(config, auth, environ),
-        **options,
-    )
+    return _open(ContainerClient, config.container, config, environ, options)
 
 
 def open_queue(
@@ -101,18 +111,8 @@ def open_queue(
     """The queue client for ``config.queue``; message bodies come back as raw bytes."""
     if not config.queue:
         raise BlobConfigError(f"blob source {config.display} has no `queue` configured")
-    auth = config.resolved_auth(environ)
-    protect_logs(config.secret_values(environ))
     # Event Grid writes base64 text today and wrote plain JSON before; we decode both
     # ourselves, so the SDK hands us the text as it is stored.
     options = {**_common(config), **kwargs}
     options.setdefault("message_decode_policy", None)
-    if auth == "connection_string":
-        conn = config.secret("connection_string", environ).get_secret_value()
-        return QueueClient.from_connection_string(conn, config.queue, **options)
-    return QueueClient(
-        _account_url(config, queue=True),
-        config.queue,
-        credential=_credential(config, auth, environ),
-        **options,
-    )
+    return _open(QueueClient, config.queue, config, environ, options)
