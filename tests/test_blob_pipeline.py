@@ -532,3 +532,40 @@ async def test_two_daemons_on_one_queue_index_each_blob_once(
                     await d.ingestor.close()
     finally:
         queue.delete_queue()
+
+
+def test_kill_9_mid_blob_backfill_then_restart_leaves_one_point_per_blob(
+    tmp_path: Path, emulator: EmulatorHandle, server: Azurite, container: ContainerClient
+) -> None:
+    """kill -9 of `imgrag ingest az://...` mid-backfill, then a rerun: every blob ends with
+    exactly one point, what was stored before the kill is not embedded again, and a third
+    pass costs nothing."""
+    name = container.container_name
+    n = 40
+    for i in range(n):
+        put(container, f"k/{i:02}.png", png(100 + i))
+    uri = f"az://{ACCOUNT}/{name}/k"
+    env = cli_env(tmp_path, emulator, AZURE_STORAGE_CONNECTION_STRING=server.connection_string)
+    emulator.state.options.latency_ms = 40
+    proc = spawn_imgrag("ingest", uri, env=env)
+    try:
+        emulator.state.wait_for(lambda s: images_embedded(emulator) >= 25, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert images_embedded(emulator) < n  # killed mid-backfill
+
+    kept = json.loads(run_ok("status", uri, "--json", env=env).stdout)["indexed"]
+    emulator.state.options.latency_ms = 0
+    rerun = json.loads(run_ok("ingest", uri, "--json", env=env).stdout)
+    assert (rerun["failed"], rerun["unchanged"]) == (0, kept)
+    assert rerun["indexed"] == rerun["requests"] == n - kept  # the stored ones are not paid again
+
+    hits = json.loads(run_ok("search", "a photo", "--limit", "100", "--json", env=env).stdout)
+    urls = [h["abs_path"] for h in hits]
+    assert len(urls) == len(set(urls)) == n  # one point per blob, none twice
+    (src,) = json.loads(run_ok("status", uri, "--json", env=env).stdout)["sources"]
+    assert (src["indexed"], src["pending"], src["failed"]) == (n, 0, 0)
+    again = json.loads(run_ok("ingest", uri, "--json", env=env).stdout)
+    assert (again["indexed"], again["unchanged"], again["requests"]) == (0, n, 0)
