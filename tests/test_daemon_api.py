@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from imgrag import Retriever
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline.daemon_client import read_daemon_file
+from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import images_factory as f
@@ -36,17 +37,30 @@ def status_of(url: str) -> dict[str, object] | None:
         return None
 
 
-def spawn_watch(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    """``imgrag watch ROOT`` in a subprocess, its messages going to ``log``."""
+def spawn_watch(
+    roots: Path | Sequence[Path], env: dict[str, str], log: Path, **popen: Any
+) -> subprocess.Popen[str]:
+    """``imgrag watch ROOT...`` in a subprocess, its messages going to ``log``; ``popen``
+    adds arguments for Popen."""
+    folders = [roots] if isinstance(roots, Path) else list(roots)
     with log.open("w") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(root)],
+            [sys.executable, "-m", "imgrag.pipeline.cli", "watch", *map(str, folders)],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=err,
             text=True,
+            **popen,
         )
+
+
+def started(proc: subprocess.Popen[str], state: Path, log: Path) -> DaemonInfo:
+    """The daemon's address once ``daemon.json`` names it; fails with its log if it exits."""
+    wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None, what="start")
+    info = read_daemon_file(state)
+    assert info is not None, log.read_text()
+    return info
 
 
 @pytest.fixture

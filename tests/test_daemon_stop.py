@@ -14,13 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file
 from PIL import Image
 from pydantic import SecretStr
 
 from tests import images_factory as f
 from tests.test_cli_ingest import REPO, cli_env, images_embedded, imgrag
-from tests.test_daemon_api import spawn_watch, status_of, wait_for
+from tests.test_daemon_api import spawn_watch, started, status_of, wait_for
 
 
 def tiny_pngs(root: Path, n: int) -> None:
@@ -40,13 +39,6 @@ def health_of(url: str) -> dict[str, object] | None:
         return httpx.get(f"{url}/health", timeout=5).json()  # type: ignore[no-any-return]
     except httpx.HTTPError:
         return None
-
-
-def started(proc: subprocess.Popen[str], state: Path, log: Path) -> DaemonInfo:
-    wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None, what="start")
-    info = read_daemon_file(state)
-    assert info is not None, log.read_text()
-    return info
 
 
 def test_sigterm_mid_backfill_exits_promptly_and_a_restart_converges(

@@ -175,7 +175,7 @@ def test_unreadable_subfolder_removes_nothing_under_it(
 def test_daemon_reports_the_folders_it_cannot_read(
     tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
-    from tests.test_daemon_api import status_of, wait_for
+    from tests.test_daemon_api import spawn_watch, started, status_of, wait_for
 
     root = tmp_path / "inbox"
     add(root, "open/o.png", 1)
@@ -185,22 +185,14 @@ def test_daemon_reports_the_folders_it_cannot_read(
     _unreadable_for_child(root / "locked")
     log = tmp_path / "daemon.log"
     try:
-        with log.open("w") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(root)],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None,
-            )
+        proc = spawn_watch(
+            root,
+            env,
+            log,
+            preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None,
+        )
         try:
-            from imgrag.pipeline.daemon_client import read_daemon_file
-
-            state = tmp_path / "state" / "daemon.json"
-            wait_for(lambda: read_daemon_file(state) is not None or proc.poll() is not None)
-            info = read_daemon_file(state)
-            assert info is not None, log.read_text()
+            info = started(proc, tmp_path / "state" / "daemon.json", log)
             wait_for(
                 lambda: (status_of(info.url) or {}).get("health") == "degraded",
                 what="the unreadable folder reported",

@@ -7,19 +7,18 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file
+from imgrag.pipeline.daemon_client import DaemonInfo
 
 from tests import images_factory as f
 from tests.conftest import wait_until
-from tests.test_cli_ingest import REPO, cli_env, imgrag
+from tests.test_cli_ingest import cli_env, imgrag
+from tests.test_daemon_api import spawn_watch, started
 
 
 def status_of(info: DaemonInfo) -> dict[str, object]:
@@ -45,24 +44,9 @@ def watch(
     images(b, 2, seed=10)
     env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__SETTLE_SECONDS="0.2")
     log = tmp_path / "daemon.log"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(a), str(b)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            text=True,
-        )
-    state = tmp_path / "state" / "daemon.json"
+    proc = spawn_watch([a, b], env, log)
     try:
-        wait_until(
-            lambda: read_daemon_file(state) is not None or proc.poll() is not None,
-            timeout=90,
-            what="the daemon's API",
-        )
-        info = read_daemon_file(state)
-        assert info is not None, log.read_text()
+        info = started(proc, tmp_path / "state" / "daemon.json", log)
         wait_until(lambda: status_of(info).get("indexed") == 5, timeout=90, what="A and B")
         yield env, [a, b], info
     finally:
