@@ -122,10 +122,26 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-    """The ``imgrag`` console script."""
+    """The ``imgrag`` console script. A mistyped command line (unknown option, bad value,
+    missing argument) is one line naming the fix, not a usage box."""
     import sys
 
-    app(args=hoist_config(sys.argv[1:]), prog_name="imgrag")
+    try:
+        code = app(args=hoist_config(sys.argv[1:]), prog_name="imgrag", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors, as typer vendors them
+        ctx = getattr(exc, "ctx", None)
+        exit_code = int(getattr(exc, "exit_code", 1))
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(message)  # plain `imgrag`: the help
+            code = 0
+        else:
+            where = getattr(ctx, "command_path", None) or "imgrag"
+            fail(f"{message} (see {where} --help)" if exit_code == 2 else message)
+            code = exit_code
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 @app.command("emulator")
@@ -501,6 +517,31 @@ def watch_command(
             )
         )
     )
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: [api] host).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (default: [api] port; 0 picks a free one).", min=0, max=65535),
+    ] = None,
+) -> None:
+    """Serve the gallery and search API for the index without ingesting: a collection on a
+    Qdrant server, or a stopped daemon's store. A running daemon serves its own."""
+    from imgrag.pipeline.serve import run_serve
+
+    settings = settings_from(ctx)
+    _setup_logging()
+
+    def ready(url: str) -> None:
+        typer.echo(f"gallery on {url}/ ({settings.store.kind}:{settings.store.collection}); "
+                   "Ctrl+C stops")  # fmt: skip
+
+    _guarded(lambda: asyncio.run(run_serve(settings, host=host, port=port, ready=ready)))
 
 
 # -- retrieval and status -------------------------------------------------------------------

@@ -46,6 +46,10 @@ class IngestConfig(_Section):
     exclude: list[str] = Field(default_factory=list)
     settle_seconds: float = Field(default=1.0, ge=0)
     rescan_minutes: float = Field(default=10.0, ge=0)
+    thumbnails: bool = True
+    """Write each image's gallery thumbnail while it is decoded for embedding."""
+    progress_seconds: float = Field(default=10.0, gt=0)
+    """How often a long pass logs its progress when stderr is not a terminal."""
 
 
 class ApiConfig(_Section):
