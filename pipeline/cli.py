@@ -227,14 +227,25 @@ SourceOpt = Annotated[
 ]
 
 
-def _setup_logging(verbose: bool = False) -> None:
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="A line for each file: 'indexed PATH', 'failed PATH'."),
+]
+
+
+def _setup_logging(*, daemon: bool = False, verbose: bool = False) -> None:
+    """The one log format (``logs.py``); the daemon logs what it does, commands only warnings."""
     import logging
 
-    from rich.logging import RichHandler
+    from imgrag.pipeline.logs import setup
 
-    handler = RichHandler(console=err_console, show_path=False, markup=False, show_time=verbose)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
-    logging.getLogger("imgrag").setLevel(logging.INFO if verbose else logging.WARNING)
+    setup(err_console, level=logging.INFO if daemon else logging.WARNING, verbose=verbose)
+
+
+def _log(line: str) -> None:
+    import logging
+
+    logging.getLogger("imgrag.daemon").info("%s", line)
 
 
 def _check_dir(directory: Path) -> Path:
@@ -262,34 +273,29 @@ async def _run_ingest(
     before: Callable[[], None] | None = None,
     source: str | None = None,
 ) -> Summary:
-    """One reconcile pass. ``before`` runs once the store is ours (nothing else can write)."""
+    """One reconcile pass. ``before`` runs once the store is ours (nothing else can write).
+    Its progress: a bar on a terminal (unless ``progress`` is off), else periodic lines."""
+    from imgrag.pipeline.progress import Board
     from imgrag.pipeline.runtime import open_runtime, resolve_source
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=not progress,
+    board = Board(
+        err_console,
+        interval=settings.ingest.progress_seconds,
+        bar=progress and err_console.is_terminal,
     )
-    task = bar.add_task("indexing", total=None)
     async with open_runtime(settings) as runtime:
         # Registered only once the store is ours: a refused run leaves no source behind.
         resolved = resolve_source(settings, directory, source)
         if before is not None:
             before()
-        ingestor = runtime.ingestor(resolved, on_progress=lambda _rel, _outcome: bar.advance(task))
+        ingestor = runtime.ingestor(resolved)
         _stop_on_signals(ingestor.stop)
-        with bar:
-            try:
-                return await ingestor.reconcile(
-                    on_total=lambda n: bar.update(task, total=n), prune=prune
-                )
-            finally:
-                await ingestor.close()
+        try:
+            with board.track(ingestor, "ingest", resolved.name):
+                return await ingestor.reconcile(prune=prune)
+        finally:
+            board.close()
+            await ingestor.close()
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
@@ -351,10 +357,11 @@ def ingest_command(
         ),
     ] = False,
     source: SourceOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Reconcile DIR (its source, or the part of it DIR is) with the index once."""
     settings = settings_from(ctx)
-    _setup_logging()
+    _setup_logging(verbose=verbose)
     _check_dir(directory)
 
     async def run() -> Summary:
@@ -451,7 +458,7 @@ def _announce(name: str, summary: Summary) -> None:
         or summary.removed
         or summary.failed
     ):
-        err_console.print(_summary_line(name, summary), highlight=False, markup=False)
+        _log(_summary_line(name, summary))
 
 
 @app.command("watch")
@@ -468,20 +475,19 @@ def watch_command(
     no_api: Annotated[
         bool, typer.Option("--no-api", help="Do not serve the local HTTP API.")
     ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Reconcile each DIR, then index every change until SIGINT/SIGTERM. With a daemon
     already running, it is asked to watch the folders too."""
     settings = settings_from(ctx)
-    _setup_logging(verbose=True)
+    _setup_logging(daemon=True, verbose=verbose)
     folders = directories or [Path("inbox")]
     for directory in folders:
         _check_dir(directory)
     if source is not None and len(folders) > 1:
         raise fail("--source names one folder: watch the others without it")
     from imgrag.pipeline.daemon import run_watch
-
-    def say(line: str) -> None:
-        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+    from imgrag.pipeline.progress import Board
 
     async def delegated() -> bool:
         daemon = await _daemon(settings)
@@ -505,18 +511,23 @@ def watch_command(
         from imgrag.pipeline.runtime import resolve_source
 
         _guarded(lambda: resolve_source(settings, folders[0], source))
-    _guarded(
-        lambda: asyncio.run(
-            run_watch(
-                settings,
-                folders,
-                polling=polling,
-                api=not no_api,
-                announce=say,
-                on_summary=_announce,
+    board = Board(err_console, interval=settings.ingest.progress_seconds)
+    try:
+        _guarded(
+            lambda: asyncio.run(
+                run_watch(
+                    settings,
+                    folders,
+                    polling=polling,
+                    api=not no_api,
+                    announce=_log,
+                    on_summary=_announce,
+                    progress=board,
+                )
             )
         )
-    )
+    finally:
+        board.close()
 
 
 @app.command("serve")

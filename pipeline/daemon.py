@@ -36,6 +36,7 @@ from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file, write_da
 from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
+from imgrag.pipeline.progress import Board
 from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.runtime import (
     Runtime,
@@ -88,6 +89,7 @@ class Daemon:
         polling: bool = False,
         on_summary: Callable[[str, Summary], None] | None = None,
         renew_credential: Callable[[], Awaitable[None]] | None = None,
+        progress: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         self.root = root
         self.ingestor = ingestor
@@ -97,6 +99,8 @@ class Daemon:
         self.polling = polling
         self.on_summary = on_summary
         self.renew_credential = renew_credential
+        self.progress = progress
+        """Shows a pass's progress (by its name) while it runs."""
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.watch_mode = ""
@@ -241,7 +245,8 @@ class Daemon:
             if self.stopping.is_set():
                 return None
             try:
-                summary = await work()
+                with self.progress(name) if self.progress else contextlib.nullcontext():
+                    summary = await work()
             except PruneRefused as exc:
                 self.problems["prune"] = f"{exc} (stop the daemon first)"
                 log.warning("%s", exc)
@@ -666,9 +671,11 @@ async def run_watch(
     api: bool = True,
     announce: Callable[[str], None] = lambda line: None,
     on_summary: Callable[[str, Summary], None] | None = None,
+    progress: Board | None = None,
 ) -> None:
     """``imgrag watch A [B ...]``: one daemon for every folder, with its local API, until
-    SIGINT/SIGTERM. A subfolder of a source is watched as its whole source."""
+    SIGINT/SIGTERM. A subfolder of a source is watched as its whole source. ``progress``
+    shows each pass as it runs."""
     folders = [roots] if isinstance(roots, Path) else list(roots)
     sources = list({s.name: s for s in (resolve_source(settings, r) for r in folders)}.values())
     daemon_file = state_paths(settings).daemon
@@ -690,7 +697,7 @@ async def run_watch(
         async with open_runtime(
             settings, wait_for_embedder=True, on_store_open=starting if api else None
         ) as runtime:
-            await _serve(settings, runtime, sources, polling, api, announce, on_summary)
+            await _serve(settings, runtime, sources, polling, api, announce, on_summary, progress)
     finally:
         info = read_daemon_file(daemon_file, starting=True)
         if info is not None and info.pid == os.getpid():
@@ -705,6 +712,7 @@ async def _serve(
     api: bool,
     announce: Callable[[str], None],
     on_summary: Callable[[str, Summary], None] | None,
+    board: Board | None = None,
 ) -> None:
     from imgrag.connectors.factory import create_embedder
 
@@ -748,6 +756,9 @@ async def _serve(
             polling=polling,
             on_summary=on_summary,
             renew_credential=renew_credential,
+            progress=functools.partial(board.track, ingestor, source=source.name)
+            if board is not None
+            else None,
         )
 
     fleet = Fleet(settings, runtime, make)
@@ -827,6 +838,7 @@ async def _serve(
                         app,
                         host=settings.api.host,
                         port=port,
+                        log_config=None,  # its loggers go through imgrag's one format
                         log_level="warning",
                         access_log=False,
                         lifespan="off",

@@ -430,7 +430,9 @@ class Ingestor:
                     fatal.append(exc)
                     continue
                 except Exception as exc:  # _one holds every file's failure; a last guard
-                    log.error("%s: %s (internal_error)", printable(s.rel), _describe(exc))
+                    log.error(
+                        "failed %s: internal_error: %s", printable(s.rel), printable(_describe(exc))
+                    )
                     log.debug("%s", s.rel, exc_info=True)
                     summary.fail("internal_error")
                     outcome = "failed"
@@ -488,9 +490,9 @@ class Ingestor:
         summary.fail(reason)
         if kind == "transient":
             summary.pending += 1
-            log.info("%s: %s (%s, will retry)", printable(s.rel), printable(message), reason)
+            log.info("failed %s: %s: %s; will retry", printable(s.rel), reason, printable(message))
             return
-        log.warning("%s: %s (%s)", printable(s.rel), printable(message), reason)
+        log.warning("failed %s: %s: %s", printable(s.rel), reason, printable(message))
         if reason == "internal_error":
             log.debug("%s", printable(s.rel), exc_info=exc)
 
