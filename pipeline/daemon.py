@@ -626,11 +626,21 @@ def _add_routes(app: Any, settings: Settings, fleet: Fleet) -> None:
         return JSONResponse({"error": "missing or wrong bearer token (IMGRAG_API_TOKEN)"}, 401)
 
     async def body(request: Request) -> tuple[Resolved, dict[str, Any]]:
+        # JSON only: a page elsewhere cannot send it without the browser asking first (CORS),
+        # so no web page can make the daemon watch a folder.
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise SourceError("send the body as JSON (Content-Type: application/json)")
         data = await request.json()
+        shape = 'the body must be {"path": "/absolute/folder", "name": null}'
         if not isinstance(data, dict) or not isinstance(data.get("path"), str):
-            raise SourceError('the body must be {"path": "/absolute/folder", "name": null}')
-        name = data.get("name")
-        resolved = resolve_source(settings, Path(data["path"]), name if name else None)
+            raise SourceError(shape)
+        name, path = data.get("name"), Path(data["path"])
+        if name is not None and not isinstance(name, str):
+            raise SourceError(f"name: a source name is text, not {name!r}; {shape}")
+        if not path.is_absolute() or not path.is_dir():
+            raise SourceError(f"{path} is not an existing folder given by its absolute path")
+        resolved = resolve_source(settings, path, name if name else None)
         return resolved, data
 
     async def add_source(request: Request) -> Response:
