@@ -125,16 +125,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return [n for n in getattr(model, "model_fields", {}) if n != "config_path"]
 
 
-def _in_toml(data: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
-    node: Any = data
-    for part in loc:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _describe(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, where: str) -> str:
     """One line: where the bad value came from (the file or the variable), the key, what is
     wrong, and for an unknown key the nearest valid one."""
     import difflib
@@ -142,7 +133,8 @@ def _describe(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     env = _env_name(loc)
-    from_env = _env_value(env) is not None and not _in_toml(data, loc)
+    # The environment beats the file: a set variable is where the value came from.
+    from_env = _env_value(env) is not None
     source = f"environment variable {env}" if from_env else where
     key = _location(loc)
     message = str(err["msg"])
@@ -215,7 +207,7 @@ def load_settings(
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where, data)) from None
+        raise ConfigError(_describe(exc, where)) from None
     settings.config_path = cfg_path
     if state_dir is not None:
         settings.state_dir = Path(state_dir)

@@ -207,16 +207,20 @@ class _Server(uvicorn.Server):
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A listening socket, or ServeError naming the port and the fix."""
+    """A listening socket, or ServeError naming the address and the fix."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
-        why = "in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise ServeError(
-            f"cannot listen on {host}:{port} ({why}): give --port a free port (0 picks one)"
-            + (", or --host an address of this machine" if exc.errno == errno.EADDRNOTAVAIL else "")
-        ) from None
+        why = (exc.strerror or str(exc)).split(" (while attempting", 1)[0]
+        if exc.errno == errno.EADDRINUSE:
+            fix = "give --port a free port (0 picks one)"
+            why = "in use"
+        elif exc.errno == errno.EADDRNOTAVAIL or (exc.errno or 0) < 0:  # < 0: name lookup
+            fix = "give --host an address of this machine (127.0.0.1: this machine only)"
+        else:
+            fix = "give --port a port above 1023 (0 picks a free one)"
+        raise ServeError(f"cannot listen on {host}:{port} ({why}): {fix}") from None
 
 
 async def run_serve(

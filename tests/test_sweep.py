@@ -12,7 +12,8 @@ import httpx
 import pytest
 from imgrag.pipeline.daemon_client import read_daemon_file
 
-from tests.test_cli_ingest import imgrag
+from tests.test_cli_ingest import REPO, imgrag
+from tests.test_cli_people import one_line_error
 from tests.test_daemon_api import daemon  # noqa: F401  (the fixture: a running daemon)
 
 
@@ -78,3 +79,19 @@ def test_bad_bodies_to_the_daemons_post_routes_are_json_errors_and_change_nothin
     assert json.loads((state / "sources.json").read_text()) == before  # nothing registered
     health = httpx.get(f"{info.url}/health").json()
     assert health["status"] == "ok" and len(health["sources"]) == 1, health
+
+
+def test_a_bad_variable_is_blamed_even_where_the_file_sets_the_key(tmp_path: Path) -> None:
+    """``[embedder] provider`` is in the profile; the variable that overrides it is the cause."""
+    env = {
+        **os.environ,
+        "IMGRAG_CONFIG": str(REPO / "configs" / "default.toml"),
+        "IMGRAG_STATE_DIR": str(tmp_path / "state"),
+        "IMGRAG_EMBEDDER__PROVIDER": "nope",
+    }
+    one_line_error(imgrag("status", env=env), "environment variable IMGRAG_EMBEDDER__PROVIDER")
+
+
+def test_serve_on_an_address_not_of_this_machine_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "IMGRAG_STATE_DIR": str(tmp_path / "state")}
+    one_line_error(imgrag("serve", "--host", "no.such.host.invalid", env=env), "--host")
