@@ -703,11 +703,22 @@ async def run_watch(
             ),
         )
 
+    # Until the daemon takes SIGINT/SIGTERM itself (it flushes), a stop while the store opens,
+    # the model loads or the embedder is waited for ends the start with its exit line.
+    me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: me.cancel() if me is not None else None)
     try:
         async with open_runtime(
             settings, wait_for_embedder=True, on_store_open=starting if api else None
         ) as runtime:
             await _serve(settings, runtime, sources, polling, api, announce, on_summary, progress)
+    except asyncio.CancelledError:
+        if me is None or not me.cancelling():
+            raise
+        me.uncancel()
+        announce("stopped while starting: nothing indexed; every file is left for the next start")
     finally:
         info = read_daemon_file(daemon_file, starting=True)
         if info is not None and info.pid == os.getpid():

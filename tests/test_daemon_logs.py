@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -97,3 +98,31 @@ def test_the_daemon_log_format_progress_per_file_lines_and_exit_line(
     assert not any(" info indexed " in line for line in second)
     later = [int(m.group(1)) for line in second if (m := LEFT.search(line))]
     assert len(later) == 1 and 0 < later[0] < left[0], second[-5:]
+
+
+def test_a_stop_while_waiting_for_the_embedder_says_so_and_leaves_no_daemon_file(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    root = tmp_path / "inbox"
+    f.save(f.photo(1), root / "p.png", "PNG")
+    with socket.socket() as s:  # a port nothing listens on: the embedder is down
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/models"
+    env = cli_env(tmp_path, emulator, IMGRAG_API__PORT="0", IMGRAG_EMBEDDER__ENDPOINT=down)
+    waiting = re.compile(r" warning waiting for the embedder")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with spawn_imgrag("watch", str(root), env=env) as proc:
+            err = Stderr(proc)
+
+            def seen(err: Stderr = err, proc: subprocess.Popen[str] = proc) -> bool:
+                return err.has(waiting) or proc.poll() is not None
+
+            wait_until(seen, timeout=120, what="the wait for the embedder")
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == 0, err.lines
+            lines = err.join()
+        assert lines[-1].endswith(
+            " info stopped while starting: nothing indexed; every file is left for the next start"
+        ), lines
+        assert all(LINE.match(line) for line in lines), lines
+        assert not (tmp_path / "state" / "daemon.json").exists()
