@@ -213,6 +213,11 @@ def load_settings(
         settings.state_dir = Path(state_dir)
     # Absolute once: a daemon and a command run elsewhere must name the same directory.
     settings.state_dir = settings.state_dir.expanduser().absolute()
+    if settings.state_dir.exists() and not settings.state_dir.is_dir():
+        raise ConfigError(
+            f"the state directory {settings.state_dir} is a file: name a folder with "
+            "--state-dir or IMGRAG_STATE_DIR"
+        )
     _apply_environment(settings)
     return settings
 

@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline.daemon_client import read_daemon_file
 
 from tests.test_cli_ingest import REPO, imgrag
@@ -95,3 +97,23 @@ def test_a_bad_variable_is_blamed_even_where_the_file_sets_the_key(tmp_path: Pat
 def test_serve_on_an_address_not_of_this_machine_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "IMGRAG_STATE_DIR": str(tmp_path / "state")}
     one_line_error(imgrag("serve", "--host", "no.such.host.invalid", env=env), "--host")
+
+
+def test_a_daemon_file_whose_port_another_server_took_is_no_daemon(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    """The pid is alive (this test's) and the port answers JSON, but it is the emulator's."""
+    state = tmp_path / "state"
+    state.mkdir()
+    port = urlsplit(emulator.url).port
+    info = {"pid": os.getpid(), "host": "127.0.0.1", "port": port, "root": "/x"}
+    (state / "daemon.json").write_text(json.dumps({**info, "started_at": 1.0}))
+    env = {**os.environ, "IMGRAG_STATE_DIR": str(state)}
+    run = imgrag("status", env=env)
+    assert run.returncode == 0 and "no daemon running" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_state_directory_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "state"
+    file.write_text("not a folder")
+    one_line_error(imgrag("status", env={**os.environ, "IMGRAG_STATE_DIR": str(file)}), "is a file")
