@@ -43,7 +43,6 @@ from imgrag.pipeline.ingest import (
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
 from imgrag.pipeline.sidecars import Sidecar, SidecarError
-from imgrag.pipeline.thumbnails import save_thumbnail
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -143,11 +142,11 @@ class BlobIngestor(Ingestor):
             settle_seconds=0.0,
             on_progress=on_progress,
             observe_embed=observe_embed,
+            thumbs=thumbs_dir,
         )
         self.config = config
         self.container = container
         self.base_url = without_query(container.url).rstrip("/")
-        self.thumbs_dir = thumbs_dir
         self._secrets = config.secret_values(environ)
         self._entries: dict[str, BlobEntry] = {}
         self._sidecars_listed: dict[str, str] | None = None
@@ -336,11 +335,15 @@ class BlobIngestor(Ingestor):
         if known is not None and known.embed_key == key and known.id == pid:
             vector = await asyncio.to_thread(self.index.vector_by_id, pid)
             if vector is None:
-                vector, embedding = await self._vector(key, read, caption)
+                vector, embedding = await self._vector(key, read, caption, pid)
             outcome = "reused" if embedding is None else "indexed"
         else:
-            vector, embedding = await self._vector(key, read, caption)
+            vector, embedding = await self._vector(key, read, caption, pid)
             outcome = "indexed" if embedding is not None else "reused"
+        if embedding is None and self.thumbs is not None:
+            # Embedding made the thumbnail from its decode; a reused vector decoded nothing,
+            # and a blob has no file the gallery could make one from later.
+            await loop.run_in_executor(self._downloads, self._thumbnail_of, pid, read)
         signature = state_signature(etag, entry.content_md5, sidecar_etags)
         payload = self._blob_payload(entry, read, key, embedding, caption, signature, blob_meta)
         refused = await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
@@ -415,7 +418,6 @@ class BlobIngestor(Ingestor):
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise SidecarError(f"sidecar of {entry.name}: {where}: {err['msg']}") from None
-        self._thumbnail(pid, got.sha256, raw)
         blob_meta = {
             "etag": got.etag,
             "content_type": got.content_type,
@@ -424,15 +426,13 @@ class BlobIngestor(Ingestor):
         }
         return _Read(raw, got.sha256, facts, sidecar), got.etag, dict(data.etags), blob_meta
 
-    def _thumbnail(self, pid: str, sha256: str, raw: bytes) -> None:
-        """The gallery's thumbnail, made now from the bytes in hand: blobs are not read again."""
-        if self.thumbs_dir is None:
-            return
+    def _thumbnail_of(self, pid: str, read: _Read) -> None:
+        """The gallery's thumbnail from the downloaded bytes (a blob is not read again)."""
         from PIL import Image
 
         try:
-            with Image.open(io.BytesIO(raw)) as img:
-                save_thumbnail(pid, sha256, img, self.thumbs_dir)
+            with Image.open(io.BytesIO(read.raw)) as img:
+                self._thumbnail(pid, read.sha256, img)
         except Exception as exc:  # the point is still worth indexing without one
             log.warning("no thumbnail for %s: %s", pid, " ".join(str(exc).split()))
 

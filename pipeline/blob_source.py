@@ -163,7 +163,7 @@ def blob_ingestor(
         journal=runtime.journal,
         rules=rules_for(s),
         source=name,
-        thumbs_dir=s.state_dir / "thumbs",
+        thumbs_dir=s.state_dir / "thumbs" if s.ingest.thumbnails else None,
         image_format=s.embedder.image_format,
         embed_concurrency=runtime.embedder.info.recommended_concurrency,
         on_progress=on_progress,

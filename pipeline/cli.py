@@ -122,10 +122,26 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-    """The ``imgrag`` console script."""
+    """The ``imgrag`` console script. A mistyped command line (unknown option, bad value,
+    missing argument) is one line naming the fix, not a usage box."""
     import sys
 
-    app(args=hoist_config(sys.argv[1:]), prog_name="imgrag")
+    try:
+        code = app(args=hoist_config(sys.argv[1:]), prog_name="imgrag", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors, as typer vendors them
+        ctx = getattr(exc, "ctx", None)
+        exit_code = int(getattr(exc, "exit_code", 1))
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(message)  # plain `imgrag`: the help
+            code = 0
+        else:
+            where = getattr(ctx, "command_path", None) or "imgrag"
+            fail(f"{message} (see {where} --help)" if exit_code == 2 else message)
+            code = exit_code
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 @app.command("emulator")
@@ -225,14 +241,25 @@ SourceOpt = Annotated[
 ]
 
 
-def _setup_logging(verbose: bool = False) -> None:
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="A line for each file: 'indexed PATH', 'failed PATH'."),
+]
+
+
+def _setup_logging(*, daemon: bool = False, verbose: bool = False) -> None:
+    """The one log format (``logs.py``); the daemon logs what it does, commands only warnings."""
     import logging
 
-    from rich.logging import RichHandler
+    from imgrag.pipeline.logs import setup
 
-    handler = RichHandler(console=err_console, show_path=False, markup=False, show_time=verbose)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
-    logging.getLogger("imgrag").setLevel(logging.INFO if verbose else logging.WARNING)
+    setup(err_console, level=logging.INFO if daemon else logging.WARNING, verbose=verbose)
+
+
+def _log(line: str) -> None:
+    import logging
+
+    logging.getLogger("imgrag.daemon").info("%s", line)
 
 
 def _check_dir(directory: Path) -> Path:
@@ -266,34 +293,29 @@ async def _run_ingest(
     before: Callable[[], None] | None = None,
     source: str | None = None,
 ) -> Summary:
-    """One reconcile pass. ``before`` runs once the store is ours (nothing else can write)."""
+    """One reconcile pass. ``before`` runs once the store is ours (nothing else can write).
+    Its progress: a bar on a terminal (unless ``progress`` is off), else periodic lines."""
+    from imgrag.pipeline.progress import Board
     from imgrag.pipeline.runtime import open_runtime, resolve_source
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=not progress,
+    board = Board(
+        err_console,
+        interval=settings.ingest.progress_seconds,
+        bar=progress and err_console.is_terminal,
     )
-    task = bar.add_task("indexing", total=None)
     async with open_runtime(settings) as runtime:
         # Registered only once the store is ours: a refused run leaves no source behind.
         resolved = resolve_source(settings, directory, source)
         if before is not None:
             before()
-        ingestor = runtime.ingestor(resolved, on_progress=lambda _rel, _outcome: bar.advance(task))
+        ingestor = runtime.ingestor(resolved)
         _stop_on_signals(ingestor.stop)
-        with bar:
-            try:
-                return await ingestor.reconcile(
-                    on_total=lambda n: bar.update(task, total=n), prune=prune
-                )
-            finally:
-                await ingestor.close()
+        try:
+            with board.track(ingestor, "ingest", resolved.name):
+                return await ingestor.reconcile(prune=prune)
+        finally:
+            board.close()
+            await ingestor.close()
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
@@ -355,11 +377,12 @@ def ingest_command(
         ),
     ] = False,
     source: SourceOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Reconcile DIR (its source, or the part of it DIR is) with the index once. DIR may be
     a blob container: az://ACCOUNT/CONTAINER[/PREFIX]."""
     settings = settings_from(ctx)
-    _setup_logging()
+    _setup_logging(verbose=verbose)
     blob = _blob_uri(directory)
     if blob is None:
         _check_dir(directory)
@@ -468,7 +491,7 @@ def _announce(name: str, summary: Summary) -> None:
         or summary.removed
         or summary.failed
     ):
-        err_console.print(_summary_line(name, summary), highlight=False, markup=False)
+        _log(_summary_line(name, summary))
 
 
 @app.command("watch")
@@ -485,12 +508,13 @@ def watch_command(
     no_api: Annotated[
         bool, typer.Option("--no-api", help="Do not serve the local HTTP API.")
     ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Reconcile each DIR, then index every change until SIGINT/SIGTERM. With a daemon
     already running, it is asked to watch the folders too. A DIR may be a blob container,
     az://ACCOUNT/CONTAINER[/PREFIX]; [[sources]] kind = "blob" entries are watched too."""
     settings = settings_from(ctx)
-    _setup_logging(verbose=True)
+    _setup_logging(daemon=True, verbose=verbose)
     blobs = _guarded(lambda: _blob_sources(settings, directories or []))
     folders = [d for d in directories or [] if _blob_uri(d) is None]
     if not directories and not blobs:
@@ -500,9 +524,7 @@ def watch_command(
     if source is not None and len(folders) > 1:
         raise fail("--source names one folder: watch the others without it")
     from imgrag.pipeline.daemon import run_watch
-
-    def say(line: str) -> None:
-        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+    from imgrag.pipeline.progress import Board
 
     async def delegated() -> bool:
         daemon = await _daemon(settings)
@@ -532,19 +554,49 @@ def watch_command(
         from imgrag.pipeline.runtime import resolve_source
 
         _guarded(lambda: resolve_source(settings, folders[0], source))
-    _guarded(
-        lambda: asyncio.run(
-            run_watch(
-                settings,
-                folders,
-                polling=polling,
-                api=not no_api,
-                announce=say,
-                on_summary=_announce,
-                blobs=blobs,
+    board = Board(err_console, interval=settings.ingest.progress_seconds)
+    try:
+        _guarded(
+            lambda: asyncio.run(
+                run_watch(
+                    settings,
+                    folders,
+                    polling=polling,
+                    api=not no_api,
+                    announce=_log,
+                    on_summary=_announce,
+                    blobs=blobs,
+                    progress=board,
+                )
             )
         )
-    )
+    finally:
+        board.close()
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: [api] host).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (default: [api] port; 0 picks a free one).", min=0, max=65535),
+    ] = None,
+) -> None:
+    """Serve the gallery and search API for the index without ingesting: a collection on a
+    Qdrant server, or a stopped daemon's store. A running daemon serves its own."""
+    from imgrag.pipeline.serve import run_serve
+
+    settings = settings_from(ctx)
+    _setup_logging()
+
+    def ready(url: str) -> None:
+        typer.echo(f"gallery on {url}/ ({settings.store.kind}:{settings.store.collection}); "
+                   "Ctrl+C stops")  # fmt: skip
+
+    _guarded(lambda: asyncio.run(run_serve(settings, host=host, port=port, ready=ready)))
 
 
 def _blob_sources(settings: Settings, arguments: list[Path]) -> list[Any]:

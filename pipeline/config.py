@@ -46,6 +46,10 @@ class IngestConfig(_Section):
     exclude: list[str] = Field(default_factory=list)
     settle_seconds: float = Field(default=1.0, ge=0)
     rescan_minutes: float = Field(default=10.0, ge=0)
+    thumbnails: bool = True
+    """Write each image's gallery thumbnail while it is decoded for embedding."""
+    progress_seconds: float = Field(default=10.0, gt=0)
+    """How often a long pass logs its progress when stderr is not a terminal."""
 
 
 class ApiConfig(_Section):
@@ -132,16 +136,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return [n for n in getattr(model, "model_fields", {}) if n != "config_path"]
 
 
-def _in_toml(data: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
-    node: Any = data
-    for part in loc:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _describe(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, where: str) -> str:
     """One line: where the bad value came from (the file or the variable), the key, what is
     wrong, and for an unknown key the nearest valid one."""
     import difflib
@@ -149,7 +144,8 @@ def _describe(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     env = _env_name(loc)
-    from_env = _env_value(env) is not None and not _in_toml(data, loc)
+    # The environment beats the file: a set variable is where the value came from.
+    from_env = _env_value(env) is not None
     source = f"environment variable {env}" if from_env else where
     key = _location(loc)
     message = str(err["msg"])
@@ -222,12 +218,17 @@ def load_settings(
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where, data)) from None
+        raise ConfigError(_describe(exc, where)) from None
     settings.config_path = cfg_path
     if state_dir is not None:
         settings.state_dir = Path(state_dir)
     # Absolute once: a daemon and a command run elsewhere must name the same directory.
     settings.state_dir = settings.state_dir.expanduser().absolute()
+    if settings.state_dir.exists() and not settings.state_dir.is_dir():
+        raise ConfigError(
+            f"the state directory {settings.state_dir} is a file: name a folder with "
+            "--state-dir or IMGRAG_STATE_DIR"
+        )
     _apply_environment(settings)
     return settings
 

@@ -41,6 +41,7 @@ from imgrag.pipeline.daemon_client import (
 from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.metrics import Metrics
+from imgrag.pipeline.progress import Board
 from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.runtime import (
     Runtime,
@@ -96,6 +97,7 @@ class Daemon:
         polling: bool = False,
         on_summary: Callable[[str, Summary], None] | None = None,
         renew_credential: Callable[[], Awaitable[None]] | None = None,
+        progress: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         self.root = root
         self.ingestor = ingestor
@@ -105,6 +107,8 @@ class Daemon:
         self.polling = polling
         self.on_summary = on_summary
         self.renew_credential = renew_credential
+        self.progress = progress
+        """Shows a pass's progress (by its name) while it runs."""
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.watch_mode = ""
@@ -259,7 +263,8 @@ class Daemon:
             if self.stopping.is_set():
                 return None
             try:
-                summary = await work()
+                with self.progress(name) if self.progress else contextlib.nullcontext():
+                    summary = await work()
             except PruneRefused as exc:
                 self.problems["prune"] = f"{exc} (stop the daemon first)"
                 log.warning("%s", exc)
@@ -642,11 +647,21 @@ def _add_routes(app: Any, settings: Settings, fleet: Fleet) -> None:
         return JSONResponse({"error": "missing or wrong bearer token (IMGRAG_API_TOKEN)"}, 401)
 
     async def body(request: Request) -> tuple[Resolved, dict[str, Any]]:
+        # JSON only: a page elsewhere cannot send it without the browser asking first (CORS),
+        # so no web page can make the daemon watch a folder.
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise SourceError("send the body as JSON (Content-Type: application/json)")
         data = await request.json()
+        shape = 'the body must be {"path": "/absolute/folder", "name": null}'
         if not isinstance(data, dict) or not isinstance(data.get("path"), str):
-            raise SourceError('the body must be {"path": "/absolute/folder", "name": null}')
-        name = data.get("name")
-        resolved = resolve_source(settings, Path(data["path"]), name if name else None)
+            raise SourceError(shape)
+        name, path = data.get("name"), Path(data["path"])
+        if name is not None and not isinstance(name, str):
+            raise SourceError(f"name: a source name is text, not {name!r}; {shape}")
+        if not path.is_absolute() or not path.is_dir():
+            raise SourceError(f"{path} is not an existing folder given by its absolute path")
+        resolved = resolve_source(settings, path, name if name else None)
         return resolved, data
 
     async def add_source(request: Request) -> Response:
@@ -688,10 +703,11 @@ async def run_watch(
     announce: Callable[[str], None] = lambda line: None,
     on_summary: Callable[[str, Summary], None] | None = None,
     blobs: Sequence[BlobSourceConfig] = (),
+    progress: Board | None = None,
 ) -> None:
     """``imgrag watch A [B ...]``: one daemon for every folder (and every blob source in
     ``blobs``), with its local API, until SIGINT/SIGTERM. A subfolder of a source is watched
-    as its whole source."""
+    as its whole source. ``progress`` shows each pass as it runs."""
     folders = [roots] if isinstance(roots, Path) else list(roots)
     sources = list({s.name: s for s in (resolve_source(settings, r) for r in folders)}.values())
     first_root = str(sources[0].root) if sources else _blob_uri(blobs[0])
@@ -711,11 +727,24 @@ async def run_watch(
             ),
         )
 
+    # Until the daemon takes SIGINT/SIGTERM itself (it flushes), a stop while the store opens,
+    # the model loads or the embedder is waited for ends the start with its exit line.
+    me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: me.cancel() if me is not None else None)
     try:
         async with open_runtime(
             settings, wait_for_embedder=True, on_store_open=starting if api else None
         ) as runtime:
-            await _serve(settings, runtime, sources, polling, api, announce, on_summary, blobs)
+            await _serve(
+                settings, runtime, sources, polling, api, announce, on_summary, blobs, progress
+            )
+    except asyncio.CancelledError:
+        if me is None or not me.cancelling():
+            raise
+        me.uncancel()
+        announce("stopped while starting: nothing indexed; every file is left for the next start")
     finally:
         info = read_daemon_file(daemon_file, starting=True)
         if info is not None and info.pid == os.getpid():
@@ -731,6 +760,7 @@ async def _serve(
     announce: Callable[[str], None],
     on_summary: Callable[[str, Summary], None] | None,
     blobs: Sequence[BlobSourceConfig] = (),
+    board: Board | None = None,
 ) -> None:
     from imgrag.connectors.factory import create_embedder
 
@@ -774,6 +804,9 @@ async def _serve(
             polling=polling,
             on_summary=on_summary,
             renew_credential=renew_credential,
+            progress=functools.partial(board.track, ingestor, source=source.name)
+            if board is not None
+            else None,
         )
 
     fleet = Fleet(settings, runtime, make)
@@ -864,6 +897,7 @@ async def _serve(
                         app,
                         host=settings.api.host,
                         port=port,
+                        log_config=None,  # its loggers go through imgrag's one format
                         log_level="warning",
                         access_log=False,
                         lifespan="off",

@@ -150,7 +150,8 @@ class DaemonClient:
             log.info("daemon.json names pid %s, which does not answer: %s", info.pid, exc)
             await client.aclose()
             return None
-        if health.get("pid") not in (None, info.pid):
+        if health.get("pid") != info.pid:  # another server now has the port (every daemon's
+            # /health names its pid, even to a client without the token)
             await client.aclose()
             return None
         return client

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,8 +165,12 @@ def normalize(
     fmt: Format = "png",
     max_pixels: int = MAX_PIXELS,
     max_area: int = MODEL_PIXELS,
+    on_decoded: Callable[[Image.Image], None] | None = None,
 ) -> NormalizedImage:
     """Decode, orient, convert and shrink an image; raise ImageRejected with a reason.
+
+    ``on_decoded`` sees the oriented RGB(A) image before it is encoded (ingestion makes the
+    gallery's thumbnail from it, so nothing decodes the file twice); it must not modify it.
 
     An image within ``max_side`` and ``max_area`` is encoded exactly as before (same bytes,
     so the same embedding input); a larger one is decoded at reduced scale where the format
@@ -195,6 +199,8 @@ def normalize(
             # difference an embedding model can see. reduce() first (reducing_gap) keeps
             # formats without a scaled decoder (WebP, HEIC, PNG) cheap too.
             img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if on_decoded is not None:
+        on_decoded(img)
     data = _encode(img, fmt, fast=fast)
     while len(data) > max_bytes and max(img.size) > 64:
         # Encoded size scales with pixel count: aim just under the limit in one step.
@@ -214,7 +220,11 @@ def fit(size: tuple[int, int], max_side: int, max_area: int) -> tuple[int, int] 
 
 
 def for_embedder(
-    raw: bytes, info: EmbedderInfo, fmt: Format = "png", text: str | None = None
+    raw: bytes,
+    info: EmbedderInfo,
+    fmt: Format = "png",
+    text: str | None = None,
+    on_decoded: Callable[[Image.Image], None] | None = None,
 ) -> ImageInput:
     """An image as this embedder takes it: the same for documents and for queries."""
     norm = normalize(
@@ -222,6 +232,7 @@ def for_embedder(
         max_side=min(DEFAULT_MAX_SIDE, info.max_image_side),
         max_bytes=info.max_image_bytes,
         fmt=fmt,
+        on_decoded=on_decoded,
     )
     return ImageInput(norm.data, norm.mime, text)
 

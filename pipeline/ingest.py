@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -46,6 +47,8 @@ from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import is_plain, on_disk, printable, stored
 from imgrag.pipeline.reading import ReadRefused, read_inside
 from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
+from imgrag.pipeline.thumbnails import save_thumbnail
+from PIL import Image
 from pydantic import BaseModel, Field
 
 log = logging.getLogger("imgrag.ingest")
@@ -150,6 +153,7 @@ class Ingestor:
         settle_seconds: float = 1.0,
         on_progress: Callable[[str, Outcome], None] | None = None,
         observe_embed: Callable[[float], None] | None = None,
+        thumbs: Path | None = None,
     ) -> None:
         self.root = root.absolute()
         self.embedder = embedder
@@ -165,7 +169,13 @@ class Ingestor:
         """Points from before sources recorded for another root (root → count): left alone."""
         self.settle_seconds = settle_seconds
         self.on_progress = on_progress
+        self.on_total: Callable[[int], None] | None = None
+        """Told how many files a pass will work on, before it starts them."""
         self.observe_embed = observe_embed
+        self.thumbs = thumbs
+        """The gallery's thumbnail cache: each image decoded for embedding gets its thumbnail
+        there at once (None: made on first request instead)."""
+        self._thumb_failed = False
         self._format = image_format
         info = embedder.info
         self._info = info
@@ -394,6 +404,8 @@ class Ingestor:
     # -- the work --------------------------------------------------------------------------
 
     async def _run_many(self, todo: Sequence[Seen], summary: Summary) -> None:
+        if self.on_total is not None:
+            self.on_total(len(todo))
         if not todo:
             return
         queue: asyncio.Queue[Seen | None] = asyncio.Queue(maxsize=self._workers * 2)
@@ -418,7 +430,9 @@ class Ingestor:
                     fatal.append(exc)
                     continue
                 except Exception as exc:  # _one holds every file's failure; a last guard
-                    log.error("%s: %s (internal_error)", printable(s.rel), _describe(exc))
+                    log.error(
+                        "failed %s: internal_error: %s", printable(s.rel), printable(_describe(exc))
+                    )
                     log.debug("%s", s.rel, exc_info=True)
                     summary.fail("internal_error")
                     outcome = "failed"
@@ -476,9 +490,9 @@ class Ingestor:
         summary.fail(reason)
         if kind == "transient":
             summary.pending += 1
-            log.info("%s: %s (%s, will retry)", printable(s.rel), printable(message), reason)
+            log.info("failed %s: %s: %s; will retry", printable(s.rel), reason, printable(message))
             return
-        log.warning("%s: %s (%s)", printable(s.rel), printable(message), reason)
+        log.warning("failed %s: %s: %s", printable(s.rel), reason, printable(message))
         if reason == "internal_error":
             log.debug("%s", printable(s.rel), exc_info=exc)
 
@@ -504,10 +518,10 @@ class Ingestor:
         if known is not None and known.embed_key == key and known.id == pid:
             vector = await asyncio.to_thread(self.index.vector_by_id, pid)
             if vector is None:
-                vector, embedding = await self._vector(key, read, caption)
+                vector, embedding = await self._vector(key, read, caption, pid)
             outcome = "reused" if embedding is None else "indexed"  # payload refreshed
         else:
-            vector, embedding = await self._vector(key, read, caption)
+            vector, embedding = await self._vector(key, read, caption, pid)
             outcome = "indexed" if embedding is not None else "reused"
         payload = self._payload(s, read, key, embedding, caption)
         refused = await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
@@ -569,7 +583,7 @@ class Ingestor:
         return _Read(raw, hashlib.sha256(raw).hexdigest(), facts, sidecar)
 
     async def _vector(
-        self, key: str, read: _Read, caption: str | None
+        self, key: str, read: _Read, caption: str | None, pid: str
     ) -> tuple[list[float], Embedding | None]:
         """The vector for an embed key: cached, being computed, stored, or embedded now.
 
@@ -593,7 +607,7 @@ class Ingestor:
             if stored is not None:
                 result: tuple[list[float], Embedding | None] = (stored, None)
             else:
-                embedding = await self._embed(read, caption)
+                embedding = await self._embed(read, caption, pid)
                 result = (embedding.vector, embedding)
             self._remember(key, result[0])
             future.set_result(result)
@@ -604,12 +618,31 @@ class Ingestor:
         finally:
             del self._inflight[key]
 
-    async def _embed(self, read: _Read, caption: str | None) -> Embedding:
+    async def _embed(self, read: _Read, caption: str | None, pid: str) -> Embedding:
         loop = asyncio.get_running_loop()
+        thumb = None
+        if self.thumbs is not None:
+            thumb = functools.partial(self._thumbnail, pid, read.sha256)
         item = await loop.run_in_executor(
-            self._pool, for_embedder, read.raw, self._info, self._format, caption
+            self._pool, for_embedder, read.raw, self._info, self._format, caption, thumb
         )
         return await self._embeds.submit(item)
+
+    def _thumbnail(self, pid: str, sha256: str, image: Image.Image) -> None:
+        """The gallery's thumbnail, from the image just decoded for embedding (in the decode
+        thread). A failure costs the file nothing: the gallery makes it on first request."""
+        assert self.thumbs is not None
+        try:
+            save_thumbnail(pid, sha256, image, self.thumbs)
+        except Exception as exc:
+            # Logged once: a cache that cannot be written would fail every file alike.
+            level = logging.DEBUG if self._thumb_failed else logging.WARNING
+            self._thumb_failed = True
+            log.log(
+                level,
+                "no thumbnail at ingest (%s); the gallery makes them on first view instead",
+                _describe(exc),
+            )
 
     def _remember(self, key: str, vector: list[float]) -> None:
         self._vectors[key] = np.asarray(vector, dtype=np.float32)

@@ -120,6 +120,7 @@ class Runtime:
             settle_seconds=s.ingest.settle_seconds,
             on_progress=on_progress,
             observe_embed=observe_embed,
+            thumbs=s.state_dir / "thumbs" if s.ingest.thumbnails else None,
         )
 
 

@@ -47,6 +47,9 @@ PHOTOS = {
     "space/rocket.jpg": "rocket.jpg",
     "space/astronaut.png": "astronaut.png",
 }
+MORE = {"camera.png": "camera.png", "horse.png": "horse.png"}
+"""A second source, watched by the same daemon."""
+TOTAL = len(PHOTOS) + len(MORE)
 WAIT_MS = 60_000
 
 
@@ -79,12 +82,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """The daemon's URL and watched folder."""
+    """The daemon's URL and first watched folder (a second one is the source ``more-...``)."""
     base = tmp_path_factory.mktemp("browser")
-    root = base / "inbox"
-    for rel, name in PHOTOS.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(skimage_photo(name), root / rel)
+    root, more = base / "inbox", base / "more"
+    for folder, photos in ((root, PHOTOS), (more, MORE)):
+        for rel, name in photos.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(skimage_photo(name), folder / rel)
     env = {
         **os.environ,
         "IMGRAG_CONFIG": str(REPO / "configs" / "default.toml"),
@@ -98,7 +102,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     log = base / "daemon.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(root)],
+            [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(root), str(more)],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,
@@ -129,7 +133,7 @@ def page(browser: Any, gallery: tuple[str, Path], request: pytest.FixtureRequest
     page.goto(f"{url}/?token={TOKEN}")  # sets the cookie, then lands on /
     page.wait_for_function(
         "n => document.getElementById('status').dataset.indexed >= n",
-        arg=len(PHOTOS),
+        arg=TOTAL,
         timeout=120_000,
     )
     try:
@@ -176,7 +180,7 @@ def test_a_typed_query_shows_the_expected_thumbnail_first_and_loaded(page: Any) 
     page.wait_for_function(
         "() => document.getElementById('message').innerText.includes('like earth/cat.png')"
     )
-    assert "earth/cat.png" not in paths(page) and len(paths(page)) == len(PHOTOS) - 1
+    assert "earth/cat.png" not in paths(page) and len(paths(page)) == TOTAL - 1
 
 
 def test_a_dropped_image_finds_its_near_duplicate(page: Any) -> None:
@@ -201,10 +205,27 @@ def test_a_dropped_image_finds_its_near_duplicate(page: Any) -> None:
 def test_a_folder_filter_narrows_the_results(page: Any) -> None:
     page.fill("#q", "a photo of a cat")
     wait_first(page, "earth/cat.png")
-    page.wait_for_function("n => document.querySelectorAll('.hit').length === n", arg=len(PHOTOS))
+    page.wait_for_function("n => document.querySelectorAll('.hit').length === n", arg=TOTAL)
     page.fill("#f-folder", "space")
     page.wait_for_function("() => document.querySelectorAll('.hit').length === 2")
     assert sorted(paths(page)) == ["space/astronaut.png", "space/rocket.jpg"]
+
+
+def test_the_source_filter_narrows_the_results(page: Any) -> None:
+    page.fill("#q", "a photo of a cat")
+    page.wait_for_function("n => document.querySelectorAll('.hit').length === n", arg=TOTAL)
+    page.wait_for_function("() => document.getElementById('f-source').options.length === 3")
+    more = page.evaluate(
+        "[...document.getElementById('f-source').options].map(o => o.value)"
+        ".find(v => v.startsWith('more-'))"
+    )
+    assert more, page.inner_html("#f-source")
+    page.select_option("#f-source", more)
+    page.wait_for_function("n => document.querySelectorAll('.hit').length === n", arg=len(MORE))
+    assert sorted(paths(page)) == sorted(MORE)
+    assert more in page.inner_text("#status-body")  # the status lists each source
+    page.select_option("#f-source", "")
+    page.wait_for_function("n => document.querySelectorAll('.hit').length === n", arg=TOTAL)
 
 
 def test_a_new_file_shows_in_the_status_then_in_search_without_a_reload(

@@ -37,6 +37,8 @@
     else { if (text) body.text = text; if (state.image) body.image = state.image; }
     const flt = filters();
     if (flt) body.filter = flt;
+    const source = $("f-source").value;
+    if (source) body.source = source;
     const min = parseFloat($("f-min").value);
     if (!Number.isNaN(min)) body.min_score = min;
     const seq = ++state.seq;
@@ -59,7 +61,7 @@
     const strong = state.hits.filter((h) => !h.weak).length;
     const what = state.similar ? `images like ${state.similar.path}` : text ? `"${text}"` : "the image";
     $("message").textContent = !state.hits.length
-      ? `Nothing found for ${what}` + (flt ? " with these filters." : ".")
+      ? `Nothing found for ${what}` + (flt || source ? " with these filters." : ".")
       : strong === 0 ? `Nothing relevant found for ${what}: only weak matches.`
       : `${state.hits.length} results for ${what}` + (strong < state.hits.length ? ` (${state.hits.length - strong} weak)` : "");
   }
@@ -134,6 +136,12 @@
       if ((s.failures || []).length) {
         body.push(el("ul", { class: "failures" }, ...s.failures.map((f) => el("li", { title: f.message }, `${f.path} — ${f.reason}`))));
       }
+      const sources = s.sources || [];
+      if (sources.length > 1 || sources.some((x) => !x.reachable)) {
+        body.push(el("ul", { class: "sources" }, ...sources.map((x) => el("li", { class: x.reachable ? "" : "bad", title: x.root },
+          `${x.name}: ${x.indexed} indexed, ${x.pending} pending, ${x.failed} failed` + (x.reachable ? "" : " (not reachable)")))));
+      }
+      showSources(sources);
       if (s.embedder && s.embedder.model) body.push(el("div", {}, "model " + s.embedder.model));
       $("status-body").replaceChildren(...body);
       $("status").dataset.indexed = String(s.indexed);
@@ -144,6 +152,19 @@
       $("status-body").replaceChildren(el("div", { class: "bad" }, "status unavailable: " + err.message));
     }
     setTimeout(pollStatus, 1500);
+  }
+
+  // The source filter lists the index's sources; a choice stays while its source does.
+  function showSources(sources) {
+    const select = $("f-source");
+    const names = sources.map((x) => x.name);
+    const have = [...select.options].slice(1).map((o) => o.value);
+    if (names.join("\n") === have.join("\n")) return;
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "all"),
+      ...sources.map((x) => el("option", { value: x.name, title: x.root }, x.name)));
+    select.value = names.includes(chosen) ? chosen : "";
+    if (chosen && select.value !== chosen) search();
   }
 
   function move(delta) {
@@ -183,7 +204,7 @@
     useImage([...e.dataTransfer.files].find((f) => f.type.startsWith("image/")));
   });
   document.addEventListener("keydown", (e) => {
-    const typing = ["INPUT", "TEXTAREA"].includes(document.activeElement.tagName);
+    const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName);
     if (e.key === "/" && !typing) { e.preventDefault(); $("q").focus(); $("q").select(); return; }
     if ($("detail").open) {
       if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
