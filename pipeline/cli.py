@@ -380,7 +380,7 @@ def ingest_command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Reconcile DIR (its source, or the part of it DIR is) with the index once. DIR may be
-    a blob container: az://ACCOUNT/CONTAINER[/PREFIX]."""
+    a blob container: az://ACCOUNT/CONTAINER, optionally with /PREFIX."""
     settings = settings_from(ctx)
     _setup_logging(verbose=verbose)
     blob = _blob_uri(directory)
@@ -512,7 +512,7 @@ def watch_command(
 ) -> None:
     """Reconcile each DIR, then index every change until SIGINT/SIGTERM. With a daemon
     already running, it is asked to watch the folders too. A DIR may be a blob container,
-    az://ACCOUNT/CONTAINER[/PREFIX]; [[sources]] kind = "blob" entries are watched too."""
+    az://ACCOUNT/CONTAINER, optionally with /PREFIX; the config's blob sources are watched too."""
     settings = settings_from(ctx)
     _setup_logging(daemon=True, verbose=verbose)
     blobs = _guarded(lambda: _blob_sources(settings, directories or []))
