@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,6 @@ from imgrag.pipeline.ingest import (
     Outcome,
     PruneRefused,
     Summary,
-    UnstorablePayload,
     _Changing,
     _Read,
 )
@@ -455,7 +454,7 @@ class BlobIngestor(Ingestor):
             **(blob_meta["index_tags"] or {}),
             **sidecar.extra_metadata,
         }
-        payload: dict[str, Any] = {
+        where: dict[str, Any] = {
             "path": entry.name,
             "folder": folder,
             "filename": posixpath.basename(entry.name),
@@ -466,35 +465,9 @@ class BlobIngestor(Ingestor):
             "size": len(read.raw),
             "mtime_ns": _ns(entry.last_modified),
             "sidecar": signature,
-            "sha256": read.sha256,
-            "embed_key": key,
-            "model": self._info.model,
-            "provider": self._info.provider,
-            "width": read.facts.width,
-            "height": read.facts.height,
-            "format": read.facts.source_format,
-            "caption": sidecar.caption,
-            "tags": sidecar.tags,
             "blob": blob_meta,
-            "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        if embedding is not None:
-            payload["input_type"] = embedding.input_type
-            payload["caption_embedded"] = embedding.text_applied
-        else:
-            payload["input_type"] = "document" if self._info.supports_input_type else None
-            payload["caption_embedded"] = caption is not None
-        if read.facts.taken_at:
-            payload["taken_at"] = read.facts.taken_at
-        if read.facts.camera:
-            payload["camera"] = read.facts.camera
-        if meta:
-            payload["meta"] = meta
-        try:
-            json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise UnstorablePayload(f"the metadata cannot be stored: {exc}") from None
-        return payload
+        return self._described(where, read, key, embedding, caption, meta)
 
     # -- queue events -------------------------------------------------------------------------
 

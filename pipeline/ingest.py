@@ -728,8 +728,7 @@ class Ingestor:
     ) -> dict[str, Any]:
         rel = PurePosixPath(s.rel)  # the stored form: valid text whatever the bytes on disk
         folder = str(rel.parent) if str(rel.parent) != "." else ""
-        sidecar = read.sidecar
-        payload: dict[str, Any] = {
+        where: dict[str, Any] = {
             "path": s.rel,
             "folder": folder,
             "filename": rel.name,
@@ -738,6 +737,23 @@ class Ingestor:
             "size": s.size,
             "mtime_ns": s.mtime_ns,
             "sidecar": s.sidecar,
+        }
+        return self._described(where, read, key, embedding, caption, read.sidecar.extra_metadata)
+
+    def _described(
+        self,
+        where: dict[str, Any],
+        read: _Read,
+        key: str,
+        embedding: Embedding | None,
+        caption: str | None,
+        meta: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A point's payload: ``where`` (where the image lives, which depends on the source)
+        with what the image is and how it was embedded; checked to be storable."""
+        sidecar = read.sidecar
+        payload: dict[str, Any] = {
+            **where,
             "sha256": read.sha256,
             "embed_key": key,
             "model": self._info.model,
@@ -759,8 +775,8 @@ class Ingestor:
             payload["taken_at"] = read.facts.taken_at
         if read.facts.camera:
             payload["camera"] = read.facts.camera
-        if sidecar.extra_metadata:
-            payload["meta"] = sidecar.extra_metadata
+        if meta:
+            payload["meta"] = meta
         try:  # what a store can hold: finite numbers, valid UTF-8, plain JSON types
             json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")
         except (ValueError, TypeError, RecursionError) as exc:
