@@ -11,9 +11,20 @@ from pathlib import Path
 
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
 from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.connectors.factory import create_embedder
+from imgrag.connectors.paths import StatePaths
+from imgrag.connectors.stores import QdrantIndex
 from imgrag.pipeline.config import IngestConfig, Settings
-from imgrag.pipeline.ingest import Ingestor
-from imgrag.pipeline.runtime import Runtime, open_runtime
+from imgrag.pipeline.ingest import Ingestor, Summary
+from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.runtime import (
+    Runtime,
+    collection_spec,
+    open_runtime,
+    probe,
+    resolve_source,
+    rules_for,
+)
 from pydantic import SecretStr
 
 from tests.conftest import EMULATOR_KEY
@@ -79,3 +90,32 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         await asyncio.sleep(0.05)
+
+
+async def reconcile_into_qdrant(settings: Settings, folder: Path, location: Path) -> Summary:
+    """One reconcile of ``folder`` into the collection ``settings.store`` names, kept by
+    qdrant-client's local mode in ``location`` (the server path without a server)."""
+    paths = StatePaths.under(settings.state_dir)
+    index = QdrantIndex(settings.store, location=location)
+    embedder = create_embedder(settings.embedder, paths)
+    journal = Journal(paths.journal)
+    try:
+        await probe(embedder)
+        index.ensure_collection(collection_spec(settings, embedder))
+        ingestor = Ingestor(
+            folder,
+            embedder=embedder,
+            index=index,
+            journal=journal,
+            rules=rules_for(settings),
+            source=resolve_source(settings, folder).name,
+            settle_seconds=0,
+        )
+        try:
+            return await ingestor.reconcile()
+        finally:
+            await ingestor.close()
+    finally:
+        journal.close()
+        await embedder.aclose()
+        index.close()

@@ -17,17 +17,14 @@ import httpx
 import pytest
 from imgrag.connectors.config import StoreConfig
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import QdrantIndex, open_index
 from imgrag.pipeline.config import load_settings
-from imgrag.pipeline.ingest import Ingestor
-from imgrag.pipeline.journal import Journal
-from imgrag.pipeline.runtime import collection_spec, probe, resolve_source, rules_for
 from imgrag.pipeline.serve import gallery_app
 from PIL import Image
 
 from tests import images_factory as f
+from tests.ingest_harness import reconcile_into_qdrant
 from tests.test_cli_ingest import cli_env, imgrag, spawn_imgrag
 from tests.test_cli_people import one_line_error
 from tests.test_daemon_api import spawn_watch, status_of, wait_for
@@ -244,30 +241,7 @@ def test_serve_over_a_qdrant_collection(tmp_path: Path, emulator: EmulatorHandle
     location = tmp_path / "qdrant"
 
     async def ingest() -> None:
-        paths = StatePaths.under(settings.state_dir)
-        index = QdrantIndex(settings.store, location=location)
-        embedder = create_embedder(settings.embedder, paths)
-        journal = Journal(paths.journal)
-        try:
-            await probe(embedder)
-            index.ensure_collection(collection_spec(settings, embedder))
-            ingestor = Ingestor(
-                root,
-                embedder=embedder,
-                index=index,
-                journal=journal,
-                rules=rules_for(settings),
-                source=resolve_source(settings, root).name,
-                settle_seconds=0,
-            )
-            try:
-                assert (await ingestor.reconcile()).indexed == 4
-            finally:
-                await ingestor.close()
-        finally:
-            journal.close()
-            await embedder.aclose()
-            index.close()
+        assert (await reconcile_into_qdrant(settings, root, location)).indexed == 4
 
     async def query() -> None:
         index = QdrantIndex(settings.store, location=location)

@@ -11,28 +11,23 @@ from pathlib import Path
 import pytest
 from imgrag.connectors.config import StoreConfig
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.index import Point
-from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import QdrantIndex
 from imgrag.pipeline.config import Settings
-from imgrag.pipeline.ingest import Ingestor, Summary
+from imgrag.pipeline.ingest import Summary
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.runtime import (
-    collection_spec,
     open_runtime,
-    probe,
     registry,
     resolve_source,
-    rules_for,
     source_list,
 )
 
 from tests import images_factory as f
-from tests.ingest_harness import settings_for
+from tests.ingest_harness import reconcile_into_qdrant, settings_for
 
 
 def images(root: Path, names: list[str], seed: int = 0) -> None:
@@ -152,30 +147,7 @@ def test_two_machines_feed_one_qdrant_local_collection(
     async def machine(name: str, folder: Path) -> Summary:
         settings = settings_for(tmp_path / name, emulator)
         settings.store = StoreConfig(kind="qdrant", collection="shared")
-        paths = StatePaths.under(settings.state_dir)
-        index = QdrantIndex(settings.store, location=location)
-        embedder = create_embedder(settings.embedder, paths)
-        journal = Journal(paths.journal)
-        try:
-            await probe(embedder)
-            index.ensure_collection(collection_spec(settings, embedder))
-            ingestor = Ingestor(
-                folder,
-                embedder=embedder,
-                index=index,
-                journal=journal,
-                rules=rules_for(settings),
-                source=resolve_source(settings, folder).name,
-                settle_seconds=0,
-            )
-            try:
-                return await ingestor.reconcile()
-            finally:
-                await ingestor.close()
-        finally:
-            journal.close()
-            await embedder.aclose()
-            index.close()
+        return await reconcile_into_qdrant(settings, folder, location)
 
     one, two = tmp_path / "photos", tmp_path / "scans"
     images(one, ["a.png", "b.png"])
