@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import io
 import json
 import mimetypes
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from imgrag.pipeline.filters import FilterError
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import QueryError, SearchQuery, describe_validation_error
@@ -287,3 +289,13 @@ def _image_problem(encoded: str) -> Response | None:
             f"image: {width}x{height} is over {MAX_PIXELS // 1_000_000} megapixels; scale it down",
         )
     return None
+
+
+class SignalFreeServer(uvicorn.Server):
+    """uvicorn that never takes SIGINT/SIGTERM: the process that runs it owns them, so a
+    stop finishes its work before the API goes away. (uvicorn takes them in
+    ``capture_signals``; it stopped calling ``install_signal_handlers`` long ago.)"""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

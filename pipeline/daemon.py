@@ -22,13 +22,13 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
-from imgrag.pipeline.api import create_api
+from imgrag.pipeline.api import SignalFreeServer, create_api
 from imgrag.pipeline.candidates import Rules, walk
 from imgrag.pipeline.config import Settings, load_settings
 from imgrag.pipeline.credentials import RenewableEmbedder
@@ -53,6 +53,7 @@ from imgrag.pipeline.runtime import (
 )
 from imgrag.pipeline.sources import Resolved
 from imgrag.pipeline.status import FailureOut, SourceStatus, StatusReport, source_status
+from imgrag.pipeline.thumbnails import LiveRoots
 from imgrag.pipeline.watcher import Changes, FolderWatcher
 
 if TYPE_CHECKING:
@@ -504,37 +505,6 @@ def _is_store_failure(exc: BaseException) -> bool:
     return "disk is full" in str(exc) or "disk I/O error" in str(exc)
 
 
-class _ApiServer(uvicorn.Server):
-    """uvicorn that never takes SIGINT/SIGTERM: the daemon owns them, so a stop flushes the
-    work before the API goes away. (uvicorn takes them in ``capture_signals``; it stopped
-    calling ``install_signal_handlers`` long ago.)"""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class _FleetRoots(Sequence[Path]):
-    """The roots of the sources a fleet watches now (sources are added while it runs): the
-    only folders the API serves files from."""
-
-    def __init__(self, fleet: Fleet) -> None:
-        self._fleet = fleet
-
-    def _roots(self) -> list[Path]:
-        return [d.root for d in self._fleet.daemons.values()]
-
-    @overload
-    def __getitem__(self, index: int) -> Path: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Path]: ...
-    def __getitem__(self, index: int | slice) -> Path | Sequence[Path]:
-        return self._roots()[index]
-
-    def __len__(self) -> int:
-        return len(self._fleet.daemons)
-
-
 class Fleet:
     """One daemon per source, sharing one embedder, index and API: ``imgrag watch A B``, and
     sources added later through ``POST /sources``. Stopping one stops all."""
@@ -882,7 +852,7 @@ async def _serve(
                 settings.api.token,
                 fleet.health_report,
                 thumbs_dir=settings.state_dir / "thumbs",
-                roots=_FleetRoots(fleet),
+                roots=LiveRoots(lambda: [d.root for d in fleet.daemons.values()]),
                 allowed_hosts=[settings.api.host, *settings.api.allowed_hosts],
             )
             _add_routes(app, settings, fleet)
@@ -892,7 +862,7 @@ async def _serve(
                 port = settings.api.port
                 if servers and servers[-1].servers:  # a restart keeps the port it had
                     port = servers[-1].servers[0].sockets[0].getsockname()[1]
-                server = _ApiServer(
+                server = SignalFreeServer(
                     uvicorn.Config(
                         app,
                         host=settings.api.host,

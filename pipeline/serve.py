@@ -16,16 +16,15 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import overload
 
 import uvicorn
 from imgrag.connectors.errors import StoreLocked
 from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.index import FileState, Index
 from imgrag.connectors.stores import open_index
-from imgrag.pipeline.api import create_api
+from imgrag.pipeline.api import SignalFreeServer, create_api
 from imgrag.pipeline.config import Settings
 from imgrag.pipeline.daemon_client import read_daemon_file
 from imgrag.pipeline.ingest import FatalError
@@ -41,6 +40,7 @@ from imgrag.pipeline.runtime import (
     state_paths,
 )
 from imgrag.pipeline.status import FailureOut, StatusReport, source_status
+from imgrag.pipeline.thumbnails import LiveRoots
 from starlette.applications import Starlette
 
 log = logging.getLogger("imgrag.serve")
@@ -51,30 +51,6 @@ _STATES_SECONDS = 5.0
 
 class ServeError(FatalError):
     """The gallery cannot be served as asked; the message is one line with the fix."""
-
-
-class _RegisteredRoots(Sequence[Path]):
-    """The roots of the sources registered in the state directory, read afresh on each use:
-    the only folders images are served from."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._registry = registry(settings)
-
-    def _roots(self) -> list[Path]:
-        return [Path(e.root) for e in self._registry.entries()]
-
-    def __iter__(self) -> Iterator[Path]:
-        return iter(self._roots())
-
-    @overload
-    def __getitem__(self, index: int) -> Path: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Path]: ...
-    def __getitem__(self, index: int | slice) -> Path | Sequence[Path]:
-        return self._roots()[index]
-
-    def __len__(self) -> int:
-        return len(self._roots())
 
 
 def _locked(settings: Settings, exc: StoreLocked) -> ServeError:
@@ -177,6 +153,7 @@ async def gallery_app(
             journal = Journal(paths.journal)
             closing.callback(journal.close)
             report = status_reader(settings, index, journal)
+            registered = registry(settings)
             service = SearchService(
                 embedder,
                 index,
@@ -190,20 +167,11 @@ async def gallery_app(
                 Metrics(report),
                 settings.api.token,
                 thumbs_dir=settings.state_dir / "thumbs",
-                roots=_RegisteredRoots(settings),
+                roots=LiveRoots(lambda: [Path(e.root) for e in registered.entries()]),
                 allowed_hosts=[host or settings.api.host, *settings.api.allowed_hosts],
             )
         finally:
             await embedder.aclose()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` stops it on SIGINT/SIGTERM itself
-    (uvicorn re-raises a captured SIGINT once it has stopped, a traceback at the prompt)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -246,7 +214,7 @@ async def run_serve(
         raise
     try:
         async with gallery_app(settings, index=index, host=host) as app:
-            server = _Server(
+            server = SignalFreeServer(
                 uvicorn.Config(
                     app,
                     log_config=None,  # uvicorn's loggers go through imgrag's one format

@@ -6,14 +6,35 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMB_SIZE = 256
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class LiveRoots(Sequence[Path]):
+    """The folders files may be served from, asked of ``current`` on each use: sources are
+    added while a server runs."""
+
+    def __init__(self, current: Callable[[], list[Path]]) -> None:
+        self._current = current
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self._current())
+
+    @overload
+    def __getitem__(self, index: int) -> Path: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Path]: ...
+    def __getitem__(self, index: int | slice) -> Path | Sequence[Path]:
+        return self._current()[index]
+
+    def __len__(self) -> int:
+        return len(self._current())
 
 
 class NotServable(LookupError):
