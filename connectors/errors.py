@@ -47,8 +47,9 @@ class MalformedResponse(EmbedderError):
     """The service answered with something that is not a valid embeddings response."""
 
 
-class ExtraNotInstalled(ConnectorError):
-    """An optional dependency needed by the chosen provider is missing."""
+class ExtraNotInstalled(ConnectorError, ImportError):
+    """An optional dependency needed by the chosen provider or source is missing (an
+    ImportError too, so optional imports and ``pytest.importorskip`` treat it as one)."""
 
 
 # --- indexes ---------------------------------------------------------------------------

@@ -237,3 +237,15 @@ def test_daemon_indexes_and_searches_offline_without_torch(run_env: RunEnv) -> N
     assert (summary["indexed"], summary["unchanged"]) == (0, len(PHOTOS))
     assert "preparing the offline model" not in again.stderr  # later starts say nothing
     assert run_env.sockets.read_text() == ""  # nothing tried to leave the machine
+
+
+def test_a_blob_source_without_the_blob_extra_is_one_line(run_env: RunEnv) -> None:
+    """make run installs no Azure Storage SDK: asking for a container says which extra to
+    install, in one line, for a one-off pass and for the daemon alike."""
+    for command in ("ingest", "watch"):
+        done = run_env.run(command, "az://account/container", timeout=120)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        # (the guard's own IMGRAG_TEST_SOCKET_LOG draws an "is not a setting" warning)
+        lines = [x for x in done.stderr.splitlines() if not x.startswith("warning:")]
+        assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+        assert "`blob` extra" in lines[0]

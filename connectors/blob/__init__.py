@@ -6,11 +6,13 @@ the index: the pipeline hands in stored state and gets plain decisions back.
 
 from __future__ import annotations
 
+from imgrag.connectors.errors import ExtraNotInstalled
+
 try:
     import azure.storage.blob
     import azure.storage.queue  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
+    raise ExtraNotInstalled(
         f"the blob source needs the `blob` extra ({exc.name} is missing); "
         'install it with `pip install "imgrag[blob]"`'
     ) from None
