@@ -8,12 +8,16 @@ at this rate). Every 0.5 s the main thread times 20 searches; the reference is t
 the same collection once fully built, and ``no_build_p50_ms`` is the exact scan the old
 rule (build only after 2 s of quiet) leaves under a trickle, measured on the same points.
 
+``TRICKLE_POINTS`` and ``TRICKLE_INTERVAL`` (seconds) change the size and the rate, e.g.
+``TRICKLE_POINTS=50000 python -m bench.index_trickle`` for the issue's size at this rate.
+
 Usage: ``python -m bench.index_trickle``
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -27,8 +31,8 @@ from imgrag.connectors.index import CollectionSpec, Point
 from imgrag.connectors.stores.edge import EdgeIndex
 
 DIM = 1024
-POINTS = 5_000
-INTERVAL = 0.02
+POINTS = int(os.environ.get("TRICKLE_POINTS", "5000"))
+INTERVAL = float(os.environ.get("TRICKLE_INTERVAL", "0.02"))
 THRESHOLD = 1_000
 BUILD_AFTER = 5.0
 SETTLE = 2.0
