@@ -37,6 +37,7 @@ FILES = int(os.environ.get("RESCAN_FILES", "100000"))
 FOLDERS = 100
 RUNS = 3
 DIM = 8
+SOURCE = "bench"
 
 
 def make_tree(root: Path) -> list[tuple[str, os.stat_result]]:
@@ -61,6 +62,7 @@ def states(files: list[tuple[str, os.stat_result]]) -> list[FileState]:
             mtime_ns=st.st_mtime_ns,
             sha256=hashlib.sha256(rel.encode()).hexdigest(),
             embed_key=hashlib.sha256(b"k" + rel.encode()).hexdigest(),
+            source=SOURCE,
         )
         for rel, st in files
     ]
@@ -124,7 +126,7 @@ async def run(tmp: Path) -> dict[str, Any]:
         index=index,
         journal=journal,
         rules=Rules(include=("*.jpg",)),
-        source="bench",
+        source=SOURCE,
     )
     try:
         started = time.perf_counter()
