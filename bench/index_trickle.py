@@ -8,8 +8,10 @@ at this rate). Every 0.5 s the main thread times 20 searches; the reference is t
 the same collection once fully built, and ``no_build_p50_ms`` is the exact scan the old
 rule (build only after 2 s of quiet) leaves under a trickle, measured on the same points.
 
-``TRICKLE_POINTS`` and ``TRICKLE_INTERVAL`` (seconds) change the size and the rate, e.g.
-``TRICKLE_POINTS=50000 python -m bench.index_trickle`` for the issue's size at this rate.
+``TRICKLE_POINTS``, ``TRICKLE_INTERVAL`` (seconds), ``TRICKLE_THRESHOLD`` and
+``TRICKLE_BUILD_AFTER`` (seconds) change the size, the rate and the two triggers, e.g.
+``TRICKLE_POINTS=50000 TRICKLE_THRESHOLD=20000 TRICKLE_BUILD_AFTER=60`` for the issue's
+size with the store's default triggers.
 
 Usage: ``python -m bench.index_trickle``
 """
@@ -33,8 +35,8 @@ from imgrag.connectors.stores.edge import EdgeIndex
 DIM = 1024
 POINTS = int(os.environ.get("TRICKLE_POINTS", "5000"))
 INTERVAL = float(os.environ.get("TRICKLE_INTERVAL", "0.02"))
-THRESHOLD = 1_000
-BUILD_AFTER = 5.0
+THRESHOLD = int(os.environ.get("TRICKLE_THRESHOLD", "1000"))
+BUILD_AFTER = float(os.environ.get("TRICKLE_BUILD_AFTER", "5"))
 SETTLE = 2.0
 SEARCHES = 20
 

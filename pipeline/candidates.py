@@ -10,11 +10,11 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from imgrag.pipeline.names import on_disk, printable, stored
+from imgrag.pipeline.names import is_plain, on_disk, printable, stored
 
 log = logging.getLogger("imgrag.candidates")
 
@@ -50,6 +50,22 @@ class Rules:
             return False
         exclude = _pattern(tuple(self.exclude))
         return not (exclude.match(path) or exclude.match(lower))
+
+
+_Match = Callable[[str], "re.Match[str] | None"]
+
+
+def _wanted_name(name: str, rel: str, include: _Match, exclude: _Match | None) -> bool:
+    """``Rules.wants(rel)`` for a plain ``rel`` in a folder already known not hidden."""
+    if name[0] == "." or name in _LITTER or name.startswith("~$"):
+        return False
+    lower = name.lower()
+    if lower.endswith(_PARTIAL_SUFFIXES):
+        return False
+    path = rel.lower()
+    if not (include(path) or include(lower)):
+        return False
+    return exclude is None or not (exclude(path) or exclude(lower))
 
 
 @functools.lru_cache(maxsize=64)
@@ -181,6 +197,20 @@ def walk(
     that cannot be read is noted in ``listing`` (when given): the walk goes on, and the
     caller must not take what is below it for deleted.
     """
+    for rows in walk_rows(root, rules, below, listing):
+        for row in rows:
+            yield Seen(*row)
+
+
+Row = tuple[str, int, int, str, str | None]
+"""A wanted file as ``walk_rows`` finds it: the fields of ``Seen``, in its order."""
+
+
+def walk_rows(
+    root: Path, rules: Rules, below: str = "", listing: Listing | None = None
+) -> Iterator[list[Row]]:
+    """``walk`` one folder at a time, each file a plain tuple: a rescan of an unchanged
+    folder compares them with the index state without building an object per file."""
     listing = listing if listing is not None else Listing()
     real_root = _real(root)
     ignored = {_real(p) for p in rules.ignore_dirs}
@@ -199,6 +229,8 @@ def walk(
     # paths are then string concatenations, not pathlib operations (a rescan's main cost).
     top = on_disk(below).strip("/") + "/" if below else ""
     stack: list[tuple[Path, frozenset[tuple[int, int]], str]] = [(start, above, top)]
+    include = _pattern(tuple(rules.include)).match
+    exclude = _pattern(tuple(rules.exclude)).match if rules.exclude else None
     while stack:
         folder, above, prefix = stack.pop()
         try:
@@ -242,23 +274,35 @@ def walk(
                 if rel_entry is not None:
                     listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
                 continue
+        rows: list[Row] = []
+        # Per folder, not per file: whether its path is plain text and hides nothing, so a
+        # plain name needs only the checks on itself (the same answers as rules.wants).
+        plain = is_plain(prefix)
+        shown = plain and not any(p.startswith(".") for p in prefix.split("/") if p and p != ".")
         for name, st in files:
             disk = prefix + name
-            rel = stored(disk)
-            if not rules.wants(rel):
-                continue
-            if rel != disk and stored(name) != name and stored(name) in names:
-                # Two files, one index key: the one spelled as stored wins (see seen()).
-                log.warning("%s: skipped, a file is named as this one is stored", printable(rel))
-                continue
-            dot = name.rfind(".")
-            yield Seen(
-                rel,
-                st.st_size,
-                st.st_mtime_ns,
-                _sidecar_sig(sidecars, name[:dot] if dot > 0 else name),
-                disk if disk != rel else None,
-            )
+            if shown and (name.isascii() or is_plain(name)):
+                rel = disk
+                if not _wanted_name(name, disk, include, exclude):
+                    continue
+            else:
+                rel = stored(disk)
+                if not rules.wants(rel):
+                    continue
+                if rel != disk and stored(name) != name and stored(name) in names:
+                    # Two files, one index key: the one spelled as stored wins (see seen()).
+                    log.warning(
+                        "%s: skipped, a file is named as this one is stored", printable(rel)
+                    )
+                    continue
+            if sidecars:
+                dot = name.rfind(".")
+                sig = _sidecar_sig(sidecars, name[:dot] if dot > 0 else name)
+            else:
+                sig = ""
+            rows.append((rel, st.st_size, st.st_mtime_ns, sig, disk if disk != rel else None))
+        if rows:
+            yield rows
 
 
 def _identity(folder: Path) -> frozenset[tuple[int, int]]:

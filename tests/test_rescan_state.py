@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.index import FileState
+from imgrag.connectors.index import CollectionSpec, FileState, Point
+from imgrag.connectors.stores.edge import EdgeIndex
+from imgrag.connectors.tiny import TinyEmbedder
+from imgrag.pipeline import candidates, ingest
+from imgrag.pipeline.candidates import Rules
+from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
 
 from tests import images_factory as f
@@ -94,3 +102,89 @@ async def test_rescans_read_the_index_once_and_stay_current(
         finally:
             index.file_states = real  # type: ignore[method-assign]
         assert sorted(s.path for s in index.file_states()) == ["c.png", "sub/b.png"]
+
+
+def test_sort_out_counts_the_unchanged_and_returns_the_rest() -> None:
+    states = [_state(1), _state(2, sidecar="txt1@2"), _state(3, id="not-a-uuid")]
+    known = KnownFiles(states)
+    rows = [
+        [(s.path, s.size, s.mtime_ns, s.sidecar, None) for s in states],
+        [
+            (states[0].path, states[0].size, states[0].mtime_ns + 1, "", None),  # touched
+            (states[1].path, states[1].size, states[1].mtime_ns, "", None),  # sidecar gone
+            ("new/file.jpg", 1, 2, "", None),
+        ],
+    ]
+    present, same, others = known.sort_out(rows)
+    assert present == {s.path for s in states} | {"new/file.jpg"}
+    # The unpacked row (an id that is not a UUID) is left to the long way, which checks it.
+    assert same == 2
+    assert [o[0] for o in others] == [
+        states[2].path,
+        states[0].path,
+        states[1].path,
+        "new/file.jpg",
+    ]
+    assert sorted(known.missing_from({states[0].path})) == sorted(s.path for s in states[1:])
+
+
+async def test_a_rescan_of_unchanged_files_makes_no_object_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common pass of the daemon (nothing changed) compares walk rows with the packed
+    state; only a file that changed becomes a ``Seen`` record (it made one per file)."""
+    root = tmp_path / "tree"
+    files = {}
+    for n in range(60):
+        path = root / f"f{n % 3}" / f"img_{n:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        files[f"f{n % 3}/img_{n:03d}.jpg"] = path
+    index = EdgeIndex(tmp_path / "store", auto_build=False)
+    index.ensure_collection(CollectionSpec(name="images", model="tiny", dimension=8))
+    index.upsert(
+        [
+            Point(
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, rel)),
+                vector=[1.0] + [0.0] * 7,
+                payload=FileState(
+                    id=str(uuid.uuid5(uuid.NAMESPACE_URL, rel)),
+                    path=rel,
+                    size=path.stat().st_size,
+                    mtime_ns=path.stat().st_mtime_ns,
+                    sha256=hashlib.sha256(rel.encode()).hexdigest(),
+                    source="s",
+                ).model_dump(),
+            )
+            for rel, path in files.items()
+        ]
+    )
+    made: list[str] = []
+
+    class CountedSeen(candidates.Seen):
+        def __init__(self, rel: str, *args: Any) -> None:
+            made.append(rel)
+            super().__init__(rel, *args)
+
+    monkeypatch.setattr(candidates, "Seen", CountedSeen)
+    monkeypatch.setattr(ingest, "Seen", CountedSeen)
+    ingestor = Ingestor(
+        root,
+        embedder=TinyEmbedder(dimension=8),
+        index=index,
+        journal=Journal(tmp_path / "journal.sqlite"),
+        rules=Rules(include=("*.jpg",)),
+        source="s",
+    )
+    try:
+        summary = await ingestor.reconcile()
+        assert summary.unchanged == 60 and summary.removed == 0
+        assert made == []
+        touched = files["f1/img_001.jpg"]
+        os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+        summary = await ingestor.reconcile()
+        assert set(made) == {"f1/img_001.jpg"}  # its pass may stat it again
+        assert summary.unchanged == 59
+    finally:
+        await ingestor.close()
+        index.close()
