@@ -69,6 +69,24 @@ def _wanted_name(name: str, rel: str, include: _Match, exclude: _Match | None) -
 
 
 @functools.lru_cache(maxsize=64)
+def _endings(globs: tuple[str, ...]) -> tuple[str, ...] | None:
+    """For globs that are all ``*`` and a literal ASCII ending without ``/`` ("*.jpg"), the
+    lowercased endings: such a glob matches a path exactly when its name ends so. Else None."""
+    out = []
+    for glob in globs:
+        tail = glob[1:]
+        if (
+            not glob.startswith("*")
+            or not tail
+            or not tail.isascii()
+            or any(c in tail for c in "*?[]/\\")
+        ):
+            return None
+        out.append(tail.lower())
+    return tuple(out) if out else None
+
+
+@functools.lru_cache(maxsize=64)
 def _pattern(globs: tuple[str, ...]) -> re.Pattern[str]:
     """One regular expression for a list of globs (fnmatch's, lowercased): one match call
     per file instead of one per glob. No globs match nothing."""
@@ -231,6 +249,8 @@ def walk_rows(
     stack: list[tuple[Path, frozenset[tuple[int, int]], str]] = [(start, above, top)]
     include = _pattern(tuple(rules.include)).match
     exclude = _pattern(tuple(rules.exclude)).match if rules.exclude else None
+    # The usual rules ("*.jpg", ..., no exclude) come down to the name's ending.
+    endings = None if rules.exclude else _endings(tuple(rules.include))
     while stack:
         folder, above, prefix = stack.pop()
         try:
@@ -281,7 +301,18 @@ def walk_rows(
         shown = plain and not any(p.startswith(".") for p in prefix.split("/") if p and p != ".")
         for name, st in files:
             disk = prefix + name
-            if shown and (name.isascii() or is_plain(name)):
+            if shown and endings is not None and name.isascii():
+                rel = disk
+                lower = name.lower()
+                if (
+                    not lower.endswith(endings)
+                    or lower.endswith(_PARTIAL_SUFFIXES)
+                    or name[0] == "."
+                    or name in _LITTER
+                    or name.startswith("~$")
+                ):
+                    continue
+            elif shown and (name.isascii() or is_plain(name)):
                 rel = disk
                 if not _wanted_name(name, disk, include, exclude):
                     continue
