@@ -263,9 +263,8 @@ def walk_rows(
             rel_folder = relative(root, folder) or below or "."
             listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
             continue
-        files: list[tuple[str, os.stat_result]] = []
+        files: list[tuple[str, str, os.stat_result]] = []
         sidecars: dict[str, os.stat_result] = {}
-        names = {e.name for e in entries}
         for entry in entries:
             try:
                 if entry.is_symlink() and not _inside(Path(entry.path), real_root):
@@ -281,9 +280,11 @@ def walk_rows(
                     stack.append((path, above | {key}, prefix + entry.name + "/"))
                 elif entry.is_file():
                     st = entry.stat()
-                    if entry.name.lower().endswith(_SIDECAR_SUFFIXES):
-                        sidecars[entry.name] = st
-                    files.append((entry.name, st))
+                    name = entry.name
+                    lower = name.lower()
+                    if lower.endswith(_SIDECAR_SUFFIXES):
+                        sidecars[name] = st
+                    files.append((name, lower, st))
             except ValueError:
                 continue  # a name the OS cannot take back: the next scan sees it
             except OSError as exc:
@@ -299,11 +300,11 @@ def walk_rows(
         # plain name needs only the checks on itself (the same answers as rules.wants).
         plain = is_plain(prefix)
         shown = plain and not any(p.startswith(".") for p in prefix.split("/") if p and p != ".")
-        for name, st in files:
+        names: set[str] | None = None
+        for name, lower, st in files:
             disk = prefix + name
             if shown and endings is not None and name.isascii():
                 rel = disk
-                lower = name.lower()
                 if (
                     not lower.endswith(endings)
                     or lower.endswith(_PARTIAL_SUFFIXES)
@@ -320,12 +321,15 @@ def walk_rows(
                 rel = stored(disk)
                 if not rules.wants(rel):
                     continue
-                if rel != disk and stored(name) != name and stored(name) in names:
-                    # Two files, one index key: the one spelled as stored wins (see seen()).
-                    log.warning(
-                        "%s: skipped, a file is named as this one is stored", printable(rel)
-                    )
-                    continue
+                if rel != disk and stored(name) != name:
+                    if names is None:  # only odd names need the folder's other names
+                        names = {e.name for e in entries}
+                    if stored(name) in names:
+                        # Two files, one index key: the one spelled as stored wins (seen()).
+                        log.warning(
+                            "%s: skipped, a file is named as this one is stored", printable(rel)
+                        )
+                        continue
             if sidecars:
                 dot = name.rfind(".")
                 sig = _sidecar_sig(sidecars, name[:dot] if dot > 0 else name)
