@@ -177,3 +177,35 @@ def test_the_build_triggers_come_from_the_store_settings(tmp_path: Path) -> None
         assert index.status().indexed > 0
     finally:
         index.close()
+
+
+def test_points_written_during_a_build_count_toward_the_next(tmp_path: Path) -> None:
+    """What a build leaves outside its graphs because it was written meanwhile is part of
+    the tail the next build is for: 60 such points and 50 new ones make a graph's worth
+    (100, a quarter of 400). They were subtracted, so under a trickle the tail outside any
+    graph grew to a graph's size on top of them before another build started."""
+    index = EdgeIndex(
+        tmp_path / "store", index_threshold=400, settle_seconds=0.0, build_after_seconds=0.0
+    )
+    try:
+        index.ensure_collection(CollectionSpec(name="images", model="m", dimension=DIM))
+        rng = np.random.default_rng(8)
+        index.upsert([_point(rng, n) for n in range(300)])
+        index.request_index_build()  # or the maintenance thread started it already
+        assert index.status().building
+        index.upsert([_point(rng, n) for n in range(300, 360)])  # during the build
+        assert index.wait_for_builds(1, timeout=90)
+        status = index.status()
+        assert status.points - status.indexed == 60, status
+        checks = index.threshold_checks
+        deadline = time.monotonic() + 30
+        while index.threshold_checks < checks + 2 and time.monotonic() < deadline:
+            index.wait_for_builds(2, timeout=0.2)
+        assert index.status().builds == 1, "60 points are below a graph's size"
+        index.upsert([_point(rng, n) for n in range(360, 410)])
+        assert index.wait_for_builds(2, timeout=60), "110 points outside a graph, no build"
+        assert index.wait_for_build(timeout=60)
+        status = index.status()
+        assert status.points - status.indexed < 60, status
+    finally:
+        index.close()

@@ -160,7 +160,8 @@ class EdgeIndex:
         self.threshold_checks = 0
         """How many times the maintenance thread has compared the unindexed points with the
         threshold (and started a build when they reached it)."""
-        # Points a finished build left outside any graph; a new build needs threshold more.
+        # Points a finished build left outside any graph that it was given (not written
+        # during it): the engine would not index them, so a new build needs that many more.
         self._baseline_unindexed = 0
         self._builds = 0
         self._last_build_seconds: float | None = None
@@ -840,7 +841,12 @@ class EdgeIndex:
             self._last_build_replayed = len(replayed)
             self._last_error = None
             self._unchecked = True
-            self._baseline_unindexed = max(0, info.points_count - info.indexed_vectors_count)
+            # Points written during the build are outside its graphs and count toward the
+            # next one (they were subtracted from it, so under a trickle the tail grew to a
+            # graph's size on top of them). Any more outside are what the engine would not
+            # index: the next build needs that many more, or builds would start in a loop.
+            outside = max(0, info.points_count - info.indexed_vectors_count)
+            self._baseline_unindexed = outside if outside > len(replayed) else 0
         old.close()
         shutil.rmtree(self._dir / previous, ignore_errors=True)
         log.info("embedded store: HNSW build done in %.1f s", self._last_build_seconds)
