@@ -225,10 +225,22 @@ Row = tuple[str, int, int, str, str | None]
 
 
 def walk_rows(
-    root: Path, rules: Rules, below: str = "", listing: Listing | None = None
+    root: Path,
+    rules: Rules,
+    below: str = "",
+    listing: Listing | None = None,
+    *,
+    present: set[str] | None = None,
+    unchanged: Callable[[str, int, int, str], bool] | None = None,
 ) -> Iterator[list[Row]]:
-    """``walk`` one folder at a time, each file a plain tuple: a rescan of an unchanged
-    folder compares them with the index state without building an object per file."""
+    """``walk`` one folder at a time, each file a plain tuple.
+
+    A rescan passes ``present`` (every wanted path found is added to it) and ``unchanged``
+    (whether the index holds a path with this size, mtime and sidecar signature): such
+    files get no row at all. No container is made per unchanged file, so the walk of an
+    unchanged folder neither builds objects nor sets off the garbage collector, which
+    scanning everything the process holds cost more than the rest of the pass.
+    """
     listing = listing if listing is not None else Listing()
     real_root = _real(root)
     ignored = {_real(p) for p in rules.ignore_dirs}
@@ -263,7 +275,10 @@ def walk_rows(
             rel_folder = relative(root, folder) or below or "."
             listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
             continue
-        files: list[tuple[str, str, os.stat_result]] = []
+        # Parallel lists, not a tuple per file (see the docstring).
+        file_names: list[str] = []
+        file_lowers: list[str] = []
+        file_stats: list[os.stat_result] = []
         sidecars: dict[str, os.stat_result] = {}
         for entry in entries:
             try:
@@ -284,7 +299,9 @@ def walk_rows(
                     lower = name.lower()
                     if lower.endswith(_SIDECAR_SUFFIXES):
                         sidecars[name] = st
-                    files.append((name, lower, st))
+                    file_names.append(name)
+                    file_lowers.append(lower)
+                    file_stats.append(st)
             except ValueError:
                 continue  # a name the OS cannot take back: the next scan sees it
             except OSError as exc:
@@ -301,7 +318,7 @@ def walk_rows(
         plain = is_plain(prefix)
         shown = plain and not any(p.startswith(".") for p in prefix.split("/") if p and p != ".")
         names: set[str] | None = None
-        for name, lower, st in files:
+        for name, lower, st in zip(file_names, file_lowers, file_stats, strict=True):
             disk = prefix + name
             if shown and endings is not None and name.isascii():
                 rel = disk
@@ -335,6 +352,10 @@ def walk_rows(
                 sig = _sidecar_sig(sidecars, name[:dot] if dot > 0 else name)
             else:
                 sig = ""
+            if present is not None:
+                present.add(rel)
+            if unchanged is not None and unchanged(rel, st.st_size, st.st_mtime_ns, sig):
+                continue
             rows.append((rel, st.st_size, st.st_mtime_ns, sig, disk if disk != rel else None))
         if rows:
             yield rows

@@ -285,13 +285,24 @@ class Ingestor:
             await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         listing = Listing()
-        # Unchanged files are counted in the walk's thread, without an object each; only
+        # Unchanged files are told apart in the walk's thread, without an object each; only
         # the others become Seen records.
-        present, same, others = await asyncio.to_thread(
-            lambda: self._known.sort_out(
-                walk_rows(self.root, self.rules, below=self.scope, listing=listing)
-            )
+        present: set[str] = set()
+        others = await asyncio.to_thread(
+            lambda: [
+                row
+                for rows in walk_rows(
+                    self.root,
+                    self.rules,
+                    below=self.scope,
+                    listing=listing,
+                    present=present,
+                    unchanged=self._known.unchanged,
+                )
+                for row in rows
+            ]
         )
+        same = len(present) - len(others)
         self.listing = listing
         summary.unreadable = dict(listing.unreadable)
         summary.root_missing = listing.root_missing or (

@@ -10,7 +10,7 @@ rebuilt only for the files that changed. ``bench/rescan.py`` measures the bytes 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping
 
 from imgrag.connectors.index import FileState
 
@@ -38,34 +38,6 @@ class KnownFiles(MutableMapping[str, FileState]):
         if isinstance(row, FileState):
             return row.size == size and row.mtime_ns == mtime_ns and row.sidecar == sidecar
         return row[0] == size and row[1] == mtime_ns and row[2] == sidecar
-
-    def sort_out(
-        self, batches: Iterable[Sequence[tuple[str, int, int, str, str | None]]]
-    ) -> tuple[set[str], int, list[tuple[str, int, int, str, str | None]]]:
-        """Walk rows (path, size, mtime_ns, sidecar, disk path) against the state: every
-        path seen, how many are unchanged, and the rows of all the others. One loop with
-        no call per file: what a rescan of an unchanged folder costs beyond the walk."""
-        rows = self._rows
-        present: set[str] = set()
-        add = present.add
-        others = []
-        same = 0
-        for batch in batches:
-            for row in batch:
-                path = row[0]
-                add(path)
-                known = rows.get(path)
-                # A FileState row (one that did not pack) goes the long way with the others.
-                if (
-                    type(known) is tuple
-                    and known[0] == row[1]
-                    and known[1] == row[2]
-                    and known[2] == row[3]
-                ):
-                    same += 1
-                else:
-                    others.append(row)
-        return present, same, others
 
     def missing_from(self, present: set[str]) -> list[str]:
         """The known paths not in ``present``."""

@@ -15,7 +15,7 @@ from imgrag.connectors.index import CollectionSpec, FileState, Point
 from imgrag.connectors.stores.edge import EdgeIndex
 from imgrag.connectors.tiny import TinyEmbedder
 from imgrag.pipeline import candidates, ingest
-from imgrag.pipeline.candidates import Rules
+from imgrag.pipeline.candidates import Rules, walk_rows
 from imgrag.pipeline.ingest import Ingestor
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
@@ -104,28 +104,35 @@ async def test_rescans_read_the_index_once_and_stay_current(
         assert sorted(s.path for s in index.file_states()) == ["c.png", "sub/b.png"]
 
 
-def test_sort_out_counts_the_unchanged_and_returns_the_rest() -> None:
-    states = [_state(1), _state(2, sidecar="txt1@2"), _state(3, id="not-a-uuid")]
-    known = KnownFiles(states)
-    rows = [
-        [(s.path, s.size, s.mtime_ns, s.sidecar, None) for s in states],
+def test_the_walk_gives_rows_only_for_files_the_state_does_not_hold(tmp_path: Path) -> None:
+    for name in ("same.jpg", "touched.jpg", "captioned.jpg", "new.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "captioned.txt").write_text("a caption")
+
+    def state(name: str, **changes: Any) -> FileState:
+        st = (tmp_path / name).stat()
+        values: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **changes}
+        return _state(0, path=name, **values)
+
+    known = KnownFiles(
         [
-            (states[0].path, states[0].size, states[0].mtime_ns + 1, "", None),  # touched
-            (states[1].path, states[1].size, states[1].mtime_ns, "", None),  # sidecar gone
-            ("new/file.jpg", 1, 2, "", None),
-        ],
+            state("same.jpg"),
+            state("touched.jpg", mtime_ns=1),
+            state("captioned.jpg"),  # its sidecar is new
+            _state(0, path="gone.jpg"),
+        ]
+    )
+    present: set[str] = set()
+    rows = [
+        row
+        for batch in walk_rows(
+            tmp_path, Rules(include=("*.jpg",)), present=present, unchanged=known.unchanged
+        )
+        for row in batch
     ]
-    present, same, others = known.sort_out(rows)
-    assert present == {s.path for s in states} | {"new/file.jpg"}
-    # The unpacked row (an id that is not a UUID) is left to the long way, which checks it.
-    assert same == 2
-    assert [o[0] for o in others] == [
-        states[2].path,
-        states[0].path,
-        states[1].path,
-        "new/file.jpg",
-    ]
-    assert sorted(known.missing_from({states[0].path})) == sorted(s.path for s in states[1:])
+    assert present == {"same.jpg", "touched.jpg", "captioned.jpg", "new.jpg"}
+    assert sorted(r[0] for r in rows) == ["captioned.jpg", "new.jpg", "touched.jpg"]
+    assert known.missing_from(present) == ["gone.jpg"]
 
 
 async def test_a_rescan_of_unchanged_files_makes_no_object_per_file(
