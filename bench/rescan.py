@@ -136,8 +136,10 @@ async def run(tmp: Path) -> dict[str, Any]:
     )
     memory = json.loads(done.stdout)
     root = tmp / "tree"
+    rss = {"python_and_libraries": _rss_megabytes()}
     index = EdgeIndex(tmp / "store", auto_build=False)
     index.ensure_collection(CollectionSpec(name="images", model="tiny", dimension=DIM))
+    rss["store_open"] = _rss_megabytes()
     journal = Journal(tmp / "journal.sqlite")
     ingestor = Ingestor(
         root,
@@ -151,6 +153,7 @@ async def run(tmp: Path) -> dict[str, Any]:
         started = time.perf_counter()
         await ingestor.load_state()
         load = time.perf_counter() - started
+        rss["state_loaded"] = _rss_megabytes()
         floor = []
         rescans = []
         floor_cpu = []
@@ -165,6 +168,7 @@ async def run(tmp: Path) -> dict[str, Any]:
             rescans.append(time.perf_counter() - started)
             rescans_cpu.append(time.process_time() - cpu)
             assert summary.unchanged == FILES, summary
+        rss["after_passes"] = _rss_megabytes()
     finally:
         await ingestor.close()
         index.close()
@@ -182,7 +186,22 @@ async def run(tmp: Path) -> dict[str, Any]:
         "load_average_1min": round(os.getloadavg()[0], 2),
         **memory,
         "peak_rss_megabytes": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_megabytes_by_stage": rss,
     }
+
+
+def _rss_megabytes() -> dict[str, int] | None:
+    """VmRSS and its anonymous and file-backed parts (Linux /proc), in MB."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    out = {}
+    for line in lines:
+        key = line.split(":")[0]
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = round(int(line.split()[1]) / 1024)
+    return out
 
 
 def main() -> None:
