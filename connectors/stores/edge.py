@@ -75,7 +75,7 @@ RECORD_FILE = "collection.json"
 PAGE = 1000
 _MODEL_SAMPLE = 100
 # Points replayed per engine call while a rebuilt shard catches up (each call holds the
-# GIL; 64 points of 1,024 dimensions take about 10 ms).
+# GIL, so a search waits at most for one chunk).
 _REPLAY_CHUNK = 64
 # Catch-up passes without the write lock before the rest is replayed under it.
 _CATCH_UP_ROUNDS = 4
@@ -800,9 +800,8 @@ class EdgeIndex:
         try:
             # Loading the copy and catching it up with the writes made since the build began
             # run without the write lock: writes go on, and the GIL is handed back between
-            # chunks so searches are served (one replay of 2,000 points of 1,024 dimensions
-            # took 0.3 s and used to hold both for that long). Only the remainder is replayed
-            # under the lock, just before the swap.
+            # chunks so searches are served (the whole replay used to hold both). Only the
+            # remainder is replayed under the lock, just before the swap.
             os.replace(build.directory, build.final)
             new = qe.EdgeShard.load(str(build.final))
             for _ in range(_CATCH_UP_ROUNDS):
