@@ -90,3 +90,11 @@ class StoreConfig(_Section):
     quantization: Literal["none", "int8"] = "none"
     max_attempts: int = Field(default=5, gt=0)
     edge_index_threshold: int = Field(default=20_000, gt=0)
+    """Embedded store, build by count: this many new points outside an HNSW graph start a
+    background build once writes pause or the oldest of them has waited
+    ``edge_settle_seconds``. A quarter of it is the smallest segment given a graph."""
+    edge_build_after_seconds: float = Field(default=60.0, gt=0)
+    """Embedded store, build by age: the longest new points wait outside a graph under a
+    steady trickle of writes, once there are a quarter of ``edge_index_threshold``."""
+    edge_settle_seconds: float = Field(default=2.0, ge=0)
+    """Embedded store: quiet time after the last write before a flush or a build."""

@@ -10,11 +10,11 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from imgrag.pipeline.names import on_disk, printable, stored
+from imgrag.pipeline.names import is_plain, on_disk, printable, stored
 
 log = logging.getLogger("imgrag.candidates")
 
@@ -50,6 +50,40 @@ class Rules:
             return False
         exclude = _pattern(tuple(self.exclude))
         return not (exclude.match(path) or exclude.match(lower))
+
+
+_Match = Callable[[str], "re.Match[str] | None"]
+
+
+def _wanted_name(name: str, rel: str, include: _Match, exclude: _Match | None) -> bool:
+    """``Rules.wants(rel)`` for a plain ``rel`` in a folder already known not hidden."""
+    if name[0] == "." or name in _LITTER or name.startswith("~$"):
+        return False
+    lower = name.lower()
+    if lower.endswith(_PARTIAL_SUFFIXES):
+        return False
+    path = rel.lower()
+    if not (include(path) or include(lower)):
+        return False
+    return exclude is None or not (exclude(path) or exclude(lower))
+
+
+@functools.lru_cache(maxsize=64)
+def _endings(globs: tuple[str, ...]) -> tuple[str, ...] | None:
+    """For globs that are all ``*`` and a literal ASCII ending without ``/`` ("*.jpg"), the
+    lowercased endings: such a glob matches a path exactly when its name ends so. Else None."""
+    out = []
+    for glob in globs:
+        tail = glob[1:]
+        if (
+            not glob.startswith("*")
+            or not tail
+            or not tail.isascii()
+            or any(c in tail for c in "*?[]/\\")
+        ):
+            return None
+        out.append(tail.lower())
+    return tuple(out) if out else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -181,6 +215,32 @@ def walk(
     that cannot be read is noted in ``listing`` (when given): the walk goes on, and the
     caller must not take what is below it for deleted.
     """
+    for rows in walk_rows(root, rules, below, listing):
+        for row in rows:
+            yield Seen(*row)
+
+
+Row = tuple[str, int, int, str, str | None]
+"""A wanted file as ``walk_rows`` finds it: the fields of ``Seen``, in its order."""
+
+
+def walk_rows(
+    root: Path,
+    rules: Rules,
+    below: str = "",
+    listing: Listing | None = None,
+    *,
+    present: set[str] | None = None,
+    unchanged: Callable[[str, int, int, str], bool] | None = None,
+) -> Iterator[list[Row]]:
+    """``walk`` one folder at a time, each file a plain tuple.
+
+    A rescan passes ``present`` (every wanted path found is added to it) and ``unchanged``
+    (whether the index holds a path with this size, mtime and sidecar signature): such
+    files get no row at all. No container is made per unchanged file, so the walk of an
+    unchanged folder neither builds objects nor sets off the garbage collector, which
+    scanning everything the process holds cost more than the rest of the pass.
+    """
     listing = listing if listing is not None else Listing()
     real_root = _real(root)
     ignored = {_real(p) for p in rules.ignore_dirs}
@@ -199,6 +259,10 @@ def walk(
     # paths are then string concatenations, not pathlib operations (a rescan's main cost).
     top = on_disk(below).strip("/") + "/" if below else ""
     stack: list[tuple[Path, frozenset[tuple[int, int]], str]] = [(start, above, top)]
+    include = _pattern(tuple(rules.include)).match
+    exclude = _pattern(tuple(rules.exclude)).match if rules.exclude else None
+    # The usual rules ("*.jpg", ..., no exclude) come down to the name's ending.
+    endings = None if rules.exclude else _endings(tuple(rules.include))
     while stack:
         folder, above, prefix = stack.pop()
         try:
@@ -211,9 +275,11 @@ def walk(
             rel_folder = relative(root, folder) or below or "."
             listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
             continue
-        files: list[tuple[str, os.stat_result]] = []
+        # Parallel lists, not a tuple per file (see the docstring).
+        file_names: list[str] = []
+        file_lowers: list[str] = []
+        file_stats: list[os.stat_result] = []
         sidecars: dict[str, os.stat_result] = {}
-        names = {e.name for e in entries}
         for entry in entries:
             try:
                 if entry.is_symlink() and not _inside(Path(entry.path), real_root):
@@ -229,9 +295,13 @@ def walk(
                     stack.append((path, above | {key}, prefix + entry.name + "/"))
                 elif entry.is_file():
                     st = entry.stat()
-                    if entry.name.lower().endswith(_SIDECAR_SUFFIXES):
-                        sidecars[entry.name] = st
-                    files.append((entry.name, st))
+                    name = entry.name
+                    lower = name.lower()
+                    if lower.endswith(_SIDECAR_SUFFIXES):
+                        sidecars[name] = st
+                    file_names.append(name)
+                    file_lowers.append(lower)
+                    file_stats.append(st)
             except ValueError:
                 continue  # a name the OS cannot take back: the next scan sees it
             except OSError as exc:
@@ -242,23 +312,53 @@ def walk(
                 if rel_entry is not None:
                     listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
                 continue
-        for name, st in files:
+        rows: list[Row] = []
+        # Per folder, not per file: whether its path is plain text and hides nothing, so a
+        # plain name needs only the checks on itself (the same answers as rules.wants).
+        plain = is_plain(prefix)
+        shown = plain and not any(p.startswith(".") for p in prefix.split("/") if p and p != ".")
+        names: set[str] | None = None
+        for name, lower, st in zip(file_names, file_lowers, file_stats, strict=True):
             disk = prefix + name
-            rel = stored(disk)
-            if not rules.wants(rel):
+            if shown and endings is not None and name.isascii():
+                rel = disk
+                if (
+                    not lower.endswith(endings)
+                    or lower.endswith(_PARTIAL_SUFFIXES)
+                    or name[0] == "."
+                    or name in _LITTER
+                    or name.startswith("~$")
+                ):
+                    continue
+            elif shown and (name.isascii() or is_plain(name)):
+                rel = disk
+                if not _wanted_name(name, disk, include, exclude):
+                    continue
+            else:
+                rel = stored(disk)
+                if not rules.wants(rel):
+                    continue
+                if rel != disk and stored(name) != name:
+                    if names is None:  # only odd names need the folder's other names
+                        names = {e.name for e in entries}
+                    if stored(name) in names:
+                        # Two files, one index key: the one spelled as stored wins (seen()).
+                        log.warning(
+                            "%s: skipped, a file is named as this one is stored", printable(rel)
+                        )
+                        continue
+            if sidecars:
+                dot = name.rfind(".")
+                sig = _sidecar_sig(sidecars, name[:dot] if dot > 0 else name)
+            else:
+                sig = ""
+            if present is not None:
+                present.add(rel)
+            if unchanged is not None and unchanged(rel, st.st_size, st.st_mtime_ns, sig):
                 continue
-            if rel != disk and stored(name) != name and stored(name) in names:
-                # Two files, one index key: the one spelled as stored wins (see seen()).
-                log.warning("%s: skipped, a file is named as this one is stored", printable(rel))
-                continue
-            dot = name.rfind(".")
-            yield Seen(
-                rel,
-                st.st_size,
-                st.st_mtime_ns,
-                _sidecar_sig(sidecars, name[:dot] if dot > 0 else name),
-                disk if disk != rel else None,
-            )
+            rows.append((rel, st.st_size, st.st_mtime_ns, sig, disk if disk != rel else None))
+        if rows:
+            yield rows
 
 
 def _identity(folder: Path) -> frozenset[tuple[int, int]]:

@@ -39,7 +39,7 @@ from imgrag.connectors.errors import (
 )
 from imgrag.connectors.index import FileState, Index, Point
 from imgrag.pipeline.batching import Batcher, ItemFailed
-from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk
+from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk_rows
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
@@ -295,23 +295,44 @@ class Ingestor:
             await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
         listing = Listing()
-        found = await asyncio.to_thread(
-            lambda: list(walk(self.root, self.rules, below=self.scope, listing=listing))
+        # Unchanged files are told apart in the walk's thread, without an object each; only
+        # the others become Seen records.
+        present: set[str] = set()
+        others = await asyncio.to_thread(
+            lambda: [
+                row
+                for rows in walk_rows(
+                    self.root,
+                    self.rules,
+                    below=self.scope,
+                    listing=listing,
+                    present=present,
+                    unchanged=self._known.unchanged,
+                )
+                for row in rows
+            ]
         )
+        same = len(present) - len(others)
         self.listing = listing
         summary.unreadable = dict(listing.unreadable)
         summary.root_missing = listing.root_missing or (
             bool(self.scope) and self.scope in listing.unreadable
         )
-        present = {s.rel for s in found}
-        mine = [p for p in self._known if self.in_scope(p)]
-        gone = [p for p in mine if p not in present and listing.covers(p)]
-        if gone and not present and len(gone) == len(mine) and not prune:
+        summary.unchanged += same
+        if self.scope:
+            mine = sum(1 for p in self._known if self.in_scope(p))
+            missing = [p for p in self._known if self.in_scope(p) and p not in present]
+        else:
+            mine = len(self._known)
+            missing = self._known.missing_from(present)
+        gone = [p for p in missing if listing.covers(p)]
+        if gone and not present and len(gone) == mine and not prune:
             raise PruneRefused(
                 f"refusing to remove all {len(gone)} indexed files: {self.root} has no file "
                 "matching [ingest] include (empty, unmounted, or include matches nothing); "
                 f"if they are really gone, confirm with `imgrag ingest {self.root} --prune`"
             )
+        found = [Seen(*row) for row in others]
         todo = [s for s in found if self._needs_work(s, permanent.get(s.rel), summary)]
         if on_total is not None:
             on_total(len(todo))

@@ -39,6 +39,10 @@ class KnownFiles(MutableMapping[str, FileState]):
             return row.size == size and row.mtime_ns == mtime_ns and row.sidecar == sidecar
         return row[0] == size and row[1] == mtime_ns and row[2] == sidecar
 
+    def missing_from(self, present: set[str]) -> list[str]:
+        """The known paths not in ``present``."""
+        return list(self._rows.keys() - present)
+
     def __getitem__(self, path: str) -> FileState:
         row = self._rows[path]
         if isinstance(row, FileState):

@@ -12,6 +12,7 @@ import pytest
 from imgrag.pipeline.candidates import Rules, seen, walk
 from imgrag.pipeline.config import DEFAULT_INCLUDE
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.names import stored
 from imgrag.pipeline.sidecars import SidecarError, read_sidecar
 
 from tests import hostile_factory as h
@@ -263,3 +264,40 @@ def test_a_link_to_the_root_is_not_followed_from_a_subfolder_walk(tmp_path: Path
     assert [s.rel for s in walk(root, RULES, below="a")] == []
     assert [s.rel for s in walk(root, RULES, below="a/up")] == []  # the root, by a link
     assert [s.rel for s in walk(root, RULES)] == ["top.jpg"]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        Rules(include=(*DEFAULT_INCLUDE, "docs/*.txt"), exclude=("*/skip/*", "*.raw.png")),
+        Rules(include=DEFAULT_INCLUDE),  # endings only: the walk's quickest way
+        Rules(include=("*.JPG", "*notes.txt", "*.tmp")),  # a partial-download ending too
+    ],
+)
+def test_walk_answers_as_rules_wants_for_every_name(tmp_path: Path, rules: Rules) -> None:
+    """The walk decides plain names in a folder without calling ``Rules.wants`` per file;
+    its answers must be the same for every kind of name, odd bytes and globs on the path
+    and on the name included."""
+    names = [
+        "a.jpg", "B.JPEG", ".hidden.jpg", "photo.jpg.part", "x.TMP", "~$lock.png",
+        ".DS_Store", "Thumbs.db", "z.raw.png", "Z.RAW.PNG", "notes.txt", "ΣΑΣ.png", "x.jpg.tmp",
+        "caf\u00e9.webp", "tab\tname.gif",
+    ]  # fmt: skip
+    folders = ["", "sub/", "sub/skip/", "docs/", "Skip/deeper/", "caf\u00e9/"]
+    for folder in folders:
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b"x")
+    (tmp_path / "odd").mkdir()
+    h.odd_name_paths(tmp_path / "odd")
+    expected = set()
+    for parent, dirs, files in os.walk(tmp_path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            disk = os.path.relpath(os.path.join(parent, name), tmp_path).replace(os.sep, "/")
+            rel = stored(disk)
+            if rules.wants(rel):
+                expected.add(rel)
+    found = {s.rel for s in walk(tmp_path, rules)}
+    assert found == expected
+    assert "sub/a.jpg" in found and "sub/x.TMP" not in found and "sub/.hidden.jpg" not in found

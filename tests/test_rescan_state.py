@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.index import FileState
+from imgrag.connectors.index import CollectionSpec, FileState, Point
+from imgrag.connectors.stores.edge import EdgeIndex
+from imgrag.connectors.tiny import TinyEmbedder
+from imgrag.pipeline import candidates, ingest
+from imgrag.pipeline.candidates import Rules, walk_rows
+from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
 
 from tests import images_factory as f
@@ -94,3 +102,96 @@ async def test_rescans_read_the_index_once_and_stay_current(
         finally:
             index.file_states = real  # type: ignore[method-assign]
         assert sorted(s.path for s in index.file_states()) == ["c.png", "sub/b.png"]
+
+
+def test_the_walk_gives_rows_only_for_files_the_state_does_not_hold(tmp_path: Path) -> None:
+    for name in ("same.jpg", "touched.jpg", "captioned.jpg", "new.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "captioned.txt").write_text("a caption")
+
+    def state(name: str, **changes: Any) -> FileState:
+        st = (tmp_path / name).stat()
+        values: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **changes}
+        return _state(0, path=name, **values)
+
+    known = KnownFiles(
+        [
+            state("same.jpg"),
+            state("touched.jpg", mtime_ns=1),
+            state("captioned.jpg"),  # its sidecar is new
+            _state(0, path="gone.jpg"),
+        ]
+    )
+    present: set[str] = set()
+    rows = [
+        row
+        for batch in walk_rows(
+            tmp_path, Rules(include=("*.jpg",)), present=present, unchanged=known.unchanged
+        )
+        for row in batch
+    ]
+    assert present == {"same.jpg", "touched.jpg", "captioned.jpg", "new.jpg"}
+    assert sorted(r[0] for r in rows) == ["captioned.jpg", "new.jpg", "touched.jpg"]
+    assert known.missing_from(present) == ["gone.jpg"]
+
+
+async def test_a_rescan_of_unchanged_files_makes_no_object_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common pass of the daemon (nothing changed) compares walk rows with the packed
+    state; only a file that changed becomes a ``Seen`` record (it made one per file)."""
+    root = tmp_path / "tree"
+    files = {}
+    for n in range(60):
+        path = root / f"f{n % 3}" / f"img_{n:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        files[f"f{n % 3}/img_{n:03d}.jpg"] = path
+    index = EdgeIndex(tmp_path / "store", auto_build=False)
+    index.ensure_collection(CollectionSpec(name="images", model="tiny", dimension=8))
+    index.upsert(
+        [
+            Point(
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, rel)),
+                vector=[1.0] + [0.0] * 7,
+                payload=FileState(
+                    id=str(uuid.uuid5(uuid.NAMESPACE_URL, rel)),
+                    path=rel,
+                    size=path.stat().st_size,
+                    mtime_ns=path.stat().st_mtime_ns,
+                    sha256=hashlib.sha256(rel.encode()).hexdigest(),
+                    source="s",
+                ).model_dump(),
+            )
+            for rel, path in files.items()
+        ]
+    )
+    made: list[str] = []
+
+    class CountedSeen(candidates.Seen):
+        def __init__(self, rel: str, *args: Any) -> None:
+            made.append(rel)
+            super().__init__(rel, *args)
+
+    monkeypatch.setattr(candidates, "Seen", CountedSeen)
+    monkeypatch.setattr(ingest, "Seen", CountedSeen)
+    ingestor = Ingestor(
+        root,
+        embedder=TinyEmbedder(dimension=8),
+        index=index,
+        journal=Journal(tmp_path / "journal.sqlite"),
+        rules=Rules(include=("*.jpg",)),
+        source="s",
+    )
+    try:
+        summary = await ingestor.reconcile()
+        assert summary.unchanged == 60 and summary.removed == 0
+        assert made == []
+        touched = files["f1/img_001.jpg"]
+        os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+        summary = await ingestor.reconcile()
+        assert set(made) == {"f1/img_001.jpg"}  # its pass may stat it again
+        assert summary.unchanged == 59
+    finally:
+        await ingestor.close()
+        index.close()

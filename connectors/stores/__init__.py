@@ -21,6 +21,8 @@ def open_index(config: StoreConfig, paths: StatePaths) -> Index:
         return EdgeIndex(
             paths.store,
             index_threshold=config.edge_index_threshold,
+            build_after_seconds=config.edge_build_after_seconds,
+            settle_seconds=config.edge_settle_seconds,
             state_dir=paths.root,
         )
     return QdrantIndex(config)

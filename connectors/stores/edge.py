@@ -74,7 +74,11 @@ log = logging.getLogger(__name__)
 RECORD_FILE = "collection.json"
 PAGE = 1000
 _MODEL_SAMPLE = 100
-_REPLAY_CHUNK = 256
+# Points replayed per engine call while a rebuilt shard catches up (each call holds the
+# GIL, so a search waits at most for one chunk).
+_REPLAY_CHUNK = 64
+# Catch-up passes without the write lock before the rest is replayed under it.
+_CATCH_UP_ROUNDS = 4
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -156,7 +160,8 @@ class EdgeIndex:
         self.threshold_checks = 0
         """How many times the maintenance thread has compared the unindexed points with the
         threshold (and started a build when they reached it)."""
-        # Points a finished build left outside any graph; a new build needs threshold more.
+        # Points a finished build left outside any graph that it was given (not written
+        # during it): the engine would not index them, so a new build needs that many more.
         self._baseline_unindexed = 0
         self._builds = 0
         self._last_build_seconds: float | None = None
@@ -791,27 +796,39 @@ class EdgeIndex:
             self._notify()
             return
         new: qe.EdgeShard | None = None
+        replayed: set[str] = set()
+        try:
+            # Loading the copy and catching it up with the writes made since the build began
+            # run without the write lock: writes go on, and the GIL is handed back between
+            # chunks so searches are served (the whole replay used to hold both). Only the
+            # remainder is replayed under the lock, just before the swap.
+            os.replace(build.directory, build.final)
+            new = qe.EdgeShard.load(str(build.final))
+            for _ in range(_CATCH_UP_ROUNDS):
+                with self._write_lock:
+                    if len(build.touched) <= _REPLAY_CHUNK:
+                        break
+                    ids = sorted(build.touched)
+                    build.touched.clear()
+                self._replay_unlocked(new, ids)
+                replayed.update(ids)
+            new.flush()  # so the flush under the lock writes only the remainder
+        except Exception as exc:
+            with self._write_lock:
+                self._drop_build(build, new, exc)
+            return
         with self._write_lock:
             old = self._require()
             try:
-                os.replace(build.directory, build.final)
-                new = qe.EdgeShard.load(str(build.final))
-                replayed = _replay(old, new, sorted(build.touched))
+                _replay(old, new, sorted(build.touched))
+                replayed.update(build.touched)
                 new.flush()
                 info = new.info()
                 previous = self._gen
                 assert previous is not None
                 _write_atomic(self._dir / CURRENT_FILE, build.final.name)
             except Exception as exc:
-                if new is not None:
-                    new.close()
-                shutil.rmtree(build.final, ignore_errors=True)
-                shutil.rmtree(build.directory, ignore_errors=True)
-                self._build = None
-                self._outside_again(build)
-                self._last_error = f"could not swap in the rebuilt index: {exc}"
-                self._retry_build_after = time.monotonic() + 60
-                self._notify()
+                self._drop_build(build, new, exc)
                 return
             with self._handle_lock:
                 self._shard = new
@@ -820,13 +837,42 @@ class EdgeIndex:
             self._build = None
             self._builds += 1
             self._last_build_seconds = round(time.monotonic() - build.started, 3)
-            self._last_build_replayed = replayed
+            self._last_build_replayed = len(replayed)
             self._last_error = None
             self._unchecked = True
-            self._baseline_unindexed = max(0, info.points_count - info.indexed_vectors_count)
+            # Points written during the build are outside its graphs and count toward the
+            # next one (they were subtracted from it, so under a trickle the tail grew to a
+            # graph's size on top of them). Any more outside are what the engine would not
+            # index: the next build needs that many more, or builds would start in a loop.
+            outside = max(0, info.points_count - info.indexed_vectors_count)
+            self._baseline_unindexed = outside if outside > len(replayed) else 0
         old.close()
         shutil.rmtree(self._dir / previous, ignore_errors=True)
         log.info("embedded store: HNSW build done in %.1f s", self._last_build_seconds)
+        self._notify()
+
+    def _replay_unlocked(self, new: qe.EdgeShard, ids: list[str]) -> None:
+        """Replay ``ids`` onto ``new`` a chunk at a time, letting other threads run between
+        chunks; the live shard stays open (only this thread swaps or closes it)."""
+        old = self._require()
+        for start in range(0, len(ids), _REPLAY_CHUNK):
+            _replay(old, new, ids[start : start + _REPLAY_CHUNK])
+            self._replayed_chunk()
+            time.sleep(0)  # gives up the GIL: a search waiting for it runs now
+
+    def _replayed_chunk(self) -> None:
+        """Called between chunks replayed without the write lock (a hook for tests)."""
+
+    def _drop_build(self, build: _Build, new: qe.EdgeShard | None, exc: Exception) -> None:
+        """A build that could not be swapped in: delete it, keep serving the live shard."""
+        if new is not None:
+            new.close()
+        shutil.rmtree(build.final, ignore_errors=True)
+        shutil.rmtree(build.directory, ignore_errors=True)
+        self._build = None
+        self._outside_again(build)
+        self._last_error = f"could not swap in the rebuilt index: {exc}"
+        self._retry_build_after = time.monotonic() + 60
         self._notify()
 
     def _outside_again(self, build: _Build) -> None:
@@ -941,6 +987,8 @@ def _replay(old: qe.EdgeShard, new: qe.EdgeShard, ids: list[str]) -> int:
 def _vector(value: Any) -> list[float]:
     if isinstance(value, dict):  # named vectors; this store uses the unnamed one
         value = value.get("", next(iter(value.values())))
+    if isinstance(value, list):
+        return value  # the engine hands back a fresh list of floats already
     return [float(x) for x in value]
 
 
