@@ -53,7 +53,7 @@ run: $(STAMP_RUN)
 	  $(BIN)/python tools/foreground.py $(BIN)/imgrag watch "$(INBOX)"
 
 test: $(STAMP_TEST) $(STAMP_RUN_CHECK) azurite
-	$(BIN)/ruff check pipeline connectors tests bench
+	$(BIN)/ruff check pipeline connectors tests bench tools
 	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -n 2
 
@@ -78,7 +78,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python -m bench
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check pipeline connectors tests bench
+	$(BIN)/ruff check pipeline connectors tests bench tools
 	$(BIN)/ruff format --check pipeline connectors tests bench
 
 clean:

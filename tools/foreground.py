@@ -7,6 +7,7 @@ Usage: python tools/foreground.py COMMAND [ARGS...]. Without a terminal it just 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -25,10 +26,8 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         os.close(tty)
         os.execvp(argv[0], argv)
-    try:
+    with contextlib.suppress(OSError):  # the child may have done it already
         os.setpgid(pid, pid)  # also here: whichever of the two runs first
-    except OSError:
-        pass
     _, status = os.waitpid(pid, 0)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     os.tcsetpgrp(tty, os.getpgrp())  # the terminal back to make
