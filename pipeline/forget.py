@@ -11,6 +11,7 @@ from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.names import stored
 from imgrag.pipeline.runtime import registry, state_paths
 from imgrag.pipeline.sources import SourceError, absolute
+from imgrag.pipeline.thumbnails import discard
 from pydantic import BaseModel
 
 
@@ -42,6 +43,7 @@ async def forget(settings: Settings, source: str) -> Forgotten:
             ]
             for start in range(0, len(ids), 256):
                 index.delete_ids(ids[start : start + 256])
+            discard(ids, settings.state_dir / "thumbs")
             return len(ids)
         finally:
             index.close()

@@ -47,7 +47,7 @@ from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import is_plain, on_disk, printable, stored
 from imgrag.pipeline.reading import ReadRefused, read_inside
 from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
-from imgrag.pipeline.thumbnails import save_thumbnail
+from imgrag.pipeline.thumbnails import discard, save_thumbnail
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -737,6 +737,8 @@ class Ingestor:
         await asyncio.to_thread(self.index.delete_ids, [s.id for s in states])
         for state in states:
             self._known.pop(state.path, None)
+        if self.thumbs is not None:
+            await asyncio.to_thread(discard, [s.id for s in states], self.thumbs)
         return len(states)
 
     def _payload(

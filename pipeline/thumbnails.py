@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -102,7 +102,22 @@ def save_thumbnail(point_id: str, sha256: str, image: Image.Image, cache: Path) 
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
         raise NotServable(f"no thumbnail can be made of this image: {exc}") from None
     os.replace(partial, target)  # whole files only, even with two writers racing
+    for older in cache.glob(f"{point_id}-*.webp"):  # an edited file's former thumbnail
+        if older != target:
+            older.unlink(missing_ok=True)
     return target
+
+
+def discard(point_ids: Iterable[str], cache: Path) -> int:
+    """Delete the cached thumbnails of points that left the index; how many were removed."""
+    removed = 0
+    for point_id in point_ids:
+        if not valid_id(point_id):
+            continue
+        for path in cache.glob(f"{point_id}-*.webp"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def thumbnail(

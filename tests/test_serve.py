@@ -128,6 +128,33 @@ def test_ingest_writes_one_thumbnail_per_image_and_the_gallery_serves_it_alone(
     stop(served)
 
 
+def test_thumbnails_follow_their_points_through_edits_removals_and_forget(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    """The cache holds one thumbnail per point: an edited file's former one goes when the
+    new one is made, a removed file's goes with its point, and ``forget`` empties it."""
+    root = tmp_path / "inbox"
+    photos(root)
+    env = cli_env(tmp_path, emulator)
+    thumbs = tmp_path / "state" / "thumbs"
+
+    def cached() -> dict[str, int]:
+        names = [p.name for p in thumbs.glob("*.webp")]
+        return {pid: sum(n.startswith(pid) for n in names) for pid in point_ids(env).values()}
+
+    assert imgrag("ingest", str(root), env=env).returncode == 0
+    assert sorted(cached().values()) == [1, 1, 1, 1]
+    f.save(f.photo(40, (300, 200)), root / "a" / "p1.png", "PNG")  # new content, same point
+    assert imgrag("ingest", str(root), env=env).returncode == 0
+    assert sorted(cached().values()) == [1, 1, 1, 1] and len(list(thumbs.glob("*.webp"))) == 4
+    (root / "b" / "p0.png").unlink()
+    assert imgrag("ingest", str(root), env=env).returncode == 0
+    assert len(point_ids(env)) == 3 and len(list(thumbs.glob("*.webp"))) == 3
+    forgot = imgrag("forget", str(root), env=env)
+    assert forgot.returncode == 0, forgot.stderr
+    assert list(thumbs.glob("*.webp")) == []
+
+
 def test_a_thumbnail_that_cannot_be_written_fails_no_file(
     tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
