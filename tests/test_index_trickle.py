@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,14 @@ from imgrag.connectors.stores.edge import EdgeIndex
 from imgrag.pipeline.config import load_settings
 
 DIM = 64
+
+
+def assert_kept(index: EdgeIndex, points: Sequence[Point]) -> None:
+    """Each point is stored with its vector (the engine keeps it normalized for cosine)."""
+    for p in points:
+        stored = index.vector_by_id(p.id)
+        assert stored is not None, p.id
+        assert np.allclose(stored, np.asarray(p.vector) / np.linalg.norm(p.vector), atol=1e-4)
 
 
 def _point(rng: np.random.Generator, n: int) -> Point:
@@ -79,10 +88,7 @@ def test_a_steady_trickle_gets_a_graph_and_writes_during_builds_are_kept(
         assert index.wait_for_build(timeout=60)
         assert trickle.during_build, "no write landed while a build ran"
         assert index.count() == len(trickle.written)
-        for p in trickle.during_build[:: max(1, len(trickle.during_build) // 20)]:
-            stored = index.vector_by_id(p.id)
-            assert stored is not None
-            assert np.allclose(stored, np.asarray(p.vector) / np.linalg.norm(p.vector), atol=1e-4)
+        assert_kept(index, trickle.during_build[:: max(1, len(trickle.during_build) // 20)])
     finally:
         index.close()
 
@@ -149,10 +155,7 @@ def test_writes_and_searches_go_on_while_a_rebuilt_shard_catches_up(tmp_path: Pa
         assert index.outcome == "served", index.outcome
         assert index.status().last_build_replayed >= len(during)
         assert index.count() == 901
-        for p in [*during[::50], index.late]:
-            stored = index.vector_by_id(p.id)
-            assert stored is not None
-            assert np.allclose(stored, np.asarray(p.vector) / np.linalg.norm(p.vector), atol=1e-4)
+        assert_kept(index, [*during[::50], index.late])
     finally:
         index.close()
 
