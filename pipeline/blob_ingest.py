@@ -328,27 +328,14 @@ class BlobIngestor(Ingestor):
         info = self._info
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
-        known = self._known.get(s.rel)
-        embedding: Embedding | None = None
-        outcome: Outcome
-        if known is not None and known.embed_key == key and known.id == pid:
-            vector = await asyncio.to_thread(self.index.vector_by_id, pid)
-            if vector is None:
-                vector, embedding = await self._vector(key, read, caption, pid)
-            outcome = "reused" if embedding is None else "indexed"
-        else:
-            vector, embedding = await self._vector(key, read, caption, pid)
-            outcome = "indexed" if embedding is not None else "reused"
+        vector, embedding = await self._point_vector(s.rel, pid, key, read, caption)
         if embedding is None and self.thumbs is not None:
             # Embedding made the thumbnail from its decode; a reused vector decoded nothing,
             # and a blob has no file the gallery could make one from later.
             await loop.run_in_executor(self._downloads, self._thumbnail_of, pid, read)
         signature = state_signature(etag, entry.content_md5, sidecar_etags)
         payload = self._blob_payload(entry, read, key, embedding, caption, signature, blob_meta)
-        refused = await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
-        if refused is not None:
-            raise refused
-        self._known[s.rel] = FileState(
+        state = FileState(
             id=pid,
             path=s.rel,
             size=len(read.raw),
@@ -357,8 +344,8 @@ class BlobIngestor(Ingestor):
             embed_key=key,
             sidecar=signature,
         )
-        await asyncio.to_thread(self.journal.clear, [s.rel])
-        return outcome
+        await self._store(Point(id=pid, vector=vector, payload=payload), state)
+        return "indexed" if embedding is not None else "reused"
 
     def _fetch(
         self, entry: BlobEntry, pid: str

@@ -533,22 +533,9 @@ class Ingestor:
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
         pid = point_id(self.source, s.disk)  # from the bytes the OS holds
-        known = self._known.get(s.rel)
-        embedding: Embedding | None = None
-        outcome: Outcome
-        if known is not None and known.embed_key == key and known.id == pid:
-            vector = await asyncio.to_thread(self.index.vector_by_id, pid)
-            if vector is None:
-                vector, embedding = await self._vector(key, read, caption, pid)
-            outcome = "reused" if embedding is None else "indexed"  # payload refreshed
-        else:
-            vector, embedding = await self._vector(key, read, caption, pid)
-            outcome = "indexed" if embedding is not None else "reused"
+        vector, embedding = await self._point_vector(s.rel, pid, key, read, caption)
         payload = self._payload(s, read, key, embedding, caption)
-        refused = await self._upserts.submit(Point(id=pid, vector=vector, payload=payload))
-        if refused is not None:
-            raise refused
-        self._known[s.rel] = FileState(
+        state = FileState(
             id=pid,
             path=s.rel,
             size=s.size,
@@ -557,8 +544,29 @@ class Ingestor:
             embed_key=key,
             sidecar=s.sidecar,
         )
-        await asyncio.to_thread(self.journal.clear, [s.rel])
-        return outcome
+        await self._store(Point(id=pid, vector=vector, payload=payload), state)
+        return "indexed" if embedding is not None else "reused"
+
+    async def _point_vector(
+        self, rel: str, pid: str, key: str, read: _Read, caption: str | None
+    ) -> tuple[list[float], Embedding | None]:
+        """The point's vector: its own stored one when its embed key is unchanged (only the
+        payload is refreshed), else from ``_vector``. The Embedding is None when no API
+        call was made."""
+        known = self._known.get(rel)
+        if known is not None and known.embed_key == key and known.id == pid:
+            vector = await asyncio.to_thread(self.index.vector_by_id, pid)
+            if vector is not None:
+                return vector, None
+        return await self._vector(key, read, caption, pid)
+
+    async def _store(self, point: Point, state: FileState) -> None:
+        """Upsert the point, then remember its file state and clear its failures."""
+        refused = await self._upserts.submit(point)
+        if refused is not None:
+            raise refused
+        self._known[state.path] = state
+        await asyncio.to_thread(self.journal.clear, [state.path])
 
     async def _settled(self, s: Seen) -> Seen:
         """The file as it is once its size, mtime and sidecars have held still for
