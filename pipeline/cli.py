@@ -523,8 +523,8 @@ def watch_command(
         _check_dir(directory)
     if source is not None and len(folders) > 1:
         raise fail("--source names one folder: watch the others without it")
-    from imgrag.pipeline.daemon import run_watch
     from imgrag.pipeline.progress import Board
+    from imgrag.pipeline.watch import run_watch
 
     async def delegated() -> bool:
         daemon = await _daemon(settings)

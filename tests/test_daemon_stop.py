@@ -201,7 +201,8 @@ def test_a_task_that_keeps_failing_ends_the_process_with_one_line(
     boot = (
         "import sys\n"
         "import imgrag.pipeline.daemon as d\n"
-        "d._RESTART_MIN_SECONDS = 0.01\n"
+        "import imgrag.pipeline.supervisor as s\n"
+        "s._RESTART_MIN_SECONDS = 0.01\n"
         "async def boom(self):\n"
         "    raise OSError('injected rescan fault')\n"
         "d.Daemon._rescan_loop = boom\n"

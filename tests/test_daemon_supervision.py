@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline import daemon as daemon_module
+from imgrag.pipeline import supervisor as supervisor_module
 from imgrag.pipeline import watcher as watcher_module
 from imgrag.pipeline.daemon import Daemon
 
@@ -26,9 +27,9 @@ def add(root: Path, rel: str, seed: int) -> None:
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Short backoffs so restarts and recoveries happen within a test."""
-    monkeypatch.setattr(daemon_module, "_RESTART_MIN_SECONDS", 0.2, raising=False)
-    monkeypatch.setattr(daemon_module, "_RECOVER_MIN_SECONDS", 0.2, raising=False)
-    monkeypatch.setattr(daemon_module, "_ROOT_CHECK_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(supervisor_module, "_RESTART_MIN_SECONDS", 0.2)
+    monkeypatch.setattr(daemon_module, "_RECOVER_MIN_SECONDS", 0.2)
+    monkeypatch.setattr(daemon_module, "_ROOT_CHECK_SECONDS", 0.2)
 
 
 async def test_root_moved_away_and_back(
@@ -73,7 +74,7 @@ async def test_root_deleted_and_recreated_is_watched_again(
 async def test_a_crashing_task_is_restarted_and_health_says_degraded(
     tmp_path: Path, emulator: EmulatorHandle, quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_module, "_MAX_FAILURES", 1000, raising=False)
+    monkeypatch.setattr(supervisor_module, "_MAX_FAILURES", 1000)
     broken = asyncio.Event()
     broken.set()
     real = watcher_module.FolderWatcher.next_changes
@@ -97,8 +98,8 @@ async def test_a_crashing_task_is_restarted_and_health_says_degraded(
 async def test_a_task_that_keeps_failing_ends_the_daemon(
     tmp_path: Path, emulator: EmulatorHandle, quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_module, "_MAX_FAILURES", 3, raising=False)
-    monkeypatch.setattr(daemon_module, "_RESTART_MIN_SECONDS", 0.01, raising=False)
+    monkeypatch.setattr(supervisor_module, "_MAX_FAILURES", 3)
+    monkeypatch.setattr(supervisor_module, "_RESTART_MIN_SECONDS", 0.01)
 
     async def always(self):  # type: ignore[no-untyped-def]
         raise OSError("injected rescan fault")
