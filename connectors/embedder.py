@@ -28,6 +28,8 @@ class EmbedderInfo(BaseModel):
     provider: str
     model: str
     dimension: int
+    family: str = ""
+    """The catalog model behind the deployment (e.g. Cohere-embed-v3-english); "" unknown."""
     max_images_per_request: int = 1
     supports_input_type: bool = True
     supports_image_text: bool = True

@@ -23,6 +23,9 @@ class CollectionSpec(BaseModel):
     distance: Literal["cosine"] = "cosine"
     input_type: str = "document"
     provider: str = ""
+    family: str = ""
+    """The catalog model the deployment serves, learned when the collection was made; a
+    search opens the collection trusting it instead of asking the service again."""
 
 
 class Point(BaseModel):
@@ -78,7 +81,9 @@ class Index(Protocol):
 
     def delete_ids(self, ids: Sequence[str]) -> None: ...
 
-    def file_states(self) -> Iterator[FileState]: ...
+    def file_states(self, source: str | None = None) -> Iterator[FileState]:
+        """Every point's file facts, or only those of ``source``."""
+        ...
 
     def vector_by_embed_key(self, embed_key: str) -> list[float] | None: ...
 

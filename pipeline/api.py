@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hmac
 import io
 import json
@@ -26,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from imgrag.connectors.errors import ConnectorError
+from imgrag.pipeline.blob_source import uri_of
+from imgrag.pipeline.door import LocalDoor
 from imgrag.pipeline.filters import FilterError
+from imgrag.pipeline.ingest import FatalError
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import QueryError, SearchQuery, describe_validation_error
-from imgrag.pipeline.retrieval import SearchService
-from imgrag.pipeline.status import StatusReport
+from imgrag.pipeline.sources import SourceError
 from imgrag.pipeline.thumbnails import NotServable, cached_path, file_of, thumbnail, valid_id
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr, ValidationError
@@ -96,22 +100,22 @@ class _Guard(BaseHTTPMiddleware):
 
 
 def create_api(
-    service: SearchService,
-    report: Callable[[], StatusReport],
+    door: LocalDoor,
     metrics: Metrics,
     token: SecretStr | None = None,
     health_report: Callable[[], dict[str, Any]] | None = None,
     *,
-    thumbs_dir: Path | None = None,
-    roots: Sequence[Path] | None = None,
     allowed_hosts: Sequence[str] = (),
+    writes: bool = False,
 ) -> Starlette:
-    """The ASGI app the daemon serves on loopback.
+    """The one HTTP app: the daemon serves it on loopback, and so does ``imgrag serve``.
 
-    ``/health`` says ``ok``, ``degraded`` (with the problems: a task down, the root
-    missing, a refused key, a store that cannot write) or ``stopping``. ``/`` is the gallery;
-    ``/thumb/{id}`` (cached in ``thumbs_dir``) and ``/image/{id}`` serve a point's file when
-    it lies below its recorded root and, when ``roots`` is given, that root is one of them.
+    Every answer comes from ``door``, this process's own door to the index. ``/health``
+    says ``ok``, ``degraded`` (with the problems: a task down, the root missing, a refused
+    key, a store that cannot write) or ``stopping``. ``/`` is the gallery; ``/thumb/{id}``
+    and ``/image/{id}`` serve a point's file when it lies below its recorded root and that
+    root is one of the index's folder sources. With ``writes`` (the daemon), ``POST
+    /sources``, ``/ingest`` and ``/forget`` take the commands the CLI hands over.
     """
     allowed = LOOPBACK | {_host_name(h) for h in allowed_hosts if h}
     expected = token.get_secret_value() if token is not None else None
@@ -148,45 +152,24 @@ def create_api(
             return _error(401, _NO_TOKEN)
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8")
 
-    async def asset(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in _ASSETS:
-            return _error(404, f"no asset {name!r}")
-        return Response(_asset(name), media_type=_ASSETS[name])
-
     async def health(request: Request) -> Response:
         state = health_report() if health_report is not None else {"status": "ok"}
         return JSONResponse({**state, "pid": os.getpid()})
 
     async def status(request: Request) -> Response:
-        # Counting pending files walks the folder: off the event loop.
-        report_now = await asyncio.to_thread(report)
-        return Response(report_now.model_dump_json(), media_type="application/json")
+        try:  # reading the index and walking folders: off the event loop
+            report = await asyncio.to_thread(door.status_now, request.query_params.get("source"))
+        except SourceError as exc:
+            return _error(404, str(exc))
+        return Response(report.model_dump_json(), media_type="application/json")
 
     async def search(request: Request) -> Response:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return _error(415, "send the query as JSON (Content-Type: application/json)")
-        body = await _read_body(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            return _error(400, f"the body is not valid JSON: {exc}")
-        if not isinstance(data, dict):
-            return _error(400, 'the body must be a JSON object such as {"text": "a cat"}')
-        if isinstance(data.get("image"), str):
-            problem = _image_problem(data["image"])
-            if problem is not None:
-                return problem
-        try:
-            query = SearchQuery.model_validate_json(body)
-        except ValidationError as exc:
-            return _error(400, describe_validation_error(exc))
+        query = await _query(request)
+        if isinstance(query, Response):
+            return query
         started = time.perf_counter()
         try:
-            hits = await service.run(query)
+            hits = await door.search(query)
         except (QueryError, FilterError) as exc:
             return _error(400, str(exc))
         except ValidationError as exc:  # a Qdrant filter of the wrong shape
@@ -196,41 +179,10 @@ def create_api(
         return JSONResponse([h.model_dump(mode="json") for h in hits])
 
     async def thumb(request: Request) -> Response:
-        if thumbs_dir is None:
-            return _error(404, "this server keeps no thumbnails")
-        pid = request.path_params["id"]
-        if not valid_id(pid):
-            return _error(404, "not an image id")
-        payload = await asyncio.to_thread(service.index.payload_by_id, pid)
-        if payload is not None and payload.get("kind") == "blob":
-            # Made at ingest from the downloaded bytes; the blob is never fetched for it.
-            cached = cached_path(pid, str(payload.get("sha256") or ""), thumbs_dir)
-            if not cached.is_file():
-                return _error(404, "no thumbnail was made for this blob when it was indexed")
-            return FileResponse(cached, media_type="image/webp", headers=_THUMB_CACHE)
-        try:
-            path = await asyncio.to_thread(thumbnail, pid, payload, thumbs_dir, roots)
-        except NotServable as exc:
-            return _error(404, str(exc))
-        return FileResponse(path, media_type="image/webp", headers=_THUMB_CACHE)
+        return await _thumb(door, request.path_params["id"])
 
     async def image(request: Request) -> Response:
-        pid = request.path_params["id"]
-        if not valid_id(pid):
-            return _error(404, "not an image id")
-        payload = await asyncio.to_thread(service.index.payload_by_id, pid)
-        if payload is not None and payload.get("kind") == "blob":
-            return _error(
-                404,
-                "full images of blob sources are not served: open the blob's URL (the hit's "
-                "abs_path) with your storage credentials",
-            )
-        try:
-            path = await asyncio.to_thread(file_of, payload, roots)
-        except NotServable as exc:
-            return _error(404, str(exc))
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media)
+        return await _image(door, request.path_params["id"])
 
     async def prometheus(request: Request) -> Response:
         body = await asyncio.to_thread(metrics.render)  # its status walks the folder
@@ -241,20 +193,169 @@ def create_api(
             return _error(exc.status_code, str(exc.detail))
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
+    routes = [
+        Route("/", page),
+        Route("/static/{name}", _static),
+        Route("/health", health),
+        Route("/status", guarded(status)),
+        Route("/search", guarded(search), methods=["POST"]),
+        Route("/thumb/{id}", guarded(thumb)),
+        Route("/image/{id}", guarded(image)),
+        Route("/metrics", guarded(prometheus)),
+    ]
+    if writes:
+        routes += [
+            Route(path, guarded(functools.partial(handler, door)), methods=["POST"])
+            for path, handler in _WRITES.items()
+        ]
     return Starlette(
-        routes=[
-            Route("/", page),
-            Route("/static/{name}", asset),
-            Route("/health", health),
-            Route("/status", guarded(status)),
-            Route("/search", guarded(search), methods=["POST"]),
-            Route("/thumb/{id}", guarded(thumb)),
-            Route("/image/{id}", guarded(image)),
-            Route("/metrics", guarded(prometheus)),
-        ],
+        routes=routes,
         middleware=[Middleware(_Guard, allowed=frozenset(allowed))],
         exception_handlers={HTTPException: http_error, Exception: http_error},
     )
+
+
+async def _static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in _ASSETS:
+        return _error(404, f"no asset {name!r}")
+    return Response(_asset(name), media_type=_ASSETS[name])
+
+
+async def _query(request: Request) -> SearchQuery | Response:
+    """The search body as a query, or the 4xx that says what is wrong with it."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        return _error(415, "send the query as JSON (Content-Type: application/json)")
+    body = await _read_body(request)
+    if isinstance(body, Response):
+        return body
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        return _error(400, f"the body is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return _error(400, 'the body must be a JSON object such as {"text": "a cat"}')
+    if isinstance(data.get("image"), str):
+        problem = _image_problem(data["image"])
+        if problem is not None:
+            return problem
+    try:
+        return SearchQuery.model_validate_json(body)
+    except ValidationError as exc:
+        return _error(400, describe_validation_error(exc))
+
+
+async def _thumb(door: LocalDoor, pid: str) -> Response:
+    thumbs_dir = door.core.thumbs
+    if not valid_id(pid):
+        return _error(404, "not an image id")
+    payload = await asyncio.to_thread(door.payload, pid)
+    if payload is not None and payload.get("kind") == "blob":
+        # Made at ingest from the downloaded bytes; the blob is never fetched for it.
+        cached = cached_path(pid, str(payload.get("sha256") or ""), thumbs_dir)
+        if not cached.is_file():
+            return _error(404, "no thumbnail was made for this blob when it was indexed")
+        return FileResponse(cached, media_type="image/webp", headers=_THUMB_CACHE)
+    try:
+        path = await asyncio.to_thread(thumbnail, pid, payload, thumbs_dir, door.roots())
+    except NotServable as exc:
+        return _error(404, str(exc))
+    return FileResponse(path, media_type="image/webp", headers=_THUMB_CACHE)
+
+
+async def _image(door: LocalDoor, pid: str) -> Response:
+    if not valid_id(pid):
+        return _error(404, "not an image id")
+    payload = await asyncio.to_thread(door.payload, pid)
+    if payload is not None and payload.get("kind") == "blob":
+        return _error(
+            404,
+            "full images of blob sources are not served: open the blob's URL (the hit's "
+            "abs_path) with your storage credentials",
+        )
+    try:
+        path = await asyncio.to_thread(file_of, payload, door.roots())
+    except NotServable as exc:
+        return _error(404, str(exc))
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media)
+
+
+# -- the commands the CLI hands to the daemon -------------------------------------------------
+
+
+async def _command(request: Request, shape: str) -> dict[str, Any]:
+    """A command's JSON body. JSON only: a page elsewhere cannot send it without the
+    browser asking first (CORS), so no web page can make the daemon watch or forget."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise SourceError("send the body as JSON (Content-Type: application/json)")
+    body = await _read_body(request)
+    if isinstance(body, Response):
+        raise SourceError(f"the body is over {MAX_BODY // 2**20} MiB")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise SourceError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"the body must be {shape}")
+    return data
+
+
+def _target(data: dict[str, Any], shape: str) -> tuple[str, str | None]:
+    """(path, name) of a watch or ingest command: an absolute folder, or az:// for ingest."""
+    path, name = data.get("path"), data.get("name")
+    if not isinstance(path, str):
+        raise SourceError(f"the body must be {shape}")
+    if name is not None and not isinstance(name, str):
+        raise SourceError(f"name: a source name is text, not {name!r}; {shape}")
+    if uri_of(path) is None and (not Path(path).is_absolute() or not Path(path).is_dir()):
+        raise SourceError(f"{path} is not an existing folder given by its absolute path")
+    return path, name or None
+
+
+_FOLDER_SHAPE = '{"path": "/absolute/folder", "name": null}'
+
+
+async def _watch(door: LocalDoor, request: Request) -> Response:
+    try:
+        path, name = _target(await _command(request, _FOLDER_SHAPE), _FOLDER_SHAPE)
+        if uri_of(path) is not None:
+            raise SourceError(
+                "a blob container is watched from the config: add a [[sources]] entry"
+            )
+        answer = await door.watch(Path(path), name)
+    except (SourceError, FatalError) as exc:
+        return _error(400, str(exc))
+    return JSONResponse(answer)
+
+
+async def _ingest(door: LocalDoor, request: Request) -> Response:
+    try:
+        data = await _command(request, _FOLDER_SHAPE)
+        path, name = _target(data, _FOLDER_SHAPE)
+        summary = await door.ingest(
+            path, name=name, prune=data.get("prune") is True, retry=data.get("retry") is True
+        )
+    except (SourceError, FatalError, ConnectorError) as exc:
+        return _error(400, str(exc))
+    return Response(summary.model_dump_json(), media_type="application/json")
+
+
+async def _forget(door: LocalDoor, request: Request) -> Response:
+    shape = '{"source": "name or /absolute/root"}'
+    try:
+        source = (await _command(request, shape)).get("source")
+        if not isinstance(source, str) or not source:
+            raise SourceError(f"the body must be {shape}")
+        forgotten = await door.forget(source)
+    except (SourceError, FatalError, ConnectorError) as exc:
+        return _error(400, str(exc))
+    return Response(forgotten.model_dump_json(), media_type="application/json")
+
+
+_WRITES = {"/sources": _watch, "/ingest": _ingest, "/forget": _forget}
 
 
 async def _read_body(request: Request) -> bytes | Response:

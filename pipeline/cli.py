@@ -1,22 +1,29 @@
-"""The ``imgrag`` command line."""
+"""The ``imgrag`` command line.
+
+Every command reaches the index through the one door (``door.py``): ``_through_door`` opens
+it, and it decides whether this process or a running daemon answers. This module imports
+only what parsing the command line needs; the engines (the store, the model, Pillow) load
+when a command that uses them runs, so ``imgrag --help`` starts at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from imgrag.pipeline.config import ConfigError, Settings, load_settings
-from imgrag.pipeline.ingest import Summary
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from imgrag.pipeline.daemon_client import DaemonClient
+    from imgrag.pipeline.core import Core
+    from imgrag.pipeline.door import Door
+    from imgrag.pipeline.ingest import Ingestor, Summary
     from imgrag.pipeline.retrieval import SearchHit
     from imgrag.pipeline.status import StatusReport
 
@@ -216,13 +223,12 @@ def emulator_command(
 def _model_cache(ctx: typer.Context) -> Path | None:
     """The state directory's model cache, shared with the daemon; None (the connector's
     default) when the config cannot be read, which the emulator itself does not need."""
-    from imgrag.pipeline.runtime import state_paths
-
     obj = ctx.obj or {}
     try:
-        return state_paths(load_settings(obj.get("config"), state_dir=obj.get("state_dir"))).cache
+        settings = load_settings(obj.get("config"), state_dir=obj.get("state_dir"))
     except ConfigError:
         return None
+    return _core(settings).paths.cache
 
 
 # -- ingestion --------------------------------------------------------------------------------
@@ -284,38 +290,71 @@ def _summary_line(name: str, s: Summary) -> str:
     )
 
 
-async def _run_ingest(
-    settings: Settings,
-    directory: Path,
-    progress: bool,
-    *,
-    prune: bool = False,
-    before: Callable[[], None] | None = None,
-    source: str | None = None,
-) -> Summary:
-    """One reconcile pass. ``before`` runs once the store is ours (nothing else can write).
-    Its progress: a bar on a terminal (unless ``progress`` is off), else periodic lines."""
-    from imgrag.pipeline.progress import Board
-    from imgrag.pipeline.runtime import open_runtime, resolve_source
+def _core(settings: Settings) -> Core:
+    """The composition root for ``settings`` (loads the engines: see the module docstring)."""
+    from imgrag.pipeline.core import Core
 
-    board = Board(
+    return Core.build(settings)
+
+
+def _say(line: str) -> None:
+    err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _through_door(
+    settings: Settings, work: Callable[[Door], Awaitable[T]], *, write: bool = False
+) -> T:
+    """Open the one door to the index, run ``work`` through it, close it. Known failures
+    become one clear line and exit code 1."""
+    from imgrag.pipeline.door import open_door
+
+    async def run() -> T:
+        door = await open_door(_core(settings), write=write, on_wait=_say)
+        async with door:
+            return await work(door)
+
+    return _guarded(lambda: asyncio.run(run()))
+
+
+def _board_track(settings: Settings, progress: bool) -> Any:
+    """A progress board on a terminal (unless ``progress`` is off), else periodic lines."""
+    from imgrag.pipeline.progress import Board
+
+    return Board(
         err_console,
         interval=settings.ingest.progress_seconds,
         bar=progress and err_console.is_terminal,
     )
-    async with open_runtime(settings) as runtime:
-        # Registered only once the store is ours: a refused run leaves no source behind.
-        resolved = resolve_source(settings, directory, source)
-        if before is not None:
-            before()
-        ingestor = runtime.ingestor(resolved)
-        _stop_on_signals(ingestor.stop)
-        try:
-            with board.track(ingestor, "ingest", resolved.name):
-                return await ingestor.reconcile(prune=prune)
-        finally:
-            board.close()
-            await ingestor.close()
+
+
+async def _ingest_through(
+    door: Door,
+    settings: Settings,
+    target: str,
+    *,
+    name: str | None = None,
+    prune: bool = False,
+    retry: bool = False,
+    progress: bool = True,
+) -> Summary:
+    """One pass through ``door``: here with a progress board, or by the daemon, with its
+    pending count shown while it runs."""
+    from imgrag.pipeline.door import DaemonDoor
+
+    if isinstance(door, DaemonDoor):
+        _say(f"the daemon (pid {door.client.info.pid}) owns the index: it runs this pass")
+        return await _delegated_ingest(door, target, name, prune, retry, progress)
+    board = _board_track(settings, progress)
+
+    def track(ingestor: Ingestor, what: str, source: str) -> Any:
+        return board.track(ingestor, what, source)
+
+    try:
+        return await door.ingest(
+            target, name=name, prune=prune, retry=retry, track=track, on_start=_stop_on_signals
+        )
+    finally:
+        board.close()
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
@@ -386,32 +425,14 @@ def ingest_command(
     blob = _blob_uri(directory)
     if blob is None:
         _check_dir(directory)
-
-    async def run() -> Summary:
-        daemon = await _daemon(settings)
-        if blob is not None:
-            if daemon is not None:
-                await daemon.aclose()
-                raise fail(
-                    f"the daemon (pid {daemon.info.pid}) owns the index: add {blob} to the "
-                    'config as a [[sources]] kind = "blob" entry and it lists it, or stop it'
-                )
-            from imgrag.pipeline.blob_source import ingest_blob
-
-            return await ingest_blob(settings, blob, prune=prune, on_start=_stop_on_signals)
-        if daemon is None:
-            return await _run_ingest(settings, directory, not json_, prune=prune, source=source)
-        try:  # the daemon owns the index: it runs the pass
-            err_console.print(
-                f"the daemon (pid {daemon.info.pid}) owns the index: it runs this pass",
-                highlight=False,
-                markup=False,
-            )
-            return await _delegated_ingest(daemon, directory, source, prune, not json_)
-        finally:
-            await daemon.aclose()
-
-    summary = _guarded(lambda: asyncio.run(run()))
+    target = blob or str(directory)
+    summary = _through_door(
+        settings,
+        lambda door: _ingest_through(
+            door, settings, target, name=source, prune=prune, progress=not json_
+        ),
+        write=True,
+    )
     _warn_unreadable(summary)
     if json_:
         typer.echo(summary.model_dump_json(indent=2))
@@ -422,7 +443,7 @@ def ingest_command(
 
 
 async def _delegated_ingest(
-    daemon: DaemonClient, directory: Path, source: str | None, prune: bool, progress: bool
+    door: Door, target: str, name: str | None, prune: bool, retry: bool, progress: bool
 ) -> Summary:
     """The daemon runs the pass; meanwhile its status shows how many files are pending."""
     from rich.progress import Progress, SpinnerColumn
@@ -435,14 +456,14 @@ async def _delegated_ingest(
         disable=not progress,
     )
     task = bar.add_task("the daemon is indexing", total=None)
-    run = asyncio.create_task(daemon.ingest(directory, source, prune))
+    run = asyncio.create_task(door.ingest(target, name=name, prune=prune, retry=retry))
     with bar:
         while not run.done():
             await asyncio.wait({run}, timeout=1.0)
             if run.done() or not progress:
                 break
             with contextlib.suppress(Exception):  # progress only: the pass's answer decides
-                report = await daemon.status()
+                report = await door.status()
                 bar.update(task, description=f"the daemon is indexing: {report.pending} pending")
     return await run
 
@@ -452,34 +473,20 @@ def retry_command(
     ctx: typer.Context, directory: DirArg = Path("inbox"), json_: JsonOpt = False
 ) -> None:
     """Forget recorded failures and try those files again."""
-    from imgrag.pipeline.journal import Journal
-    from imgrag.pipeline.runtime import state_paths
-
     settings = settings_from(ctx)
     _setup_logging()
     _check_dir(directory)
-    cleared = 0
-
-    def clear() -> None:
-        # Only once the store is ours: a retry refused by a running daemon keeps the record.
-        nonlocal cleared
-        from imgrag.pipeline.runtime import resolve_source
-
-        source = resolve_source(settings, directory, register=False).name
-        journal = Journal(state_paths(settings).journal)
-        try:  # only this folder's source: other sources' failures stay recorded
-            cleared = journal.scoped(source).clear_permanent()
-        finally:
-            journal.close()
-
-    summary = _guarded(
-        lambda: asyncio.run(_run_ingest(settings, directory, not json_, before=clear))
+    target = str(directory)
+    summary = _through_door(
+        settings,
+        lambda door: _ingest_through(door, settings, target, retry=True, progress=not json_),
+        write=True,
     )
     _warn_unreadable(summary)
     if json_:
-        typer.echo(json.dumps({"cleared": cleared, **summary.model_dump()}, indent=2))
+        typer.echo(json.dumps({**summary.model_dump()}, indent=2))
     else:
-        typer.echo(f"retrying {cleared} failed files")
+        typer.echo(f"retrying {summary.cleared} failed files")
         typer.echo(_summary_line("retry", summary))
 
 
@@ -523,51 +530,56 @@ def watch_command(
         _check_dir(directory)
     if source is not None and len(folders) > 1:
         raise fail("--source names one folder: watch the others without it")
-    from imgrag.pipeline.progress import Board
-    from imgrag.pipeline.watch import run_watch
-
-    async def delegated() -> bool:
-        daemon = await _daemon(settings)
-        if daemon is None:
-            return False
-        if blobs:
-            await daemon.aclose()
-            raise fail(
-                f"a daemon (pid {daemon.info.pid}) already owns the index: stop it, then watch "
-                "the blob sources and folders together"
-            )
-        try:
-            for directory in folders:
-                added = await daemon.add_source(directory, source)
-                state = "now watches" if added.get("added") else "already watches"
-                typer.echo(
-                    f"the daemon (pid {daemon.info.pid}) {state} {added.get('root')} "
-                    f"as source {added.get('name')}"
-                )
-        finally:
-            await daemon.aclose()
-        return True
-
-    if _guarded(lambda: asyncio.run(delegated())):
+    if _through_door(settings, lambda door: _watch_through(door, folders, source, blobs)):
         return
-    if source is not None:
-        from imgrag.pipeline.runtime import resolve_source
+    _run_daemon(settings, folders, source, blobs, polling=polling, api=not no_api)
 
-        _guarded(lambda: resolve_source(settings, folders[0], source))
-    board = Board(err_console, interval=settings.ingest.progress_seconds)
+
+async def _watch_through(
+    door: Door, folders: list[Path], source: str | None, blobs: list[Any]
+) -> bool:
+    """With a daemon running, ask it to watch ``folders``; False when this process is to
+    become the daemon."""
+    from imgrag.pipeline.door import DaemonDoor
+
+    if not isinstance(door, DaemonDoor):
+        return False
+    pid = door.client.info.pid
+    if blobs:
+        raise fail(
+            f"a daemon (pid {pid}) already owns the index: stop it, then watch "
+            "the blob sources and folders together"
+        )
+    for directory in folders:
+        added = await door.watch(directory, source)
+        state = "now watches" if added.get("added") else "already watches"
+        typer.echo(
+            f"the daemon (pid {pid}) {state} {added.get('root')} as source {added.get('name')}"
+        )
+    return True
+
+
+def _run_daemon(
+    settings: Settings,
+    folders: list[Path],
+    source: str | None,
+    blobs: list[Any],
+    *,
+    polling: bool,
+    api: bool,
+) -> None:
+    """This process becomes the daemon of the index, until SIGINT/SIGTERM."""
+    from imgrag.pipeline.watch import Hooks, run_watch
+
+    core = _core(settings)
+    if source is not None:
+        _guarded(lambda: core.registry.resolve(folders[0], source))
+    board = _board_track(settings, True)
+    hooks = Hooks(announce=_log, on_summary=_announce, board=board)
     try:
         _guarded(
             lambda: asyncio.run(
-                run_watch(
-                    settings,
-                    folders,
-                    polling=polling,
-                    api=not no_api,
-                    announce=_log,
-                    on_summary=_announce,
-                    blobs=blobs,
-                    progress=board,
-                )
+                run_watch(core, folders, polling=polling, api=api, hooks=hooks, blobs=blobs)
             )
         )
     finally:
@@ -596,7 +608,8 @@ def serve_command(
         typer.echo(f"gallery on {url}/ ({settings.store.kind}:{settings.store.collection}); "
                    "Ctrl+C stops")  # fmt: skip
 
-    _guarded(lambda: asyncio.run(run_serve(settings, host=host, port=port, ready=ready)))
+    core = _core(settings)
+    _guarded(lambda: asyncio.run(run_serve(core, host=host, port=port, ready=ready)))
 
 
 def _blob_sources(settings: Settings, arguments: list[Path]) -> list[Any]:
@@ -644,20 +657,13 @@ def _readable_image(image: Path) -> None:
 def _run_search(ctx: typer.Context, query_fields: dict[str, object]) -> list[SearchHit]:
     from imgrag.pipeline.filters import FilterError
     from imgrag.pipeline.query import QueryError, build_query
-    from imgrag.pipeline.retriever import Retriever
 
     try:
         query = build_query(**query_fields)
     except (QueryError, FilterError) as exc:
         raise fail(str(exc)) from None
     _setup_logging()
-    settings = settings_from(ctx)
-
-    def run() -> list[SearchHit]:
-        with Retriever.from_settings(settings) as retriever:
-            return retriever.run(query)
-
-    return _guarded(run)
+    return _through_door(settings_from(ctx), lambda door: door.search(query))
 
 
 def _show_hits(
@@ -813,7 +819,7 @@ def status_command(
     from imgrag.pipeline.status import deployment_lines
 
     settings = settings_from(ctx)
-    report, where = _guarded(lambda: asyncio.run(_status(settings, target)))
+    report, where = _through_door(settings, lambda door: _status(door, target))
     if json_:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -854,41 +860,8 @@ def status_command(
             typer.echo(printable(line))
 
 
-async def _daemon(settings: Settings) -> DaemonClient | None:
-    """The running daemon of this state directory, waited for briefly while it starts."""
-    from imgrag.pipeline.daemon_client import DaemonClient, index_of
-    from imgrag.pipeline.runtime import state_paths
-
-    def say(line: str) -> None:
-        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
-
-    return await DaemonClient.discover(
-        state_paths(settings).daemon, settings.api.token, on_wait=say, index=index_of(settings)
-    )
-
-
-async def _status(settings: Settings, target: str | None) -> tuple[StatusReport, str]:
-    """The running daemon's status when one answers, else the one read from disk."""
-    from imgrag.pipeline.status import read_status
-
-    daemon = await _daemon(settings)
-    if daemon is None:
-        return await read_status(settings, target), "no daemon running"
-    try:
-        report = await daemon.status()
-    finally:
-        await daemon.aclose()
-    if target is not None:  # the daemon reports every source it watches: keep the one asked
-        wanted = str(Path(target).absolute())
-        chosen = [
-            s for s in report.sources
-            if s.name == target or s.root in (wanted, target) or wanted.startswith(s.root + "/")
-        ]  # fmt: skip
-        if chosen:
-            report.sources = chosen
-            report.indexed = sum(s.indexed for s in chosen)
-            report.pending = sum(s.pending for s in chosen)
-    return report, f"daemon pid {daemon.info.pid} watching {daemon.info.root}"
+async def _status(door: Door, target: str | None) -> tuple[StatusReport, str]:
+    return await door.status(target), door.where
 
 
 @app.command("sources")
@@ -897,7 +870,7 @@ def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
     from imgrag.pipeline.names import printable
 
     settings = settings_from(ctx)
-    report, _ = _guarded(lambda: asyncio.run(_status(settings, None)))
+    report, _ = _through_door(settings, lambda door: _status(door, None))
     if json_:
         typer.echo(json.dumps([s.model_dump() for s in report.sources], indent=2))
         return
@@ -920,11 +893,9 @@ def forget_command(
     json_: JsonOpt = False,
 ) -> None:
     """Remove one source's points, failures and registration; other sources are untouched."""
-    from imgrag.pipeline.forget import forget
-
     settings = settings_from(ctx)
     _setup_logging()
-    result = _guarded(lambda: asyncio.run(forget(settings, source)))
+    result = _through_door(settings, lambda door: door.forget(source), write=True)
     if json_:
         typer.echo(result.model_dump_json(indent=2))
     else:

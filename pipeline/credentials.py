@@ -22,8 +22,10 @@ from imgrag.connectors.embedder import (
 class RenewableEmbedder:
     """Delegates to one embedder at a time; ``replace`` swaps it for a fresh one."""
 
-    def __init__(self, inner: Embedder) -> None:
+    def __init__(self, inner: Embedder, key: object = None) -> None:
         self.inner = inner
+        self.key = key
+        """The credential ``inner`` was made with (compared, never shown)."""
         self._retired = Usage()
         self._owned: list[Embedder] = []
 
@@ -52,6 +54,15 @@ class RenewableEmbedder:
         self._retired = self._sum(self._retired, self.inner.usage)
         self.inner = fresh
         self._owned.append(fresh)
+
+    async def swap(self, fresh: Embedder, key: object) -> None:
+        """Use ``fresh``, made with ``key``; a replaced one this wrapper made is closed now."""
+        old = self.inner
+        self.replace(fresh)
+        self.key = key
+        if old in self._owned:
+            self._owned.remove(old)
+            await old.aclose()
 
     @staticmethod
     def _sum(a: Usage, b: Usage) -> Usage:

@@ -20,7 +20,7 @@ from imgrag.pipeline.status import StatusReport
 from pydantic import BaseModel, SecretStr, ValidationError
 
 if TYPE_CHECKING:
-    from imgrag.pipeline.config import Settings
+    pass
 
 log = logging.getLogger("imgrag.daemon_client")
 
@@ -41,7 +41,7 @@ class DaemonInfo(BaseModel):
     root: str
     started_at: float
     index: str | None = None
-    """Which index the daemon serves (``index_of``); None in files of older daemons."""
+    """Which index the daemon serves (``Core.index_name``); None in files of older daemons."""
 
     @property
     def starting(self) -> bool:
@@ -51,14 +51,6 @@ class DaemonInfo(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-def index_of(settings: Settings) -> str:
-    """The index a process with ``settings`` works on: the store kind, where it is, and the
-    collection. A command configured for another index must not be run by this daemon."""
-    store = settings.store
-    where = store.url or "the state directory"
-    return f"collection '{store.collection}' ({store.kind} store in {where})"
 
 
 class DaemonError(QueryError):
@@ -115,7 +107,7 @@ class DaemonClient:
         A file left by a daemon that died, or whose pid now belongs to a process that does
         not answer on the port, counts as no daemon. A daemon that is starting is waited for
         up to ``wait`` seconds (``on_wait`` hears why, once); DaemonError if it is still not up.
-        With ``index`` (``index_of`` the caller's settings), a daemon serving another index is
+        With ``index`` (the caller's ``Core.index_name``), a daemon serving another index is
         a DaemonError: it would answer from, or write into, the wrong one.
         """
         info = read_daemon_file(daemon_file, starting=True)
@@ -170,9 +162,10 @@ class DaemonClient:
         response = await self._call("POST", "/search", content=query.model_dump_json())
         return [SearchHit.model_validate(h) for h in response.json()]
 
-    async def status(self) -> StatusReport:
-        """``GET /status``: the daemon's view of the index."""
-        response = await self._call("GET", "/status")
+    async def status(self, target: str | None = None) -> StatusReport:
+        """``GET /status``: the daemon's view of the index (or of the source ``target``
+        names: a name, a root or a folder inside one)."""
+        response = await self._call("GET", "/status", params={"source": target} if target else None)
         return StatusReport.model_validate_json(response.content)
 
     async def add_source(self, path: Path, name: str | None = None) -> dict[str, Any]:
@@ -182,17 +175,34 @@ class DaemonClient:
         answer = response.json()
         return answer if isinstance(answer, dict) else {}
 
-    async def ingest(self, path: Path, name: str | None = None, prune: bool = False) -> Summary:
-        """``POST /ingest``: one reconcile pass of the folder's source, run by the daemon."""
-        body = json.dumps({"path": str(path.absolute()), "name": name, "prune": prune})
+    async def ingest(
+        self, target: str, name: str | None = None, prune: bool = False, *, retry: bool = False
+    ) -> Summary:
+        """``POST /ingest``: one reconcile pass of a folder's source (its absolute path) or an
+        ``az://`` location, run by the daemon (``retry``: its failures forgotten first)."""
+        body = json.dumps({"path": target, "name": name, "prune": prune, "retry": retry})
         response = await self._call("POST", "/ingest", content=body, timeout=_INGEST_TIMEOUT)
         return Summary.model_validate_json(response.content)
 
+    async def forget(self, source: str) -> dict[str, Any]:
+        """``POST /forget``: the daemon stops watching ``source`` and removes its points."""
+        body = json.dumps({"source": source})
+        response = await self._call("POST", "/forget", content=body, timeout=_INGEST_TIMEOUT)
+        answer = response.json()
+        return answer if isinstance(answer, dict) else {}
+
     async def _call(
-        self, method: str, route: str, content: str | None = None, timeout: float | None = None
+        self,
+        method: str,
+        route: str,
+        content: str | None = None,
+        timeout: float | None = None,
+        params: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = {"Content-Type": "application/json"} if content is not None else None
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        if params:
+            extra["params"] = params
         try:
             response = await self._http.request(
                 method, route, content=content, headers=headers, **extra

@@ -106,6 +106,8 @@ class Summary(BaseModel):
     requests: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    cleared: int = 0
+    """Recorded failures a retry forgot before the pass (``imgrag retry``)."""
 
     def fail(self, reason: str) -> None:
         self.failed += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,14 +71,23 @@ class SearchService:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | Callable[[], Awaitable[Embedder]],
         index: Index,
         *,
         source: str,
         image_format: Format = "png",
         sources: SourceList | None = None,
+        model: str | None = None,
     ) -> None:
-        self.embedder = embedder
+        """``embedder`` may be a coroutine function that makes it on first need (a query
+        ``similar_to`` an indexed image needs none); ``model`` names it until then."""
+        if isinstance(embedder, Embedder):
+            self._embedder: Embedder | None = embedder
+            self._make: Callable[[], Awaitable[Embedder]] | None = None
+            self.model = embedder.info.model
+        else:
+            self._embedder, self._make = None, embedder
+            self.model = model or ""
         self.index = index
         self.source = source
         """The key of points written before sources (the collection name)."""
@@ -118,7 +127,7 @@ class SearchService:
             )
         )
         kind: QueryKind = "text" if query.image is None and query.similar_to is None else "image"
-        floor = relevance_floor(self.embedder.info.model, kind)
+        floor = relevance_floor(self.model, kind)
         return [SearchHit.from_hit(h, floor) for h in hits]
 
     def _similar_ids(self, similar_to: str, source: str | None) -> list[str]:
@@ -136,8 +145,17 @@ class SearchService:
         names = [source] if source is not None else [n for n, _ in sources]
         return [point_id(n, rel_path) for n in names] + [point_id(self.source, rel_path)]
 
+    async def embedder(self) -> Embedder:
+        """The query embedder, made on first need."""
+        if self._embedder is None:
+            assert self._make is not None
+            self._embedder = await self._make()
+            self.model = self._embedder.info.model
+        return self._embedder
+
     async def _vector(self, text: str | None, image: bytes | None) -> list[float]:
-        info = self.embedder.info
+        embedder = await self.embedder()
+        info = embedder.info
         if image is None:
             if not text:
                 raise QueryError("nothing to search by: give text, an image, or both")
@@ -148,7 +166,7 @@ class SearchService:
             if not info.supports_text:
                 raise QueryError(f"model {info.model} does not embed text queries")
             try:
-                vector = (await self.embedder.embed_texts([text], "query"))[0].vector
+                vector = (await embedder.embed_texts([text], "query"))[0].vector
             except ModalityNotSupported as exc:
                 raise QueryError(f"text search is not available with {info.model}: {exc}") from exc
             self._text_cache[text] = vector
@@ -161,7 +179,7 @@ class SearchService:
                 "or by the text alone (or use a model such as embed-v-4-0)"
             )
         item = await asyncio.to_thread(for_embedder, image, info, self.image_format, text or None)
-        return (await self.embedder.embed_images([item], "query"))[0].vector
+        return (await embedder.embed_images([item], "query"))[0].vector
 
 
 def _conditions(value: Any) -> list[Any]:

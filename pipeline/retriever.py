@@ -1,9 +1,9 @@
 """The Python query API: ``from imgrag import Retriever`` (or ``AsyncRetriever``).
 
-With the embedded store, only one process may open the index. A retriever opens it
-directly when it is free and goes through the running daemon's local API when the daemon
-owns it; any other owner is a clear error. ``Retriever`` is ``AsyncRetriever`` run on a
-private event loop, so the two always behave the same.
+With the embedded store, only one process may open the index. A retriever goes through
+the one door (``door.py``): the running daemon's local API when a daemon owns the index,
+else the store opened directly; any other owner is a clear error. ``Retriever`` is
+``AsyncRetriever`` run on a private event loop, so the two always behave the same.
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine
-from contextlib import AsyncExitStack
 from typing import Any, Literal, TypeVar
 
-from imgrag.connectors.errors import StoreLocked
 from imgrag.pipeline.config import Settings, load_settings
-from imgrag.pipeline.daemon_client import DaemonClient, index_of
+from imgrag.pipeline.core import Core
+from imgrag.pipeline.door import DaemonDoor, Door, open_door
 from imgrag.pipeline.query import ImageLike, SearchQuery, build_query
-from imgrag.pipeline.retrieval import SearchHit, SearchService
-from imgrag.pipeline.runtime import open_checked, source_list, state_paths
+from imgrag.pipeline.retrieval import SearchHit
 from qdrant_client.http import models as qm
 
 T = TypeVar("T")
@@ -31,52 +29,27 @@ Mode = Literal["direct", "daemon"]
 class AsyncRetriever:
     """Async searches over an imgrag index. Use ``await AsyncRetriever.open()``."""
 
-    def __init__(self, service: SearchService | None, daemon: DaemonClient | None) -> None:
-        self._service = service
-        self._daemon = daemon
-        self._stack = AsyncExitStack()
+    def __init__(self, door: Door) -> None:
+        self._door = door
 
     @property
     def mode(self) -> Mode:
         """``"direct"`` (this process opened the index) or ``"daemon"`` (via its API)."""
-        return "daemon" if self._daemon is not None else "direct"
+        return "daemon" if isinstance(self._door, DaemonDoor) else "direct"
 
     @classmethod
     async def open(
         cls, path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None
     ) -> AsyncRetriever:
         """Open the index named by a TOML profile (default: $IMGRAG_CONFIG or
-        configs/default.toml), or described by already-loaded ``settings``."""
-        settings = settings or load_settings(path)
-        try:
-            index, embedder = await open_checked(settings)
-        except StoreLocked:
-            daemon = await DaemonClient.discover(
-                state_paths(settings).daemon, settings.api.token, index=index_of(settings)
-            )
-            if daemon is None:
-                raise  # owned by a process that is not a daemon: its message names it
-            self = cls(None, daemon)
-            self._stack.push_async_callback(daemon.aclose)
-            return self
-        service = SearchService(
-            embedder,
-            index,
-            source=settings.store.collection,
-            image_format=settings.embedder.image_format,
-            sources=source_list(settings),
-        )
-        self = cls(service, None)
-        self._stack.callback(index.close)
-        self._stack.push_async_callback(embedder.aclose)
-        return self
+        configs/default.toml), or described by already-loaded ``settings``. Opening sends
+        nothing to the embedder: a search costs exactly its own request."""
+        core = Core.build(settings or load_settings(path))
+        return cls(await open_door(core))
 
     async def run(self, query: SearchQuery) -> list[SearchHit]:
         """Answer a prepared ``SearchQuery``."""
-        if self._daemon is not None:
-            return await self._daemon.search(query)
-        assert self._service is not None
-        return await self._service.run(query)
+        return await self._door.search(query)
 
     async def search(
         self,
@@ -116,7 +89,7 @@ class AsyncRetriever:
         return await self.run(query)
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
+        await self._door.aclose()
 
     async def __aenter__(self) -> AsyncRetriever:
         return self

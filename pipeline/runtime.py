@@ -1,4 +1,5 @@
-"""Assembling the parts a command needs from the settings: embedder, index, journal."""
+"""Opening the index in this process: for writing (``open_runtime``: the embedder probed,
+the collection made or checked) or for reading (``open_reader``: no request at all)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,26 @@ from pathlib import Path
 
 from imgrag.connectors.embedder import Embedder
 from imgrag.connectors.errors import TransientEmbedderError
-from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.index import CollectionSpec, Index
 from imgrag.connectors.paths import StatePaths
-from imgrag.connectors.stores import open_index
 from imgrag.pipeline.candidates import Rules
 from imgrag.pipeline.config import Settings
+from imgrag.pipeline.core import Core
 from imgrag.pipeline.ingest import Ingestor, Outcome
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.sources import Registry, Resolved
 
 log = logging.getLogger("imgrag.runtime")
 
+CoreLike = Core | Settings
+"""What opening accepts: a built core, or settings to build one from (scripts and tests)."""
 
+
+def as_core(value: CoreLike) -> Core:
+    return value if isinstance(value, Core) else Core.build(value)
+
+
+# Kept for scripts and tests that start from settings; the product builds one Core.
 def state_paths(settings: Settings) -> StatePaths:
     """Where each piece of state lives inside the configured state directory."""
     return StatePaths.under(settings.state_dir)
@@ -41,30 +49,19 @@ def resolve_source(
     return registry(settings).resolve(directory, name, register=register)
 
 
-def source_list(settings: Settings) -> Callable[[], list[tuple[str, str]]]:
+def source_list(settings: Settings | Core) -> Callable[[], list[tuple[str, str]]]:
     """The registered sources as (name, root), read afresh on each call."""
-    reg = registry(settings)
+    reg = as_core(settings).registry
     return lambda: [(e.name, e.root) for e in reg.entries()]
 
 
 def rules_for(settings: Settings) -> Rules:
-    return Rules(
-        include=tuple(settings.ingest.include),
-        exclude=tuple(settings.ingest.exclude),
-        ignore_dirs=(settings.state_dir,),
-    )
+    return Core.build(settings).rules
 
 
 def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
     """What the collection must have been made for: this model, its dimension, documents."""
-    info = embedder.info
-    return CollectionSpec(
-        name=settings.store.collection,
-        model=info.model,
-        dimension=info.dimension,
-        input_type="document",
-        provider=info.provider,
-    )
+    return Core.build(settings).spec_for(embedder)
 
 
 async def probe(embedder: Embedder, *, wait: bool = False) -> None:
@@ -92,10 +89,16 @@ async def probe(embedder: Embedder, *, wait: bool = False) -> None:
 
 @dataclass
 class Runtime:
-    settings: Settings
+    """The store, the embedder and the journal, opened by this process for writing."""
+
+    core: Core
     embedder: Embedder
     index: Index
     journal: Journal
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
 
     def ingestor(
         self,
@@ -106,13 +109,13 @@ class Runtime:
     ) -> Ingestor:
         s = self.settings
         if not isinstance(source, Resolved):
-            source = resolve_source(s, source)
+            source = self.core.registry.resolve(source)
         return Ingestor(
             source.root,
             embedder=self.embedder,
             index=self.index,
             journal=self.journal,
-            rules=rules_for(s),
+            rules=self.core.rules,
             source=source.name,
             scope=source.scope,
             image_format=s.embedder.image_format,
@@ -120,28 +123,29 @@ class Runtime:
             settle_seconds=s.ingest.settle_seconds,
             on_progress=on_progress,
             observe_embed=observe_embed,
-            thumbs=s.state_dir / "thumbs" if s.ingest.thumbnails else None,
+            thumbs=self.core.thumbs if s.ingest.thumbnails else None,
         )
 
 
 async def open_checked(
-    settings: Settings,
+    settings: CoreLike,
     *,
     wait_for_embedder: bool = False,
     on_store_open: Callable[[], None] | None = None,
 ) -> tuple[Index, Embedder]:
-    """The index and the embedder, the collection checked against what the embedder really
-    serves. The index is opened first, so a locked store fails before a model loads;
-    ``on_store_open`` runs once it is ours, before the model loads."""
-    paths = state_paths(settings)
-    index = open_index(settings.store, paths)
+    """The index and the embedder for writing: the embedder is probed (what it really
+    serves) and the collection made for it, or checked against it. The index is opened
+    first, so a locked store fails before a model loads; ``on_store_open`` runs once it is
+    ours, before the model loads."""
+    core = as_core(settings)
+    index = core.open_index()
     try:
         if on_store_open is not None:
             on_store_open()
-        embedder = create_embedder(settings.embedder, paths)
+        embedder = core.create_embedder()
         try:
             await probe(embedder, wait=wait_for_embedder)
-            index.ensure_collection(collection_spec(settings, embedder))
+            index.ensure_collection(core.spec_for(embedder))
         except BaseException:
             await embedder.aclose()
             raise
@@ -153,22 +157,74 @@ async def open_checked(
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings,
+    settings: CoreLike,
     *,
     wait_for_embedder: bool = False,
     on_store_open: Callable[[], None] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Embedder, index (collection checked against the model) and journal; closed on exit."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    core = as_core(settings)
+    core.settings.state_dir.mkdir(parents=True, exist_ok=True)
     index, embedder = await open_checked(
-        settings, wait_for_embedder=wait_for_embedder, on_store_open=on_store_open
+        core, wait_for_embedder=wait_for_embedder, on_store_open=on_store_open
     )
     try:
-        journal = Journal(state_paths(settings).journal)
+        journal = core.open_journal()
         try:
-            yield Runtime(settings, embedder, index, journal)
+            yield Runtime(core, embedder, index, journal)
         finally:
             journal.close()
     finally:
         index.close()
         await embedder.aclose()
+
+
+class Reader:
+    """The index opened for reading (search, status, forget): no probe, no billed request.
+
+    The collection's record says which model, dimension and family it was made with; the
+    embedder is made only when a query needs one, and checked against the record without
+    asking the service. ``spec`` is None when the collection does not exist yet.
+    """
+
+    def __init__(self, core: Core, index: Index) -> None:
+        self.core = core
+        self.index = index
+        self.spec = index.recorded_spec(core.collection)
+        if self.spec is not None:
+            index.ensure_collection(self.spec)
+        self._embedder: Embedder | None = None
+
+    async def embedder(self) -> Embedder:
+        """The query embedder (made once), checked against the collection's record."""
+        if self._embedder is None:
+            embedder = self.core.create_embedder(family=self.spec.family if self.spec else "")
+            if self.spec is not None:
+                wanted = self.core.spec_for(embedder)
+                if not wanted.dimension:  # a deployment the catalog does not know
+                    wanted = wanted.model_copy(update={"dimension": self.spec.dimension})
+                try:
+                    self.index.ensure_collection(wanted)  # raises CollectionMismatch
+                except BaseException:
+                    await embedder.aclose()
+                    raise
+            self._embedder = embedder
+        return self._embedder
+
+    async def aclose(self) -> None:
+        try:
+            if self._embedder is not None:
+                await self._embedder.aclose()
+        finally:
+            self.index.close()
+
+
+def open_reader(settings: CoreLike) -> Reader:
+    """The index for reading (StoreLocked when another process holds the embedded one)."""
+    core = as_core(settings)
+    index = core.open_index()
+    try:
+        return Reader(core, index)
+    except BaseException:
+        index.close()
+        raise

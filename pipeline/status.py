@@ -1,5 +1,5 @@
 """What ``imgrag status`` and the daemon's ``GET /status`` report: indexed, pending and failed
-files, and why. Both build it with ``build_status``.
+files, and why. Every door builds it with ``build_status``.
 
 **Pending**, everywhere: the distinct files on disk below the folder that the index does not
 hold as they are now and that have not failed for good unchanged, i.e. what the next pass
@@ -8,20 +8,18 @@ would index. It is never more than the files on disk, and 0 when no folder is kn
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imgrag.connectors.embedder import Usage
-from imgrag.connectors.index import FileState
+from imgrag.connectors.index import FileState, Index
 from imgrag.pipeline.candidates import Rules, walk
 from imgrag.pipeline.ingest import needs_work
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.sources import Registry, SourceError
 from pydantic import BaseModel, Field
-
-if TYPE_CHECKING:
-    from imgrag.pipeline.config import Settings
 
 
 class FailureOut(BaseModel):
@@ -37,6 +35,8 @@ class SourceStatus(BaseModel):
     name: str
     root: str
     reachable: bool
+    watched: bool = False
+    """Whether a running daemon follows it (its counts are then live)."""
     indexed: int
     pending: int
     failed: int
@@ -112,139 +112,114 @@ def count_pending(
     )
 
 
+Counter = Callable[[str, str, Mapping[str, FileState], Journal, str], SourceStatus]
+"""Counts one source that nobody watches: (name, root, its points, journal, scope)."""
+
+
+@dataclass
+class Live:
+    """What a running daemon adds to the report: the live counts of the sources it watches
+    (name → counter), its health, its usage and what its embedder is."""
+
+    watched: Mapping[str, Callable[[], SourceStatus]]
+    daemon: dict[str, Any]
+    health: str
+    problems: list[str]
+    waiting_for: str | None
+    usage: Usage
+    embedder: dict[str, Any]
+
+
+@dataclass
+class _Scope:
+    """The sources a report covers: name → root, and the folder below the root (if any)."""
+
+    roots: dict[str, str]
+    below: str = ""
+    narrowed: bool = False
+
+
 def build_status(
-    *,
-    known: Mapping[str, FileState],
+    registry: Registry,
+    index: Index | None,
     journal: Journal,
-    root: Path | None,
-    rules: Rules,
-    embedder: Mapping[str, Any],
-    store: Mapping[str, Any],
-    usage: Usage | None = None,
-    daemon: Mapping[str, Any] | None = None,
-    waiting_for: str | None = None,
-    health: str | None = None,
-    problems: list[str] | None = None,
-    recent_failures: int = 10,
+    count: Counter,
+    *,
+    target: str | None = None,
+    live: Live | None = None,
+    store: Mapping[str, Any] | None = None,
+    embedder: Mapping[str, Any] | None = None,
 ) -> StatusReport:
-    """The report for an index whose files are ``known`` (path → state), with the journal's
-    failures and, when ``root`` is given, the files there still pending. Blocking: it walks
-    the folder, so async callers run it in a worker thread."""
-    recent = [
-        FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
-        for f in journal.recent(recent_failures)
+    """The one status report, for ``imgrag status``, ``imgrag sources``, the daemon's and
+    ``imgrag serve``'s ``/status`` and ``/metrics``.
+
+    Its sources are every source of the index, watched or not: the registered ones, the
+    ones a daemon watches, and (without a daemon, which reads every point anyway) the ones
+    only the index knows. ``index`` is None when the collection does not exist yet.
+    Blocking: it reads the index and walks folders, so async callers use a worker thread.
+    """
+    roots = {e.name: e.root for e in registry.entries()}
+    watched = live.watched if live is not None else {}
+    by_source: dict[str, dict[str, FileState]] = {}
+    legacy: dict[str, int] = {}
+    if index is not None and live is None:
+        for st in index.file_states():
+            if st.source is None:
+                legacy[st.root or "?"] = legacy.get(st.root or "?", 0) + 1
+            else:
+                by_source.setdefault(st.source, {})[st.path] = st
+                roots.setdefault(st.source, st.root or "?")
+    scope = _narrow(registry, roots, target)
+    if index is not None and live is not None:
+        for name in scope.roots:
+            if name not in watched:
+                by_source[name] = {s.path: s for s in index.file_states(source=name)}
+    per = [
+        watched[name]().model_copy(update={"watched": True})
+        if name in watched
+        else count(name, root, _below(by_source.get(name, {}), scope.below), journal, scope.below)
+        for name, root in scope.roots.items()
     ]
-    pending = count_pending(root, rules, known, journal) if root is not None else 0
+    scoped = journal.scoped(next(iter(scope.roots))) if scope.narrowed else journal
+    kept_legacy = {} if scope.narrowed else legacy
     return StatusReport(
-        indexed=len(known),
-        pending=pending,
-        failed=journal.count(),
-        failed_by_reason=journal.by_reason(),
-        failures=recent,
-        usage=usage or Usage(),
-        embedder=dict(embedder),
-        store=dict(store),
-        daemon=dict(daemon) if daemon is not None else None,
-        waiting_for=waiting_for,
-        health=health,
-        problems=problems or [],
+        indexed=sum(p.indexed for p in per) + sum(kept_legacy.values()),
+        pending=sum(p.pending for p in per),
+        failed=scoped.count(),
+        failed_by_reason=scoped.by_reason(),
+        failures=[
+            FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
+            for f in scoped.recent(10)
+        ],
+        usage=live.usage if live is not None else Usage(),
+        embedder=dict(live.embedder if live is not None else embedder or {}),
+        store=dict(store or {}),
+        daemon=live.daemon if live is not None else None,
+        waiting_for=live.waiting_for if live is not None else None,
+        health=live.health if live is not None else None,
+        problems=live.problems if live is not None else [],
+        sources=per,
+        legacy=kept_legacy,
     )
 
 
-async def read_status(settings: Settings, target: str | Path | None) -> StatusReport:
-    """The status without a daemon: read from the store and the journal. Never calls the
-    embedder (a remote one bills every request); what the collection was made for comes
-    from the record stored with it. ``target`` (a source name or a folder) narrows the
-    report to that source; without it every registered source is counted."""
-    from imgrag.connectors.stores import open_index
-    from imgrag.pipeline.runtime import registry, rules_for, state_paths
-    from imgrag.pipeline.sources import SourceError
-
-    paths = state_paths(settings)
-    name = settings.store.collection
-
-    def read() -> tuple[list[FileState], dict[str, Any]]:
-        index = open_index(settings.store, paths)
-        try:
-            spec = index.recorded_spec(name)
-            if spec is None:
-                return [], {"provider": settings.embedder.provider, "model": None}
-            index.ensure_collection(spec)
-            described = {
-                "provider": spec.provider,
-                "model": spec.model,
-                "dimension": spec.dimension,
-            }
-            return list(index.file_states()), described
-        finally:
-            index.close()
-
-    states, embedder = await asyncio.to_thread(read)
-    reg = registry(settings)
-    entries = [(e.name, Path(e.root)) for e in reg.entries()]
-    raw_roots = {e.name: e.root for e in reg.entries()}
-    scope = ""
-    if target is not None:
-        entry = reg.get(str(target))
-        if entry is None and Path(target).is_dir():
-            resolved = reg.resolve(Path(target), register=False)
-            entry_name, entry_root, scope = resolved.name, resolved.root, resolved.scope
-        elif entry is None:
-            raise SourceError(
-                f"{target}: no such source or folder; `imgrag sources` lists the sources"
-            )
-        else:
-            entry_name, entry_root = entry.name, Path(entry.root)
-        entries = [(entry_name, entry_root)]
-    by_source: dict[str, dict[str, FileState]] = {n: {} for n, _ in entries}
-    legacy: dict[str, int] = {}
-    for st in states:
-        if st.source is None:
-            legacy[st.root or "?"] = legacy.get(st.root or "?", 0) + 1
-        elif st.source in by_source:
-            by_source[st.source][st.path] = st
-    if scope:
-        prefix = scope + "/"
-        for known in by_source.values():
-            for p in [p for p in known if not p.startswith(prefix)]:
-                del known[p]
-    paths.root.mkdir(parents=True, exist_ok=True)
-    journal = Journal(paths.journal)
-    rules = rules_for(settings)
-    try:
-
-        def build() -> StatusReport:
-            per = [
-                _blob_status(settings, n, raw_roots[n], by_source[n], journal)
-                if raw_roots.get(n, "").startswith("az://")
-                else source_status(n, root, by_source[n], journal, rules, scope)
-                for n, root in entries
-            ]
-            scoped = journal.scoped(entries[0][0]) if target is not None else journal
-            recent = [
-                FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
-                for f in scoped.recent(10)
-            ]
-            return StatusReport(
-                indexed=sum(p.indexed for p in per) if target is not None else len(states),
-                pending=sum(p.pending for p in per),
-                failed=scoped.count(),
-                failed_by_reason=scoped.by_reason(),
-                failures=recent,
-                embedder=dict(embedder),
-                store={"kind": settings.store.kind, "collection": name},
-                sources=per,
-                legacy={} if target is not None else legacy,
-            )
-
-        return await asyncio.to_thread(build)
-    finally:
-        journal.close()
+def _narrow(registry: Registry, roots: dict[str, str], target: str | None) -> _Scope:
+    """The sources ``target`` (a source name, a root, or a folder inside one) names."""
+    if target is None:
+        return _Scope(roots)
+    if target in roots:
+        return _Scope({target: roots[target]}, narrowed=True)
+    entry = registry.get(target)
+    if entry is not None:
+        return _Scope({entry.name: entry.root}, narrowed=True)
+    if Path(target).is_dir():
+        found = registry.resolve(Path(target), register=False)
+        return _Scope({found.name: str(found.root)}, found.scope, narrowed=True)
+    raise SourceError(f"{target}: no such source or folder; `imgrag sources` lists the sources")
 
 
-def _blob_status(
-    settings: Settings, name: str, root: str, known: Mapping[str, FileState], journal: Journal
-) -> SourceStatus:
-    from imgrag.pipeline.blob_source import blob_source_status
-
-    return blob_source_status(settings, name, root, known, journal)
+def _below(known: dict[str, FileState], below: str) -> dict[str, FileState]:
+    if not below:
+        return known
+    prefix = below + "/"
+    return {p: s for p, s in known.items() if p.startswith(prefix)}

@@ -202,6 +202,7 @@ class FoundryEmbedder:
             provider="foundry",
             model=self.config.model,
             dimension=self._dimension,
+            family=self.family,
             max_images_per_request=self.max_images_per_request,
             supports_input_type="input_type" not in self._omitted
             and (facts.supports_input_type if facts else True),

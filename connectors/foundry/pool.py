@@ -164,6 +164,7 @@ class FoundryPool:
             update={
                 "model": self.config.model,
                 "dimension": self._dimension or first.dimension,
+                "family": self._family or first.family,
                 "max_images_per_request": min(
                     m.sender.info.max_images_per_request for m in self.members
                 ),

@@ -103,6 +103,7 @@ class LocalEmbedder:
             provider=PROVIDER,
             model=self._recipe.model_name,
             dimension=DIMENSION,
+            family=self._recipe.model_name,
             max_images_per_request=max_images_per_request,
             supports_input_type=True,
             supports_image_text=True,

@@ -65,6 +65,7 @@ from imgrag.connectors.stores.schema import (
     file_state,
     folder_filter,
     paths_filter,
+    source_filter,
 )
 from pydantic import BaseModel
 from qdrant_client.http import models as qm
@@ -504,13 +505,16 @@ class EdgeIndex:
 
     # --- reads -----------------------------------------------------------------------
 
-    def file_states(self) -> Iterator[FileState]:
-        """Every point's file facts, fetched page by page (only those payload fields)."""
+    def file_states(self, source: str | None = None) -> Iterator[FileState]:
+        """Every point's file facts (or one source's), fetched page by page (only those
+        payload fields)."""
         offset: Any = None
+        edge_filter = to_edge_filter(source_filter(source))
         while True:
             request = qe.ScrollRequest(
                 offset=offset,
                 limit=PAGE,
+                filter=edge_filter,
                 with_payload=qe.PayloadSelector.Include(list(STATE_FIELDS)),
                 with_vector=False,
             )

@@ -31,6 +31,7 @@ from imgrag.connectors.stores.schema import (
     file_state,
     folder_filter,
     paths_filter,
+    source_filter,
 )
 from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
@@ -274,15 +275,22 @@ class QdrantIndex:
 
     # --- reads -----------------------------------------------------------------------
 
-    def file_states(self) -> Iterator[FileState]:
-        """Every point's file facts, fetched page by page (only those payload fields)."""
+    def file_states(self, source: str | None = None) -> Iterator[FileState]:
+        """Every point's file facts (or one source's), fetched page by page (only those
+        payload fields)."""
         name = self._require()
         offset: Any = None
+        flt = source_filter(source)
         while True:
             records, offset = self._call(
                 "scroll",
                 lambda o=offset: self._client.scroll(
-                    name, limit=PAGE, offset=o, with_payload=list(STATE_FIELDS), with_vectors=False
+                    name,
+                    limit=PAGE,
+                    offset=o,
+                    scroll_filter=flt,
+                    with_payload=list(STATE_FIELDS),
+                    with_vectors=False,
                 ),
             )
             for record in records:

@@ -48,6 +48,7 @@ class CollectionRecord(BaseModel):
     distance: str = "cosine"
     input_type: str = "document"
     provider: str = ""
+    family: str = ""
 
     @classmethod
     def from_spec(cls, spec: CollectionSpec) -> CollectionRecord:
@@ -57,6 +58,7 @@ class CollectionRecord(BaseModel):
             distance=spec.distance,
             input_type=spec.input_type,
             provider=spec.provider,
+            family=spec.family,
         )
 
     def spec(self, name: str) -> CollectionSpec:
@@ -67,6 +69,7 @@ class CollectionRecord(BaseModel):
             dimension=self.dimension,
             input_type=self.input_type,
             provider=self.provider,
+            family=self.family,
         )
 
     def describe(self) -> str:
@@ -111,6 +114,13 @@ def folder_filter(prefix: str) -> qm.Filter:
             qm.FieldCondition(key="folder", match=qm.MatchPrefix(prefix=prefix + "/")),
         ]
     )
+
+
+def source_filter(source: str | None) -> qm.Filter | None:
+    """The points of one source (None: every point)."""
+    if source is None:
+        return None
+    return qm.Filter(must=[qm.FieldCondition(key="source", match=qm.MatchValue(value=source))])
 
 
 def embed_key_filter(embed_key: str) -> qm.Filter:
