@@ -92,11 +92,17 @@ class _Guard(BaseHTTPMiddleware):
             )
         else:
             response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
+        return _hardened(response)
+
+
+def _hardened(response: Response) -> Response:
+    """The security headers. Set by _Guard on every answer, and on the 500s, which Starlette
+    makes outside every middleware."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
 
 
 def create_api(
@@ -191,7 +197,7 @@ def create_api(
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             return _error(exc.status_code, str(exc.detail))
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _hardened(_error(500, f"internal error: {type(exc).__name__}: {exc}"))
 
     routes = [
         Route("/", page),

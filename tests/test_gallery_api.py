@@ -119,6 +119,54 @@ async def test_page_and_its_assets_are_served_with_a_csp(api: Api) -> None:
         assert missing.status_code == 404 and "error" in missing.json()
 
 
+HARDENING = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def assert_hardened(response: httpx.Response) -> None:
+    """The security headers every answer carries, whatever route or status made it."""
+    sent = {name: response.headers.get(name) for name in HARDENING}
+    where = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+    assert sent == HARDENING, where
+    assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", ""), where
+
+
+async def test_every_kind_of_answer_carries_the_security_headers(api: Api) -> None:
+    async with api(token=TOKEN) as c:
+        refused = [
+            await c.get("/"),  # 401 on the page
+            await c.post("/search", json={"text": "a cat"}),  # 401 on a JSON route
+            await c.get("/status", headers={"host": "evil.example"}),  # 421
+        ]
+        assert [r.status_code for r in refused] == [401, 401, 421]
+        opened = await c.get(f"/?token={TOKEN}")
+        assert opened.status_code == 303
+        hits = await c.post("/search", json={"text": "a photo of a cat", "limit": 5})
+        cat = next(h for h in hits.json() if h["path"] == "earth/cat.png")
+        served = {
+            "text/html": await c.get("/"),
+            "text/javascript": await c.get("/static/gallery.js"),
+            "application/json": hits,
+            "image/webp": await c.get(f"/thumb/{cat['id']}"),
+            "image/png": await c.get(f"/image/{cat['id']}"),
+        }
+        for kind, r in served.items():
+            assert r.status_code == 200 and r.headers["content-type"].startswith(kind), kind
+        missing = [
+            await c.get("/nowhere"),
+            await c.get(f"/thumb/{uuid.uuid4()}"),
+            await c.get("/static/__init__.py"),
+        ]
+        assert [r.status_code for r in missing] == [404, 404, 404]
+        wrong_method = await c.get("/search")
+        assert wrong_method.status_code == 405
+    for r in [*refused, opened, *served.values(), *missing, wrong_method]:
+        assert_hardened(r)
+
+
 @pytest.mark.parametrize(
     ("host", "served"),
     [
@@ -279,5 +327,7 @@ async def test_wrong_methods_and_internal_errors_answer_json(
             assert wrong.status_code == 405 and "error" in wrong.json()
             failed = await c.get("/status")
             assert failed.status_code == 500
+            assert_hardened(wrong)
+            assert_hardened(failed)
             assert failed.headers["content-type"] == "application/json"
             assert "the journal is unreadable" in failed.json()["error"]

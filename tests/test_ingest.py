@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.errors import CollectionMismatch, CredentialError
+from imgrag.connectors.index import Point
 from imgrag.pipeline.ingest import FatalError
 from imgrag.pipeline.runtime import open_runtime
 
@@ -159,6 +162,46 @@ async def test_sidecar_caption_tags_and_edits(tmp_path: Path, emulator: Emulator
         assert p.embed_calls() == 1  # the caption did not change what was embedded
         await p.ingestor.load_state()  # as a restart would: the sidecar signature is stored
         assert (await p.ingestor.reconcile()).unchanged == 1
+
+
+def _retag(root: Path) -> None:
+    (root / "dog.json").write_text('{"tags": ["sunset"]}')
+
+
+def _touch(root: Path) -> None:
+    st = (root / "dog.png").stat()  # same bytes, an older mtime (settled at once)
+    os.utime(root / "dog.png", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+
+
+@pytest.mark.parametrize("change", [_retag, _touch], ids=["sidecar_tags", "mtime_only"])
+async def test_a_rewritten_point_keeps_its_own_stored_vector(
+    tmp_path: Path, emulator: EmulatorHandle, change: Callable[[Path], None]
+) -> None:
+    """A change that rewrites the point but not what was embedded (the embed key) keeps the
+    point's own stored vector: no request, and not the vector of another point that carries
+    the same embed key (say a copy written under an earlier revision of the same model)."""
+    async with pipeline(tmp_path, emulator) as p:
+        add(p.root, "dog.png", 4)
+        (p.root / "dog.json").write_text('{"tags": ["beach"]}')
+        assert (await p.ingestor.reconcile()).indexed == 1
+    async with pipeline(tmp_path, emulator) as p:  # a restart: no vector held in memory
+        index = p.runtime.index
+        (state,) = list(index.file_states())
+        assert state.embed_key is not None
+        own = index.vector_by_id(state.id)
+        assert own is not None
+        other = [-x for x in own]
+        index.upsert(
+            [Point(id=str(uuid.UUID(int=0)), vector=other, payload={"embed_key": state.embed_key})]
+        )
+        # the lookup by embed key now finds the other point first
+        assert index.vector_by_embed_key(state.embed_key) == pytest.approx(other, abs=1e-6)
+        change(p.root)
+        summary = await p.ingestor.reconcile()
+        assert (summary.reused, summary.indexed, summary.unchanged) == (1, 0, 0)
+        assert summary.requests == 0 and p.embed_calls() == 0
+        assert p.points()["dog.png"]["mtime_ns"] == (p.root / "dog.png").stat().st_mtime_ns
+        assert index.vector_by_id(state.id) == own
 
 
 async def test_outage_loses_nothing(tmp_path: Path, emulator: EmulatorHandle) -> None:

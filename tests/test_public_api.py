@@ -12,6 +12,8 @@ from pathlib import Path
 import imgrag
 import pytest
 
+from tests.wheels import build_wheel
+
 REPO = Path(__file__).resolve().parent.parent
 
 PUBLIC = [
@@ -67,16 +69,7 @@ def test_wheel_holds_only_the_imgrag_package(tmp_path: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("pipeline", "connectors"):
         shutil.copytree(REPO / folder, source / folder, ignore=ignore)
-    out = tmp_path / "wheels"
-    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    run = subprocess.run(
-        [*pip, "-w", str(out), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    [wheel] = out.glob("imgrag-*.whl")
+    wheel = build_wheel(source, tmp_path / "wheels")
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
     top = {n.split("/", 1)[0] for n in names}
