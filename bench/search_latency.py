@@ -31,21 +31,20 @@ import sys
 from pathlib import Path
 import uvicorn
 from imgrag.connectors.config import StoreConfig
-from imgrag.connectors.paths import StatePaths
-from imgrag.connectors.stores import open_index
-from imgrag.pipeline.keys import point_id
 from imgrag.connectors.tiny import TinyEmbedder
 from imgrag.pipeline.api import create_api
+from imgrag.pipeline.config import Settings
+from imgrag.pipeline.core import Core
+from imgrag.pipeline.door import LocalDoor
 from imgrag.pipeline.metrics import Metrics
-from imgrag.pipeline.retrieval import SearchService
-from imgrag.pipeline.status import StatusReport
+from imgrag.pipeline.runtime import Runtime
 from bench.search_latency import SPEC
 
-index = open_index(StoreConfig(collection="bench"), StatePaths.under(Path(sys.argv[1])))
+core = Core.build(Settings(state_dir=Path(sys.argv[1]), store=StoreConfig(collection="bench")))
+index = core.open_index()
 index.ensure_collection(SPEC)
-service = SearchService(TinyEmbedder(1024), index, source="bench")
-report = lambda: StatusReport(indexed=0, pending=0, failed=0)
-app = create_api(service, report, Metrics(report))
+door = LocalDoor(core, runtime=Runtime(core, TinyEmbedder(1024), index, core.open_journal()))
+app = create_api(door, Metrics(door.status_now))
 config = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 uvicorn.Server(config).run()
 """

@@ -135,20 +135,22 @@ def test_new_file_status_metrics_and_clean_shutdown(daemon, tmp_path: Path) -> N
     assert not (tmp_path / "state" / "daemon.json").exists()
 
 
-def test_bearer_token_guards_status_and_search() -> None:
-    from imgrag.connectors.tiny import TinyEmbedder
+def test_bearer_token_guards_status_and_search(tmp_path: Path) -> None:
     from imgrag.pipeline.api import create_api
+    from imgrag.pipeline.config import Settings
+    from imgrag.pipeline.core import Core
+    from imgrag.pipeline.door import LocalDoor
     from imgrag.pipeline.metrics import Metrics
-    from imgrag.pipeline.retrieval import SearchService
     from imgrag.pipeline.status import StatusReport
     from pydantic import SecretStr
     from starlette.testclient import TestClient
 
-    def report() -> StatusReport:
-        return StatusReport(indexed=1, pending=0, failed=0)
+    class OneIndexed(LocalDoor):
+        def status_now(self, target: str | None = None) -> StatusReport:
+            return StatusReport(indexed=1, pending=0, failed=0)
 
-    service = SearchService(TinyEmbedder(8), index=None, source="s")  # type: ignore[arg-type]
-    app = create_api(service, report, Metrics(report), SecretStr("s3cret"))
+    door = OneIndexed(Core.build(Settings(state_dir=tmp_path / "state")))
+    app = create_api(door, Metrics(door.status_now), SecretStr("s3cret"))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/health").status_code == 200
         assert client.get("/status").status_code == 401

@@ -21,8 +21,8 @@ from imgrag.connectors.config import StoreConfig
 from imgrag.pipeline import api as api_module
 from imgrag.pipeline.api import create_api
 from imgrag.pipeline.config import IngestConfig, Settings
+from imgrag.pipeline.door import LocalDoor
 from imgrag.pipeline.metrics import Metrics
-from imgrag.pipeline.retrieval import SearchService
 from imgrag.pipeline.runtime import open_runtime
 from imgrag.pipeline.status import StatusReport
 from imgrag.pipeline.thumbnails import NotServable, file_of
@@ -75,18 +75,13 @@ def api(indexed: tuple[Settings, Path]) -> Api:
 
     @asynccontextmanager
     async def make(token: str | None = None, **kw: Any) -> AsyncIterator[httpx.AsyncClient]:
-        def report() -> StatusReport:
-            return StatusReport(indexed=len(PHOTOS), pending=0, failed=0)
-
         async with open_runtime(settings) as runtime:
-            service = SearchService(runtime.embedder, runtime.index, source="gallery")
+            door = LocalDoor(runtime.core, runtime=runtime)
+            assert door.roots() == [root]  # the folder it indexed: the only one served
             app = create_api(
-                service,
-                report,
-                Metrics(report),
+                door,
+                Metrics(door.status_now),
                 SecretStr(token) if token else None,
-                thumbs_dir=settings.state_dir / "thumbs",
-                roots=[root],
                 allowed_hosts=["gallery.lan"],
                 **kw,
             )
@@ -315,12 +310,13 @@ async def test_wrong_methods_and_internal_errors_answer_json(
 ) -> None:
     settings, _ = indexed
 
-    def broken() -> StatusReport:
-        raise RuntimeError("the journal is unreadable")
+    class Broken(LocalDoor):
+        def status_now(self, target: str | None = None) -> StatusReport:
+            raise RuntimeError("the journal is unreadable")
 
     async with open_runtime(settings) as runtime:
-        service = SearchService(runtime.embedder, runtime.index, source="gallery")
-        app = create_api(service, broken, Metrics(broken))
+        door = Broken(runtime.core, runtime=runtime)
+        app = create_api(door, Metrics(door.status_now))
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             wrong = await c.get("/search")
