@@ -201,7 +201,9 @@ class Reader:
             embedder = self.core.create_embedder(family=self.spec.family if self.spec else "")
             if self.spec is not None:
                 wanted = self.core.spec_for(embedder)
-                if not wanted.dimension:  # a deployment the catalog does not know
+                if not self.core.settings.embedder.dimensions:
+                    # Unless the config asks for a dimension, the one the deployment served
+                    # when the collection was made is the truth (the catalog's is a guess).
                     wanted = wanted.model_copy(update={"dimension": self.spec.dimension})
                 try:
                     self.index.ensure_collection(wanted)  # raises CollectionMismatch

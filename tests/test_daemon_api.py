@@ -218,17 +218,21 @@ def test_daemon_waits_for_an_embedder_that_is_down_at_start(
         proc.wait(timeout=30)
 
 
-def test_retry_refused_by_a_running_daemon_keeps_the_journal(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_retry_with_a_running_daemon_is_handed_to_it(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``imgrag retry`` goes through the one door: the daemon forgets the failures and runs
+    the pass (it used to be refused, the store being the daemon's)."""
     root, env, _proc = daemon
     info = read_daemon_file(tmp_path / "state" / "daemon.json")
     assert info is not None
     (root / "broken.png").write_text("not a png")
     wait_for(lambda: (status_of(info.url) or {}).get("failed") == 1, what="the failure recorded")
-    run = imgrag("retry", str(root), env=env)
-    assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert f"process {_proc.pid}" in run.stderr  # the store is the daemon's
+    run = imgrag("retry", str(root), "--json", env=env)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert f"the daemon (pid {_proc.pid}) owns the index" in run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["cleared"] == 1 and summary["failed"] == 1  # tried again, failed again
     status = status_of(info.url) or {}
-    assert status.get("failed") == 1  # the record of the failure survived
+    assert status.get("failed") == 1  # recorded anew, once
     assert status["failures"][0]["path"] == "broken.png"  # type: ignore[index]
 
 
