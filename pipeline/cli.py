@@ -864,6 +864,32 @@ async def _status(door: Door, target: str | None) -> tuple[StatusReport, str]:
     return await door.status(target), door.where
 
 
+@app.command("doctor")
+def doctor_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Ask the embedder what it serves (one small request) and check it against the index.
+    Searches never ask: they trust what the collection recorded when it was made."""
+    from imgrag.pipeline.doctor import checkup
+
+    settings = settings_from(ctx)
+    _setup_logging()
+    found = _guarded(lambda: asyncio.run(checkup(_core(settings))))
+    if json_:
+        typer.echo(found.model_dump_json(indent=2))
+    else:
+        e, c = found.embedder, found.collection
+        typer.echo(f"embedder: {e['provider']} {e['model']} ({e['dimension']} dims) answers")
+        typer.echo(
+            f"index: {c['model']} ({c['dimension']} dims), {found.answered_by}"
+            if c.get("model")
+            else f"index: no collection yet ({found.answered_by})"
+        )
+        for problem in found.problems:
+            typer.echo(f"problem: {problem}")
+        typer.echo("ok" if found.ok else "not ok")
+    if not found.ok:
+        raise typer.Exit(1)
+
+
 @app.command("sources")
 def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """The sources of the index: name, root, counts, and whether the root is reachable."""

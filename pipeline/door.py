@@ -222,7 +222,12 @@ class LocalDoor(Door):
         if spec is None and self._reader is not None:
             spec = self._reader.spec
         described = (
-            {"provider": spec.provider, "model": spec.model, "dimension": spec.dimension}
+            {
+                "provider": spec.provider,
+                "model": spec.model,
+                "dimension": spec.dimension,
+                "family": spec.family,
+            }
             if spec is not None
             else {"provider": core.settings.embedder.provider, "model": None}
         )

@@ -213,7 +213,12 @@ class Fleet:
             problems=health["problems"],
             waiting_for=next((d.waiting_for for d in daemons if d.waiting_for), None),
             usage=self.runtime.embedder.usage,
-            embedder={"provider": info.provider, "model": info.model, "dimension": info.dimension},
+            embedder={
+                "provider": info.provider,
+                "model": info.model,
+                "dimension": info.dimension,
+                "family": info.family,
+            },
         )
 
     def roots(self) -> list[Path]:

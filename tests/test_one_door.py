@@ -205,3 +205,22 @@ def test_every_door_agrees_on_three_folders_with_the_daemon_running(
     of_first = next(h for h in hits if Path(h["abs_path"]).parent == first)
     assert web.get(f"/thumb/{of_first['id']}").status_code == 404
     web.close()
+
+
+def test_doctor_asks_the_embedder_once_and_checks_the_record(
+    env: dict[str, str], tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe runs on demand: ``imgrag doctor`` spends it, and says when the deployment
+    no longer serves what the index was made with."""
+    assert imgrag("ingest", str(fill(tmp_path / "photos", 2, 1))).exit_code == 0
+    emulator.state.reset()
+    result = imgrag("doctor", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["ok"] and found["collection"]["model"] == found["embedder"]["model"]
+    assert found["answered_by"] == "no daemon running"
+    assert embeddings_requests(emulator) == 1  # the probe's one image
+    monkeypatch.setenv("IMGRAG_EMBEDDER__DIMENSIONS", "512")  # v3 serves 1024 only
+    changed = imgrag("doctor")
+    assert changed.exit_code == 1, changed.output
+    assert "dimensions" in changed.stderr and changed.stderr.strip().count("\n") == 0
