@@ -124,90 +124,17 @@ def create_api(
     /sources``, ``/ingest`` and ``/forget`` take the commands the CLI hands over.
     """
     allowed = LOOPBACK | {_host_name(h) for h in allowed_hosts if h}
-    expected = token.get_secret_value() if token is not None else None
-
-    def authorized(request: Request) -> bool:
-        if expected is None:
-            return True
-        header = request.headers.get("authorization", "")
-        cookie = request.cookies.get(COOKIE, "")
-        return hmac.compare_digest(
-            header.encode(), f"Bearer {expected}".encode()
-        ) or hmac.compare_digest(cookie.encode(), expected.encode())
-
-    def guarded(
-        handler: Callable[[Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def route(request: Request) -> Response:
-            if not authorized(request):
-                return _error(401, _NO_TOKEN)
-            return await handler(request)
-
-        return route
-
-    async def page(request: Request) -> Response:
-        given = request.query_params.get("token")
-        if expected is not None and given is not None:
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _error(401, _NO_TOKEN)
-            # The token goes into a cookie and out of the address bar (and the history).
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, expected, httponly=True, samesite="strict")
-            return response
-        if not authorized(request):
-            return _error(401, _NO_TOKEN)
-        return Response(_asset("index.html"), media_type="text/html; charset=utf-8")
-
-    async def health(request: Request) -> Response:
-        state = health_report() if health_report is not None else {"status": "ok"}
-        return JSONResponse({**state, "pid": os.getpid()})
-
-    async def status(request: Request) -> Response:
-        try:  # reading the index and walking folders: off the event loop
-            report = await asyncio.to_thread(door.status_now, request.query_params.get("source"))
-        except SourceError as exc:
-            return _error(404, str(exc))
-        return Response(report.model_dump_json(), media_type="application/json")
-
-    async def search(request: Request) -> Response:
-        query = await _query(request)
-        if isinstance(query, Response):
-            return query
-        started = time.perf_counter()
-        try:
-            hits = await door.search(query)
-        except (QueryError, FilterError) as exc:
-            return _error(400, str(exc))
-        except ValidationError as exc:  # a Qdrant filter of the wrong shape
-            return _error(400, f"filter: {describe_validation_error(exc)}")
-        finally:
-            metrics.search_seconds.observe(time.perf_counter() - started)
-        return JSONResponse([h.model_dump(mode="json") for h in hits])
-
-    async def thumb(request: Request) -> Response:
-        return await _thumb(door, request.path_params["id"])
-
-    async def image(request: Request) -> Response:
-        return await _image(door, request.path_params["id"])
-
-    async def prometheus(request: Request) -> Response:
-        body = await asyncio.to_thread(metrics.render)  # its status walks the folder
-        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, HTTPException):
-            return _error(exc.status_code, str(exc.detail))
-        return _hardened(_error(500, f"internal error: {type(exc).__name__}: {exc}"))
-
+    app = _Routes(door, metrics, token, health_report)
+    guarded = app.guarded
     routes = [
-        Route("/", page),
+        Route("/", app.page),
         Route("/static/{name}", _static),
-        Route("/health", health),
-        Route("/status", guarded(status)),
-        Route("/search", guarded(search), methods=["POST"]),
-        Route("/thumb/{id}", guarded(thumb)),
-        Route("/image/{id}", guarded(image)),
-        Route("/metrics", guarded(prometheus)),
+        Route("/health", app.health),
+        Route("/status", guarded(app.status)),
+        Route("/search", guarded(app.search), methods=["POST"]),
+        Route("/thumb/{id}", guarded(app.thumb)),
+        Route("/image/{id}", guarded(app.image)),
+        Route("/metrics", guarded(app.prometheus)),
     ]
     if writes:
         routes += [
@@ -217,8 +144,100 @@ def create_api(
     return Starlette(
         routes=routes,
         middleware=[Middleware(_Guard, allowed=frozenset(allowed))],
-        exception_handlers={HTTPException: http_error, Exception: http_error},
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )
+
+
+class _Routes:
+    """The read routes over one door, and the one token check every guarded route uses."""
+
+    def __init__(
+        self,
+        door: LocalDoor,
+        metrics: Metrics,
+        token: SecretStr | None,
+        health_report: Callable[[], dict[str, Any]] | None,
+    ) -> None:
+        self.door = door
+        self.metrics = metrics
+        self.expected = token.get_secret_value() if token is not None else None
+        self.health_report = health_report
+
+    def authorized(self, request: Request) -> bool:
+        if self.expected is None:
+            return True
+        header = request.headers.get("authorization", "")
+        cookie = request.cookies.get(COOKIE, "")
+        return hmac.compare_digest(
+            header.encode(), f"Bearer {self.expected}".encode()
+        ) or hmac.compare_digest(cookie.encode(), self.expected.encode())
+
+    def guarded(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            if not self.authorized(request):
+                return _error(401, _NO_TOKEN)
+            return await handler(request)
+
+        return route
+
+    async def page(self, request: Request) -> Response:
+        given = request.query_params.get("token")
+        expected = self.expected
+        if expected is not None and given is not None:
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(401, _NO_TOKEN)
+            # The token goes into a cookie and out of the address bar (and the history).
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, expected, httponly=True, samesite="strict")
+            return response
+        if not self.authorized(request):
+            return _error(401, _NO_TOKEN)
+        return Response(_asset("index.html"), media_type="text/html; charset=utf-8")
+
+    async def health(self, request: Request) -> Response:
+        state = self.health_report() if self.health_report is not None else {"status": "ok"}
+        return JSONResponse({**state, "pid": os.getpid()})
+
+    async def status(self, request: Request) -> Response:
+        target = request.query_params.get("source")
+        try:  # reading the index and walking folders: off the event loop
+            report = await asyncio.to_thread(self.door.status_now, target)
+        except SourceError as exc:
+            return _error(404, str(exc))
+        return Response(report.model_dump_json(), media_type="application/json")
+
+    async def search(self, request: Request) -> Response:
+        query = await _query(request)
+        if isinstance(query, Response):
+            return query
+        started = time.perf_counter()
+        try:
+            hits = await self.door.search(query)
+        except (QueryError, FilterError) as exc:
+            return _error(400, str(exc))
+        except ValidationError as exc:  # a Qdrant filter of the wrong shape
+            return _error(400, f"filter: {describe_validation_error(exc)}")
+        finally:
+            self.metrics.search_seconds.observe(time.perf_counter() - started)
+        return JSONResponse([h.model_dump(mode="json") for h in hits])
+
+    async def thumb(self, request: Request) -> Response:
+        return await _thumb(self.door, request.path_params["id"])
+
+    async def image(self, request: Request) -> Response:
+        return await _image(self.door, request.path_params["id"])
+
+    async def prometheus(self, request: Request) -> Response:
+        body = await asyncio.to_thread(self.metrics.render)  # its status walks the folder
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+    return _hardened(_error(500, f"internal error: {type(exc).__name__}: {exc}"))
 
 
 async def _static(request: Request) -> Response:
