@@ -915,7 +915,13 @@ class EdgeIndex:
                     try:
                         shard.flush()
                     except Exception as exc:  # the WAL has every write; reopening replays it
-                        log.warning("embedded store: flush on close failed: %s", exc)
+                        # A full disk is already the caller's one line: only note it here.
+                        full = "No space left" in str(exc)
+                        log.log(
+                            logging.INFO if full else logging.WARNING,
+                            "embedded store: flush on close failed: %s",
+                            exc,
+                        )
                     shard.close()
             finally:
                 self._owner.release()
