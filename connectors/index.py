@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
-from qdrant_client.http import models as qm
 
-# Filters are expressed with qdrant-client's models; every Index implementation accepts them.
-Filter = qm.Filter
+if TYPE_CHECKING:
+    from qdrant_client.http import models as qm
+
+    # Filters are qdrant-client's models; every Index implementation accepts them.
+    Filter = qm.Filter
 
 
 class CollectionSpec(BaseModel):

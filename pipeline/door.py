@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imgrag.connectors.errors import StoreLocked
 from imgrag.connectors.index import FileState, Index
@@ -29,7 +29,9 @@ from imgrag.pipeline.daemon_client import DaemonClient
 from imgrag.pipeline.forget import Forgotten, forget_source
 from imgrag.pipeline.ingest import Ingestor, Summary
 from imgrag.pipeline.journal import Journal
-from imgrag.pipeline.query import SearchQuery
+
+if TYPE_CHECKING:
+    from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
 from imgrag.pipeline.sources import Resolved, SourceError

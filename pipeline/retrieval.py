@@ -10,7 +10,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgrag.connectors.embedder import Embedder
 from imgrag.connectors.errors import ModalityNotSupported
@@ -21,7 +21,11 @@ from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.query import QueryError, SearchQuery
 from imgrag.pipeline.relevance import QueryKind, relevance_floor
 from pydantic import BaseModel
-from qdrant_client.http import models as qm
+
+if TYPE_CHECKING:
+    from qdrant_client.http import models as qm
+else:
+    from imgrag.connectors._qdrant_models import qm
 
 _TEXT_CACHE = 256
 

@@ -12,14 +12,18 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from imgrag.pipeline.config import Settings, load_settings
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.door import DaemonDoor, Door, open_door
 from imgrag.pipeline.query import ImageLike, SearchQuery, build_query
 from imgrag.pipeline.retrieval import SearchHit
-from qdrant_client.http import models as qm
+
+if TYPE_CHECKING:
+    from qdrant_client.http import models as qm
+else:
+    from imgrag.connectors._qdrant_models import qm
 
 T = TypeVar("T")
 FilterLike = dict[str, Any] | qm.Filter | None

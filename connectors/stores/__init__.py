@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from imgrag.connectors.config import StoreConfig
 from imgrag.connectors.index import Index
 from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores.edge import EdgeIndex, IndexStatus
-from imgrag.connectors.stores.qdrant import QdrantIndex
+
+if TYPE_CHECKING:
+    from imgrag.connectors.stores.qdrant import QdrantIndex
 
 __all__ = ["EdgeIndex", "IndexStatus", "QdrantIndex", "open_index"]
+
+
+def __getattr__(name: str) -> Any:
+    # The server kind brings qdrant-client's clients (over a second to import): only on use.
+    if name == "QdrantIndex":
+        return _server_kind()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _server_kind() -> type[QdrantIndex]:
+    from imgrag.connectors.stores.qdrant import QdrantIndex
+
+    return QdrantIndex
 
 
 def open_index(config: StoreConfig, paths: StatePaths) -> Index:
@@ -25,4 +42,4 @@ def open_index(config: StoreConfig, paths: StatePaths) -> Index:
             settle_seconds=config.edge_settle_seconds,
             state_dir=paths.root,
         )
-    return QdrantIndex(config)
+    return _server_kind()(config)

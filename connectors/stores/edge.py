@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
 from imgrag.connectors.errors import DiskFull, StoreError
@@ -68,7 +68,11 @@ from imgrag.connectors.stores.schema import (
     source_filter,
 )
 from pydantic import BaseModel
-from qdrant_client.http import models as qm
+
+if TYPE_CHECKING:
+    from qdrant_client.http import models as qm
+else:
+    from imgrag.connectors._qdrant_models import qm
 
 log = logging.getLogger(__name__)
 

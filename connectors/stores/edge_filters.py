@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
 from imgrag.connectors.errors import StoreError
-from qdrant_client.http import models as qm
+
+if TYPE_CHECKING:
+    from qdrant_client.http import models as qm
+else:
+    from imgrag.connectors._qdrant_models import qm
 
 
 def to_edge_filter(flt: qm.Filter | None) -> qe.Filter | None:

@@ -4,12 +4,16 @@ built from paths and folders, and collapsing duplicate images in search results.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from imgrag.connectors.errors import CollectionMismatch
 from imgrag.connectors.index import CollectionSpec, FileState, Hit
 from pydantic import BaseModel, ConfigDict
-from qdrant_client.http import models as qm
+
+if TYPE_CHECKING:
+    from qdrant_client.http import models as qm
+else:
+    from imgrag.connectors._qdrant_models import qm
 
 PayloadKind = Literal["keyword", "folder", "integer", "datetime"]
 
