@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
+from imgrag._errors import FilterError as FilterError
 from pydantic import ValidationError
 from qdrant_client.http import models as qm
 
@@ -16,10 +17,6 @@ _RANGES = {
     "ingested_before": ("ingested_at", "lt"),
 }
 _SIZES = {"min_size": "gte", "max_size": "lte"}
-
-
-class FilterError(ValueError):
-    """A filter the index cannot apply; the message names the key."""
 
 
 def build_filter(spec: Mapping[str, Any] | qm.Filter | None) -> qm.Filter | None:

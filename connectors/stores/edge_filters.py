@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import qdrant_edge as qe
-from imgrag.connectors.errors import StoreError
+from imgrag._errors import StoreError
 from qdrant_client.http import models as qm
 
 
