@@ -14,7 +14,6 @@ first use (``imgrag.Retriever`` imports the retriever, its models and stores the
 """
 
 import importlib as _importlib
-import typing as _typing
 
 from imgrag._errors import (
     BackendUnavailable,
@@ -58,7 +57,10 @@ from imgrag._errors import (
     WeightsError,
 )
 
-if _typing.TYPE_CHECKING:
+# typing.TYPE_CHECKING without importing typing (half of this module's import time); type
+# checkers take any name TYPE_CHECKING as true. Deleted below: it is not a public name.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     from imgrag.pipeline.config import Settings, load_settings
     from imgrag.pipeline.query import SearchQuery
     from imgrag.pipeline.retrieval import SearchHit
@@ -73,6 +75,7 @@ _LAZY = {
     "Settings": "imgrag.pipeline.config",
     "load_settings": "imgrag.pipeline.config",
 }
+del TYPE_CHECKING
 
 __all__ = [
     "AsyncRetriever",
