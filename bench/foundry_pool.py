@@ -17,9 +17,9 @@ import time
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
+from imgrag import EmbedderError
 from imgrag.connectors.config import DeploymentConfig, EmbedderConfig
 from imgrag.connectors.embedder import ImageInput
-from imgrag.connectors.errors import EmbedderError
 from imgrag.connectors.foundry import FoundryPool
 from PIL import Image
 from pydantic import SecretStr

@@ -16,9 +16,9 @@ import asyncio
 import json
 import time
 
+from imgrag import EmbedderError
 from imgrag.connectors.config import EmbedderConfig
 from imgrag.connectors.embedder import ImageInput
-from imgrag.connectors.errors import EmbedderError
 from imgrag.connectors.foundry import FoundryEmbedder
 from pydantic import SecretStr
 

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache, lru_cache
 
 import numpy as np
+from imgrag._errors import RequestRejected
 from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
-from imgrag.connectors.errors import RequestRejected
 from PIL import Image
 from threadpoolctl import ThreadpoolController
 

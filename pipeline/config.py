@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from imgrag._errors import ConfigError as ConfigError
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -24,10 +25,6 @@ def default_state_dir() -> Path:
 def user_config_file() -> Path:
     """The per-user config file (on Linux ``$XDG_CONFIG_HOME/imgrag/config.toml``)."""
     return platformdirs.user_config_path(APP_NAME, appauthor=False) / "config.toml"
-
-
-class ConfigError(Exception):
-    """A configuration file or override is invalid. The message is one line."""
 
 
 class _Section(BaseModel):

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from imgrag._errors import DaemonFailed
 from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
 from imgrag.pipeline.candidates import Rules, walk
 from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
@@ -42,10 +43,6 @@ _RECOVER_MAX_SECONDS = 120.0
 _STOP_GRACE_SECONDS = 5.0
 
 Block = Literal["root", "credential", "store"]
-
-
-class DaemonFailed(FatalError):
-    """A background task kept failing; the daemon stops rather than run as a zombie."""
 
 
 class Daemon:

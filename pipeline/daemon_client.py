@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from imgrag._errors import DaemonError
 from imgrag.pipeline.ingest import Summary
-from imgrag.pipeline.query import QueryError, SearchQuery
+from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.retrieval import SearchHit
 from imgrag.pipeline.status import StatusReport
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -51,10 +52,6 @@ class DaemonInfo(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-class DaemonError(QueryError):
-    """The daemon answered with an error, or stopped answering."""
 
 
 def write_daemon_file(path: Path, info: DaemonInfo) -> None:

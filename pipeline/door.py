@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from imgrag.connectors.errors import StoreLocked
+from imgrag._errors import StoreLocked
 from imgrag.connectors.index import FileState, Index
 from imgrag.pipeline.blob_source import blob_source_status, ingest_blob, uri_of
 from imgrag.pipeline.core import Core

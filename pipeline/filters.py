@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from imgrag._errors import FilterError as FilterError
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -20,10 +21,6 @@ _RANGES = {
     "ingested_before": ("ingested_at", "lt"),
 }
 _SIZES = {"min_size": "gte", "max_size": "lte"}
-
-
-class FilterError(ValueError):
-    """A filter the index cannot apply; the message names the key."""
 
 
 def build_filter(spec: Mapping[str, Any] | qm.Filter | None) -> qm.Filter | None:

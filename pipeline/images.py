@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Literal
 
 import numpy as np
+from imgrag._errors import ImageRejected as ImageRejected
 from imgrag.connectors.embedder import EmbedderInfo, ImageInput
 from PIL import ExifTags, Image, UnidentifiedImageError
 
@@ -42,14 +43,6 @@ Format = Literal["png", "jpeg", "webp"]
 MODEL_PIXELS = 1568 * 1568
 # Wide panoramas stay within this side even when under the area budget.
 DEFAULT_MAX_SIDE = 2048
-
-
-class ImageRejected(Exception):
-    """This file cannot be embedded; ``reason`` is a short code for the failure journal."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
+from imgrag._errors import FatalError as FatalError
+from imgrag._errors import PointRejected, UnstorablePayload
+from imgrag._errors import PruneRefused as PruneRefused
 from imgrag.connectors.embedder import Embedder, Embedding, ImageInput, Usage
 from imgrag.connectors.errors import (
     CollectionMismatch,
@@ -73,14 +76,6 @@ _PERMANENT_ERRNOS = frozenset(
 MAX_FILE_BYTES = 512 * 10**6
 
 
-class FatalError(Exception):
-    """The run cannot go on (bad credentials, wrong collection, ...). One line, with the fix."""
-
-
-class PruneRefused(FatalError):
-    """A pass would remove every point of a non-empty index; the user must confirm it."""
-
-
 def cause_of(exc: BaseException) -> BaseException:
     """The connector error behind a FatalError (kept as its cause or context)."""
     return exc.__cause__ or exc.__context__ or exc
@@ -127,14 +122,6 @@ class _Read:
 
 class _Changing(Exception):
     """The file changed while it was read; it is picked up again once stable."""
-
-
-class PointRejected(Exception):
-    """The store refused this one point while the rest of its batch landed."""
-
-
-class UnstorablePayload(Exception):
-    """The point's payload is not JSON a store can hold (a bug if it ever happens)."""
 
 
 class Ingestor:

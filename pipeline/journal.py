@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from imgrag.connectors.errors import DiskFull
+from imgrag._errors import DiskFull
 from pydantic import BaseModel
 
 Kind = Literal["permanent", "transient"]

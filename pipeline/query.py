@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from imgrag._errors import QueryError as QueryError
 from PIL import Image
 from pydantic import (
     BaseModel,
@@ -24,10 +25,6 @@ from qdrant_client.http import models as qm
 
 ImageLike = str | Path | bytes | Image.Image
 """A query image: a path, encoded bytes or a PIL image."""
-
-
-class QueryError(ValueError):
-    """The query cannot be run as asked (nothing to search by, a mode the model refuses)."""
 
 
 class SearchQuery(BaseModel):

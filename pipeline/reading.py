@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+from imgrag._errors import ReadRefused as ReadRefused
 from imgrag.pipeline.names import stored
 
 _FLAGS = (
@@ -17,15 +18,6 @@ _FLAGS = (
     | getattr(os, "O_NOFOLLOW", 0)  # the path is already resolved; a swapped-in link fails
     | getattr(os, "O_CLOEXEC", 0)
 )
-
-
-class ReadRefused(Exception):
-    """The file is not one we read: outside the root, not a regular file, a link loop, or
-    bigger than the limit. The message says which."""
-
-    def __init__(self, message: str, *, too_large: bool = False) -> None:
-        super().__init__(message)
-        self.too_large = too_large
 
 
 def read_inside(path: Path, real_root: Path, limit: int) -> tuple[bytes, os.stat_result]:

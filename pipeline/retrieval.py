@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from imgrag._errors import ModalityNotSupported, QueryError
 from imgrag.connectors.embedder import Embedder
-from imgrag.connectors.errors import ModalityNotSupported
 from imgrag.connectors.index import Hit, Index
 from imgrag.pipeline.filters import build_filter
 from imgrag.pipeline.images import Format, for_embedder
 from imgrag.pipeline.keys import point_id
-from imgrag.pipeline.query import QueryError, SearchQuery
+from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.relevance import QueryKind, relevance_floor
 from pydantic import BaseModel
 

@@ -18,22 +18,18 @@ import socket
 from collections.abc import AsyncIterator, Callable
 
 import uvicorn
+from imgrag._errors import ServeError
 from imgrag.connectors.errors import StoreLocked
 from imgrag.connectors.index import Index
 from imgrag.pipeline.api import SignalFreeServer, create_api
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.daemon_client import read_daemon_file
 from imgrag.pipeline.door import LocalDoor
-from imgrag.pipeline.ingest import FatalError
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.runtime import CoreLike, Reader, as_core
 from starlette.applications import Starlette
 
 log = logging.getLogger("imgrag.serve")
-
-
-class ServeError(FatalError):
-    """The gallery cannot be served as asked; the message is one line with the fix."""
 
 
 def _locked(core: Core, exc: StoreLocked) -> ServeError:

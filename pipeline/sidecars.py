@@ -10,8 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from imgrag._errors import ReadRefused
+from imgrag._errors import SidecarError as SidecarError
 from imgrag.pipeline.names import is_plain, stored
-from imgrag.pipeline.reading import ReadRefused, read_inside
+from imgrag.pipeline.reading import read_inside
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -19,10 +21,6 @@ MAX_CAPTION_CHARS = 2000
 # Metadata nests a few levels; the limit keeps every consumer (payload, store) clear of
 # recursion limits.
 MAX_JSON_DEPTH = 32
-
-
-class SidecarError(Exception):
-    """The sidecar exists but is not usable; the message says why."""
 
 
 class Sidecar(BaseModel):

@@ -20,13 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from imgrag._errors import SourceError as SourceError
 from pydantic import BaseModel, Field, ValidationError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class SourceError(Exception):
-    """A folder or source name cannot be used as asked. The message is one line, with the fix."""
 
 
 class SourceEntry(BaseModel):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
+from imgrag._errors import NotServable as NotServable
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMB_SIZE = 256
@@ -35,10 +36,6 @@ class LiveRoots(Sequence[Path]):
 
     def __len__(self) -> int:
         return len(self._current())
-
-
-class NotServable(LookupError):
-    """The point, its file, or a thumbnail of it cannot be served; the message says why."""
 
 
 def valid_id(point_id: str) -> bool:

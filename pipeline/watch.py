@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from imgrag.connectors.errors import StoreError
+from imgrag._errors import DaemonFailed, FatalError, StoreError
 from imgrag.pipeline.api import SignalFreeServer, create_api
 from imgrag.pipeline.blob_source import (
     blob_ingestor,
@@ -29,10 +29,10 @@ from imgrag.pipeline.blob_source import (
 from imgrag.pipeline.config import load_settings
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.credentials import RenewableEmbedder
-from imgrag.pipeline.daemon import Daemon, DaemonFailed
+from imgrag.pipeline.daemon import Daemon
 from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file, write_daemon_file
 from imgrag.pipeline.door import LocalDoor
-from imgrag.pipeline.ingest import FatalError, Summary
+from imgrag.pipeline.ingest import Summary
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.progress import Board
 from imgrag.pipeline.runtime import Runtime, open_runtime

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imgrag import RequestRejected
 from imgrag.connectors.embedder import Embedding, ImageInput
 from imgrag.connectors.emulator import EmulatorHandle, running_emulator
-from imgrag.connectors.errors import RequestRejected
 from imgrag.pipeline.batching import Batcher
 from PIL import Image
 from pydantic import SecretStr

@@ -453,9 +453,8 @@ def test_sources_entries_are_checked_and_never_shown(tmp_path: Path) -> None:
     """A `[[sources]]` entry must say `kind = "blob"`; a bad entry is one line naming the
     field without its value; the entries (which may hold a key) are not in the settings'
     repr or dump."""
+    from imgrag import ConfigError, SourceError, load_settings
     from imgrag.pipeline.blob_source import blob_configs
-    from imgrag.pipeline.config import ConfigError, load_settings
-    from imgrag.pipeline.sources import SourceError
 
     conn = f"AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:1/x;"
     bad_kind = tmp_path / "kind.toml"

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from imgrag import SidecarError
 from imgrag.pipeline.candidates import Rules, seen, walk
 from imgrag.pipeline.config import DEFAULT_INCLUDE
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.names import stored
-from imgrag.pipeline.sidecars import SidecarError, read_sidecar
+from imgrag.pipeline.sidecars import read_sidecar
 
 from tests import hostile_factory as h
 

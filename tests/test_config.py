@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from imgrag.pipeline.config import ConfigError, load_settings
+from imgrag import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

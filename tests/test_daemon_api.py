@@ -164,7 +164,7 @@ def test_bearer_token_guards_status_and_search(tmp_path: Path) -> None:
 def test_store_held_by_a_process_that_is_not_a_daemon_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imgrag.connectors.errors import StoreLocked
+    from imgrag import StoreLocked
 
     holder = (
         "import sys; from pathlib import Path; from imgrag.connectors.config import StoreConfig; "

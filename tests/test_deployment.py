@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from imgrag import ConfigError, Settings, load_settings
 from imgrag.pipeline.cli import app
-from imgrag.pipeline.config import ConfigError, Settings, load_settings
 
 from tests.wheels import WheelBuildFailed, build_wheel
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imgrag import DiskFull, StoreError
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.errors import DiskFull, StoreError
 from imgrag.connectors.index import CollectionSpec, Point
 from imgrag.connectors.stores import EdgeIndex
 from imgrag.pipeline.journal import Journal
@@ -164,7 +164,7 @@ def test_background_build_waits_for_room_for_its_copy(small_disk: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys, uuid
-    from imgrag.connectors.errors import StoreError
+    from imgrag import StoreError
     from imgrag.connectors.index import CollectionSpec, Point
     from imgrag.connectors.stores import EdgeIndex
 

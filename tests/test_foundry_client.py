@@ -11,17 +11,17 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from imgrag.connectors.config import EmbedderConfig
-from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.emulator.options import EmulatorOptions
-from imgrag.connectors.emulator.server import running_emulator
-from imgrag.connectors.errors import (
+from imgrag import (
     ConnectorError,
     CredentialError,
     InputTypeNotSupported,
     MalformedResponse,
     TransientEmbedderError,
 )
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.connectors.emulator.options import EmulatorOptions
+from imgrag.connectors.emulator.server import running_emulator
 from imgrag.connectors.foundry import FoundryEmbedder, normalize_endpoint
 from imgrag.connectors.foundry.retry import server_delay
 from pydantic import SecretStr

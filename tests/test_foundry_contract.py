@@ -25,11 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from imgrag.connectors.config import EmbedderConfig
-from imgrag.connectors.embedder import ImageInput
-from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.emulator.server import running_emulator
-from imgrag.connectors.errors import (
+from imgrag import (
     CredentialError,
     EmbedderError,
     InputTypeNotSupported,
@@ -37,6 +33,10 @@ from imgrag.connectors.errors import (
     RequestRejected,
     TransientEmbedderError,
 )
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.embedder import ImageInput
+from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.connectors.emulator.server import running_emulator
 from imgrag.connectors.foundry import FoundryEmbedder
 from imgrag.connectors.foundry.endpoint import resolve
 from imgrag.connectors.tiny import TinyEmbedder

@@ -16,14 +16,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from imgrag import ConfigError, ConnectorError, EmbedderError, load_settings
 from imgrag.connectors.config import DeploymentConfig, EmbedderConfig
 from imgrag.connectors.embedder import Embedding
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
-from imgrag.connectors.errors import ConnectorError, EmbedderError
 from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.foundry import FoundryEmbedder, FoundryPool
 from imgrag.connectors.paths import StatePaths
-from imgrag.pipeline.config import ConfigError, load_settings
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.status import StatusReport, deployment_lines
 from pydantic import SecretStr

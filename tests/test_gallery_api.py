@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from imgrag import NotServable
 from imgrag.connectors.config import StoreConfig
 from imgrag.pipeline import api as api_module
 from imgrag.pipeline.api import create_api
@@ -25,7 +26,7 @@ from imgrag.pipeline.door import LocalDoor
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.runtime import open_runtime
 from imgrag.pipeline.status import StatusReport
-from imgrag.pipeline.thumbnails import NotServable, file_of
+from imgrag.pipeline.thumbnails import file_of
 from PIL import Image
 from pydantic import SecretStr
 

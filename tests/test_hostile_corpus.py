@@ -15,8 +15,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from imgrag import StoreError
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.errors import StoreError
 from imgrag.pipeline.candidates import walk
 from imgrag.pipeline.daemon_client import read_daemon_file
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from imgrag.pipeline.images import ImageRejected, _to_rgb, normalize, probe
+from imgrag import ImageRejected
+from imgrag.pipeline.images import _to_rgb, normalize, probe
 from PIL import Image
 
 from tests import hostile_factory as h

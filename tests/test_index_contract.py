@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imgrag import CollectionMismatch, StoreError
 from imgrag.connectors.config import StoreConfig
-from imgrag.connectors.errors import CollectionMismatch, StoreError
 from imgrag.connectors.index import CollectionSpec, Index, Point
 from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import EdgeIndex, QdrantIndex, open_index

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imgrag.connectors.errors import StoreLocked
+from imgrag import StoreLocked
 from imgrag.connectors.index import CollectionSpec, Point
 from imgrag.connectors.stores import EdgeIndex
 from qdrant_client.http import models as qm

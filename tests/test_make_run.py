@@ -25,8 +25,9 @@ def test_ctrl_c_stops_make_run_without_a_make_error(tmp_path: Path) -> None:
         "IMGRAG_EMBEDDER__PROVIDER": "local",
         "IMGRAG_API__PORT": "0",
     }
-    # -o: never reinstall here, whatever the stamp's age.
-    argv = ["make", "-o", ".venv/.installed-run", "run", f"INBOX={tmp_path / 'inbox'}"]
+    # -o: never reinstall nor relink here, whatever the stamps' age.
+    argv = ["make", "-o", ".venv/.installed-run", "-o", ".venv/.installed-links", "run"]
+    argv.append(f"INBOX={tmp_path / 'inbox'}")
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
         os.chdir(REPO)

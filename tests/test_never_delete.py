@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from imgrag import FatalError
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline.candidates import Rules, walk
-from imgrag.pipeline.ingest import FatalError
 
 from tests import images_factory as f
 from tests.ingest_harness import pipeline

@@ -2,60 +2,131 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import imgrag
+import imgrag._errors
 import pytest
 
 from tests.wheels import build_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 
-PUBLIC = [
+# The public names that are not errors. Adding or removing one is a decision: change this
+# list with it. The errors are derived from imgrag._errors, where every one of them lives.
+NOT_ERRORS = [
     "AsyncRetriever",
-    "CollectionMismatch",
-    "ConfigError",
-    "ConnectorError",
-    "CredentialError",
-    "DaemonError",
-    "EmbedderError",
-    "FilterError",
-    "QueryError",
     "Retriever",
     "SearchHit",
     "SearchQuery",
     "Settings",
-    "StoreError",
-    "StoreLocked",
     "load_settings",
 ]
+SUBPACKAGES = {"connectors", "pipeline"}
+
+
+def surface_problems(package: ModuleType, errors: ModuleType) -> list[str]:
+    """What is wrong with ``package``'s public surface, derived from the package itself and
+    its errors module (the way httpx checks its own ``__all__``); empty when nothing is."""
+    exported: list[str] = list(package.__all__)
+    problems = [f"{n} is in __all__ but does not resolve" for n in exported if not _has(package, n)]
+    if exported != sorted(set(exported)):
+        problems.append("__all__ is not sorted or has duplicates")
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == errors.__name__
+    }
+    problems += [
+        f"{n} is defined in {errors.__name__} but not exported" for n in defined - {*exported}
+    ]
+    values = {n: getattr(package, n) for n in exported if _has(package, n)}
+    is_error = {n for n, v in values.items() if inspect.isclass(v) and issubclass(v, BaseException)}
+    problems += [
+        f"{n} is not an ImgragError"
+        for n in is_error
+        if not issubclass(values[n], errors.ImgragError)
+    ]
+    problems += [
+        f"{n} is exported but not defined in {errors.__name__}" for n in is_error - defined
+    ]
+    if sorted({*exported} - is_error) != NOT_ERRORS:
+        problems.append(f"the names that are not errors changed: {sorted({*exported} - is_error)}")
+    public = {n for n in dir(package) if not n.startswith("_")} - SUBPACKAGES
+    if public != set(exported):
+        problems.append(f"dir() and __all__ differ: {sorted(public ^ set(exported))}")
+    return problems
+
+
+def _has(module: ModuleType, name: str) -> bool:
+    try:
+        getattr(module, name)
+    except AttributeError:
+        return False
+    return True
 
 
 def test_public_api_is_pinned() -> None:
-    """Adding or removing a public name is a decision: change this list with it."""
-    assert imgrag.__all__ == PUBLIC
-    for name in PUBLIC:
-        assert getattr(imgrag, name) is not None, name
-    # Nothing public lies around undeclared (submodules aside).
-    undeclared = {
-        n
-        for n in dir(imgrag)
-        if not n.startswith("_") and n not in PUBLIC and n not in ("pipeline", "connectors")
-    }
-    assert undeclared == set()
+    """Every exported name resolves, every error is exported and under ImgragError, nothing
+    public lies around undeclared, and the other names are the pinned list."""
+    assert surface_problems(imgrag, imgrag._errors) == []
 
 
-def test_errors_a_caller_catches_are_exceptions() -> None:
-    for name in PUBLIC:
-        if name.endswith("Error") or name in ("StoreLocked", "CollectionMismatch"):
-            assert issubclass(getattr(imgrag, name), Exception), name
-    assert issubclass(imgrag.StoreLocked, imgrag.ConnectorError)
+def _copy_of_imgrag() -> ModuleType:
+    """A stand-in module with imgrag's surface, to show the check can fail."""
+    copy = ModuleType("imgrag_copy")
+    for name in imgrag.__all__:
+        setattr(copy, name, getattr(imgrag, name))
+    copy.__all__ = list(imgrag.__all__)  # type: ignore[attr-defined]
+    return copy
+
+
+def test_the_pin_fails_on_a_stray_name_or_a_dropped_error() -> None:
+    stray = _copy_of_imgrag()
+    stray.helper = len  # type: ignore[attr-defined]
+    assert any("dir() and __all__ differ" in p for p in surface_problems(stray, imgrag._errors))
+    dropped = _copy_of_imgrag()
+    dropped.__all__.remove("StoreLocked")  # type: ignore[attr-defined]
+    problems = surface_problems(dropped, imgrag._errors)
+    assert "StoreLocked is defined in imgrag._errors but not exported" in problems
+    extra = _copy_of_imgrag()
+    extra.__all__ = sorted([*extra.__all__, "Path"])  # type: ignore[attr-defined]
+    extra.Path = Path  # type: ignore[attr-defined]
+    assert any("not errors changed" in p for p in surface_problems(extra, imgrag._errors))
+
+
+def test_lazy_names_are_listed_before_they_load() -> None:
+    """dir() shows the lazy names whether or not they have loaded; an unknown name is an
+    AttributeError naming it."""
+    assert set(NOT_ERRORS) <= set(dir(imgrag))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        imgrag.no_such_name  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_errors_keep_the_relations_callers_rely_on() -> None:
+    assert issubclass(imgrag.StoreLocked, imgrag.StoreError)
+    assert issubclass(imgrag.StoreError, imgrag.ConnectorError)
+    assert issubclass(imgrag.ConnectorError, imgrag.ImgragError)
+    assert issubclass(imgrag.FilterError, ValueError) and issubclass(imgrag.QueryError, ValueError)
+    assert issubclass(imgrag.ExtraNotInstalled, ImportError)
     assert issubclass(imgrag.DaemonError, imgrag.QueryError)
+    assert issubclass(imgrag.NotServable, LookupError)
+    assert issubclass(imgrag.PruneRefused, imgrag.FatalError)
+    # The old homes still name the same classes, for the modules that import them there.
+    connector_errors = importlib.import_module("imgrag.connectors.errors")
+    for name in connector_errors.__all__:
+        assert getattr(connector_errors, name) is getattr(imgrag, name), name
+    assert importlib.import_module("imgrag.pipeline.ingest").FatalError is imgrag.FatalError
 
 
 def test_wheel_holds_only_the_imgrag_package(tmp_path: Path) -> None:

@@ -219,8 +219,8 @@ def link_or_copy(src: str, dst: str) -> None:
 
 def make_checkout(folder: Path) -> None:
     """What a fresh checkout holds for the documents' commands, and a ``.venv`` that is the
-    running environment (links to its folders; its own install stamp, newer than
-    pyproject.toml, so ``make run`` never reinstalls)."""
+    running environment (links to its folders; its own install stamps, newer than
+    pyproject.toml and the source folders, so ``make run`` never reinstalls nor relinks)."""
     for name in CHECKOUT_FILES:
         shutil.copy2(REPO / name, folder / name)
     for name in CHECKOUT_DIRS:
@@ -233,6 +233,7 @@ def make_checkout(folder: Path) -> None:
             (venv / entry).symlink_to(prefix / entry)
     shutil.copy2(prefix / "pyvenv.cfg", venv / "pyvenv.cfg")
     (venv / ".installed-run").touch()
+    (venv / ".installed-links").touch()  # never relinked from here: the links are the tests'
 
 
 def session_env(home: Path) -> dict[str, str]:

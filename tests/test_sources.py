@@ -125,7 +125,7 @@ def test_same_relative_path_in_two_sources(tmp_path: Path, emulator: EmulatorHan
 def test_a_folder_holding_a_source_or_a_taken_name_is_refused(
     tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
-    from imgrag.pipeline.sources import SourceError
+    from imgrag import SourceError
 
     settings = settings_for(tmp_path, emulator)
     (tmp_path / "top" / "inner").mkdir(parents=True)
@@ -363,9 +363,9 @@ def test_forget_removes_one_source(cli_env: Path) -> None:
 def test_a_daemon_that_is_starting_is_waited_for_then_named(tmp_path: Path) -> None:
     """daemon.json with port 0 (the store is owned, the API not up yet): a client says the
     daemon is starting, waits, and then fails with one line rather than a lock error."""
+    from imgrag import DaemonError
     from imgrag.pipeline.daemon_client import (
         DaemonClient,
-        DaemonError,
         DaemonInfo,
         read_daemon_file,
         write_daemon_file,

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from imgrag.connectors.errors import StoreError
+from imgrag import StoreError
 from imgrag.connectors.index import CollectionSpec, Point
 from imgrag.connectors.stores import EdgeIndex
 from imgrag.connectors.stores.schema import CollectionRecord

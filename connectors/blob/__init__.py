@@ -6,7 +6,17 @@ the index: the pipeline hands in stored state and gets plain decisions back.
 
 from __future__ import annotations
 
-from imgrag.connectors.errors import ExtraNotInstalled
+from imgrag._errors import (
+    BlobConfigError,
+    BlobGone,
+    BlobKeptChanging,
+    BlobSourceError,
+    BlobTooLarge,
+    BlobUriError,
+    EventDecodeError,
+    ExtraNotInstalled,
+    SidecarInvalid,
+)
 
 try:
     import azure.storage.blob
@@ -18,10 +28,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from .clients import open_container, open_queue
-from .config import BlobConfigError, BlobSourceConfig
+from .config import BlobSourceConfig
 from .download import Downloaded, SidecarData, download_to, read_sidecars
-from .errors import BlobGone, BlobKeptChanging, BlobSourceError, BlobTooLarge, SidecarInvalid
-from .events import BlobEvent, EventDecodeError, decode_message
+from .events import BlobEvent, decode_message
 from .listing import BlobEntry, Listing
 from .reconcile import (
     BlobState,
@@ -33,7 +42,7 @@ from .reconcile import (
     sidecar_names,
 )
 from .secrets import redact
-from .uri import BlobLocation, BlobUriError, blob_url, parse_az_uri, without_query
+from .uri import BlobLocation, blob_url, parse_az_uri, without_query
 from .worker import PoisonMessage, QueueWorker, WorkerStats
 
 __all__ = [

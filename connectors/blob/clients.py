@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 from azure.storage.blob import ContainerClient, ExponentialRetry
 from azure.storage.queue import QueueClient
+from imgrag._errors import BlobConfigError
 
-from .config import BlobConfigError, BlobSourceConfig
+from .config import BlobSourceConfig
 from .secrets import protect_logs
 
 

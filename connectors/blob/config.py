@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
+from imgrag._errors import BlobConfigError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .uri import BlobLocation, parse_az_uri, without_query
@@ -16,10 +17,6 @@ ENV_ACCOUNT_KEY = "AZURE_STORAGE_KEY"
 ENV_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
 
 AuthKind = Literal["auto", "connection_string", "key", "sas", "entra"]
-
-
-class BlobConfigError(ValueError):
-    """The blob source is not configured well enough to connect; the message names the fix."""
 
 
 class BlobSourceConfig(BaseModel):

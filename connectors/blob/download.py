@@ -14,8 +14,9 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
+from imgrag._errors import BlobGone, BlobKeptChanging, BlobTooLarge, SidecarInvalid
 
-from .errors import BlobGone, BlobKeptChanging, BlobTooLarge, SidecarInvalid, wrap
+from .errors import wrap
 from .listing import BlobEntry, plain_etag
 from .reconcile import sidecar_names
 from .uri import blob_url

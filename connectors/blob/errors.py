@@ -5,34 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
+from imgrag._errors import BlobSourceError
 
-from ..errors import ConnectorError
 from .secrets import redact
-
-
-class BlobSourceError(ConnectorError):
-    """Talking to Blob or Queue Storage failed after the retry policy gave up."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class BlobTooLarge(BlobSourceError):
-    """The blob is over the configured size limit; it was not read."""
-
-
-class BlobGone(BlobSourceError):
-    """The blob was deleted between listing and reading."""
-
-
-class BlobKeptChanging(BlobSourceError):
-    """The blob changed during every allowed download attempt."""
-
-
-class SidecarInvalid(BlobSourceError):
-    """A sidecar blob (``photo.txt`` / ``photo.json``) exists but cannot be used."""
 
 
 def describe(exc: BaseException, secrets: Iterable[str] = ()) -> tuple[str, int | None, str | None]:

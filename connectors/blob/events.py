@@ -29,15 +29,13 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from imgrag._errors import EventDecodeError
+
 from .uri import without_query
 
 CREATED = "Microsoft.Storage.BlobCreated"
 DELETED = "Microsoft.Storage.BlobDeleted"
 _SUBJECT = "/blobServices/default/containers/"
-
-
-class EventDecodeError(ValueError):
-    """The message is not an Event Grid event; retrying it will not help."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from imgrag._errors import BlobUriError
+
 # Storage account names: 3-24 lowercase letters and digits. Container names: 3-63 of
 # lowercase letters, digits and single hyphens, starting and ending alphanumeric
 # (Azure Storage naming rules; `$root` and `$web` are the special containers).
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _CONTAINER = re.compile(r"^(?:\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
-
-
-class BlobUriError(ValueError):
-    """An ``az://`` address that cannot name a container; the message says what to write."""
 
 
 @dataclass(frozen=True)

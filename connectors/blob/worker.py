@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
+from imgrag._errors import EventDecodeError
 
 from .errors import describe
-from .events import BlobEvent, EventDecodeError, decode_message
+from .events import BlobEvent, decode_message
 from .secrets import redact
 
 log = logging.getLogger(__name__)

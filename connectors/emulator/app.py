@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from imgrag._errors import RequestRejected
 from imgrag.connectors.embedder import ImageInput, InputType
 from imgrag.connectors.emulator.faults import InjectedFault
 from imgrag.connectors.emulator.inputs import InputProblem, decode_image, image_tokens, text_tokens
@@ -32,7 +33,6 @@ from imgrag.connectors.emulator.wire import (
     TextEmbeddingsRequest,
     UsageOut,
 )
-from imgrag.connectors.errors import RequestRejected
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException

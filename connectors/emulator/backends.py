@@ -5,15 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from imgrag._errors import BackendUnavailable
 from imgrag.connectors.embedder import Embedder
-from imgrag.connectors.errors import ConnectorError
 from imgrag.connectors.tiny import TinyEmbedder
 
 log = logging.getLogger(__name__)
-
-
-class BackendUnavailable(ConnectorError):
-    """The requested backend cannot be loaded here."""
 
 
 def make_backend(kind: str, dimension: int, cache_dir: Path | None = None) -> tuple[Embedder, str]:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from imgrag.connectors.errors import CredentialError
+from imgrag._errors import CredentialError
 from pydantic import SecretStr
 
 # Refresh a token this long before it expires, so no request leaves with a dying token.

@@ -17,10 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from imgrag.connectors.catalog import MAX_REQUEST_BYTES, ModelFacts, lookup
-from imgrag.connectors.config import EmbedderConfig
-from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
-from imgrag.connectors.errors import (
+from imgrag._errors import (
     ConnectorError,
     CredentialError,
     EmbedderError,
@@ -29,6 +26,9 @@ from imgrag.connectors.errors import (
     RequestRejected,
     TransientEmbedderError,
 )
+from imgrag.connectors.catalog import MAX_REQUEST_BYTES, ModelFacts, lookup
+from imgrag.connectors.config import EmbedderConfig
+from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
 from imgrag.connectors.foundry.auth import Auth, EntraAuth, KeyAuth, default_entra_credential
 from imgrag.connectors.foundry.endpoint import entra_scope, resolve
 from imgrag.connectors.foundry.pacing import Pacer

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from imgrag.connectors.errors import ConnectorError, CredentialError
+from imgrag._errors import ConnectorError, CredentialError
 
 Kind = Literal["foundry", "serverless", "managed"]
 

@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from imgrag._errors import (
+    ConnectorError,
+    CredentialError,
+    EmbedderError,
+    TransientEmbedderError,
+)
 from imgrag.connectors.config import DeploymentConfig, EmbedderConfig
 from imgrag.connectors.embedder import (
     DeploymentUsage,
@@ -29,12 +35,6 @@ from imgrag.connectors.embedder import (
     ImageInput,
     InputType,
     Usage,
-)
-from imgrag.connectors.errors import (
-    ConnectorError,
-    CredentialError,
-    EmbedderError,
-    TransientEmbedderError,
 )
 from imgrag.connectors.foundry.client import _PROBE_PNG, FoundryEmbedder
 

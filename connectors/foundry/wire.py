@@ -7,7 +7,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from imgrag.connectors.errors import MalformedResponse
+from imgrag._errors import MalformedResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 

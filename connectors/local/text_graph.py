@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from imgrag._errors import WeightsError
 from imgrag.connectors.local.graph_builder import GraphBuilder
-from imgrag.connectors.local.weights import WeightsError
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 Weights = dict[str, npt.NDArray[Any]]

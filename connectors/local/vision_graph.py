@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from imgrag._errors import WeightsError
 from imgrag.connectors.local.graph_builder import GraphBuilder
-from imgrag.connectors.local.weights import WeightsError
 
 INPUT_SIZE = 224
 NUM_CLASSES = 1000

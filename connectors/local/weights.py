@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
+from imgrag._errors import WeightsError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -54,10 +55,6 @@ _SAFETENSORS_DTYPES: dict[str, np.dtype[Any]] = {
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
-
-
-class WeightsError(ValueError):
-    """A weights file that is not what the offline model expects."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
-from imgrag.connectors.errors import DiskFull, StoreError
+from imgrag._errors import DiskFull, StoreError
 from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
 from imgrag.connectors.stores import edge_space as space
 from imgrag.connectors.stores.edge_filters import to_edge_filter

@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
-from imgrag.connectors.errors import StoreError
+from imgrag._errors import StoreError
 
 if TYPE_CHECKING:
     from qdrant_client.http import models as qm

@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-from imgrag.connectors.errors import DiskFull
+from imgrag._errors import DiskFull
 
 MB = 1_000_000
 MIB = 1024 * 1024

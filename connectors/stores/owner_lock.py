@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from imgrag.connectors.errors import StoreError, StoreLocked
+from imgrag._errors import StoreError, StoreLocked
 from pydantic import BaseModel
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only

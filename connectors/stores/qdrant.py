@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from imgrag._errors import CollectionMismatch, StoreError, StoreLocked
 from imgrag.connectors.config import StoreConfig
-from imgrag.connectors.errors import CollectionMismatch, StoreError, StoreLocked
 from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
 from imgrag.connectors.stores.schema import (
     COLLECTION_METADATA_KEY,

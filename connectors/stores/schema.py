@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from imgrag.connectors.errors import CollectionMismatch
+from imgrag._errors import CollectionMismatch
 from imgrag.connectors.index import CollectionSpec, FileState, Hit
 from pydantic import BaseModel, ConfigDict
 
