@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from imgrag._errors import ImgragError
 from imgrag.pipeline.config import ConfigError, Settings, load_settings
 from rich.console import Console
 
@@ -187,7 +188,6 @@ def emulator_command(
 ) -> None:
     """Serve the Azure AI Foundry Models embeddings API locally (for offline development)."""
     from imgrag.connectors.emulator import EmulatorOptions, EmulatorState, serve
-    from imgrag.connectors.errors import ConnectorError
     from pydantic import SecretStr, ValidationError
 
     values: dict[str, object] = {
@@ -216,7 +216,7 @@ def emulator_command(
 
     try:
         serve(options, ready)
-    except ConnectorError as exc:
+    except ImgragError as exc:
         raise fail(str(exc)) from None
 
 
@@ -390,16 +390,10 @@ def escape_markup(text: str) -> str:
 
 
 def _guarded(work: Callable[[], T]) -> T:
-    """Run a command body; known failures become one clear line and exit code 1."""
-    from imgrag.connectors.errors import ConnectorError
-    from imgrag.pipeline.filters import FilterError
-    from imgrag.pipeline.ingest import FatalError
-    from imgrag.pipeline.query import QueryError
-    from imgrag.pipeline.sources import SourceError
-
+    """Run a command body; every imgrag error becomes one clear line and exit code 1."""
     try:
         return work()
-    except (ConnectorError, FatalError, ConfigError, QueryError, FilterError, SourceError) as exc:
+    except ImgragError as exc:
         raise fail(str(exc)) from None
 
 
@@ -655,12 +649,12 @@ def _readable_image(image: Path) -> None:
 
 
 def _run_search(ctx: typer.Context, query_fields: dict[str, object]) -> list[SearchHit]:
-    from imgrag.pipeline.filters import FilterError
-    from imgrag.pipeline.query import QueryError, build_query
+
+    from imgrag.pipeline.query import build_query
 
     try:
         query = build_query(**query_fields)
-    except (QueryError, FilterError) as exc:
+    except ImgragError as exc:
         raise fail(str(exc)) from None
     _setup_logging()
     return _through_door(settings_from(ctx), lambda door: door.search(query))
@@ -742,7 +736,7 @@ def search_command(
     json_: JsonOpt = False,
 ) -> None:
     """Search the index by text, by an example image, by both, or by an indexed image."""
-    from imgrag.pipeline.filters import FilterError, parse_cli_filters
+    from imgrag.pipeline.filters import parse_cli_filters
 
     if text is None and image is None and similar_to is None:
         raise fail(
@@ -752,7 +746,7 @@ def search_command(
         _readable_image(image)
     try:
         flt = parse_cli_filters(filters or []) or None
-    except FilterError as exc:
+    except ImgragError as exc:
         raise fail(str(exc)) from None
     hits = _run_search(
         ctx,
@@ -784,11 +778,11 @@ def similar_command(
 ) -> None:
     """Images that look like PATH. A file on disk is searched by its pixels (itself left
     out); any other PATH must be an indexed image's path in its folder."""
-    from imgrag.pipeline.filters import FilterError, parse_cli_filters
+    from imgrag.pipeline.filters import parse_cli_filters
 
     try:
         flt = parse_cli_filters(filters or []) or None
-    except FilterError as exc:
+    except ImgragError as exc:
         raise fail(str(exc)) from None
     file = Path(path)
     fields: dict[str, object] = {"limit": limit, "filter": flt, "min_score": min_score}

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from imgrag._errors import DaemonError
 from imgrag.pipeline.ingest import Summary
-from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.retrieval import SearchHit
 from imgrag.pipeline.status import StatusReport
 from pydantic import BaseModel, SecretStr, ValidationError
 
 if TYPE_CHECKING:
+    from imgrag.pipeline.query import SearchQuery
     pass
 
 log = logging.getLogger("imgrag.daemon_client")

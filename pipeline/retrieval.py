@@ -18,11 +18,11 @@ from imgrag.connectors.index import Hit, Index
 from imgrag.pipeline.filters import build_filter
 from imgrag.pipeline.images import Format, for_embedder
 from imgrag.pipeline.keys import point_id
-from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.relevance import QueryKind, relevance_floor
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from imgrag.pipeline.query import SearchQuery
     from qdrant_client.http import models as qm
 else:
     from imgrag.connectors._qdrant_models import qm
