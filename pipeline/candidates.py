@@ -241,124 +241,202 @@ def walk_rows(
     unchanged folder neither builds objects nor sets off the garbage collector, which
     scanning everything the process holds cost more than the rest of the pass.
     """
-    listing = listing if listing is not None else Listing()
-    real_root = _real(root)
-    ignored = {_real(p) for p in rules.ignore_dirs}
-    start = root / on_disk(below) if below else root
-    # Each folder carries the (device, inode) of the folders above it, up to the root: a
-    # link back to one of them (a loop, or a link to a parent) is not followed again.
-    above = _identity(root)
-    folder = root
-    for part in PurePosixPath(on_disk(below)).parts if below else ():
-        folder = folder / part
-        here = _identity(folder)
-        if here & above or not _inside(folder, real_root):
-            return  # reached through a link to a folder above it, or out of the root
-        above |= here
-    # Each folder also carries its on-disk path relative to the root ("a/b/"): per-file
-    # paths are then string concatenations, not pathlib operations (a rescan's main cost).
-    top = on_disk(below).strip("/") + "/" if below else ""
-    stack: list[tuple[Path, frozenset[tuple[int, int]], str]] = [(start, above, top)]
-    include = _pattern(tuple(rules.include)).match
-    exclude = _pattern(tuple(rules.exclude)).match if rules.exclude else None
-    # The usual rules ("*.jpg", ..., no exclude) come down to the name's ending.
-    endings = None if rules.exclude else _endings(tuple(rules.include))
+    walk = _Walk(root, rules, listing if listing is not None else Listing(), present, unchanged)
+    stack = walk.start(below)
     while stack:
         folder, above, prefix = stack.pop()
+        found = walk.list_folder(folder, above, prefix, stack, below)
+        if found is not None:
+            rows = walk.rows(prefix, found)
+            if rows:
+                yield rows
+
+
+_Stacked = tuple[Path, frozenset[tuple[int, int]], str]
+"""A folder still to list: its path, the (device, inode) of the folders above it up to the
+root, and its on-disk path relative to the root ("a/b/")."""
+
+
+@dataclass(slots=True)
+class _Folder:
+    """The files of one listed folder, as parallel lists (not a tuple per file: see
+    ``walk_rows``), and the stats of its sidecar files by name."""
+
+    entries: list[os.DirEntry[str]]
+    names: list[str] = field(default_factory=list)
+    lowers: list[str] = field(default_factory=list)
+    stats: list[os.stat_result] = field(default_factory=list)
+    sidecars: dict[str, os.stat_result] = field(default_factory=dict)
+
+
+class _Walk:
+    """One walk below a root: what stays the same from folder to folder."""
+
+    def __init__(
+        self,
+        root: Path,
+        rules: Rules,
+        listing: Listing,
+        present: set[str] | None,
+        unchanged: Callable[[str, int, int, str], bool] | None,
+    ) -> None:
+        self.root = root
+        self.rules = rules
+        self.listing = listing
+        self.present = present
+        self.unchanged = unchanged
+        self.real_root = _real(root)
+        self.ignored = {_real(p) for p in rules.ignore_dirs}
+        self.include = _pattern(tuple(rules.include)).match
+        self.exclude = _pattern(tuple(rules.exclude)).match if rules.exclude else None
+        # The usual rules ("*.jpg", ..., no exclude) come down to the name's ending.
+        self.endings = None if rules.exclude else _endings(tuple(rules.include))
+        self.start_folder = root
+
+    def start(self, below: str) -> list[_Stacked]:
+        """The first folder to list (``below`` the root), or none when it is reached
+        through a link to a folder above it or lies out of the root."""
+        root = self.root
+        self.start_folder = root / on_disk(below) if below else root
+        # Each folder carries the (device, inode) of the folders above it, up to the root: a
+        # link back to one of them (a loop, or a link to a parent) is not followed again.
+        above = _identity(root)
+        folder = root
+        for part in PurePosixPath(on_disk(below)).parts if below else ():
+            folder = folder / part
+            here = _identity(folder)
+            if here & above or not _inside(folder, self.real_root):
+                return []
+            above |= here
+        # Each folder also carries its on-disk path relative to the root ("a/b/"): per-file
+        # paths are then string concatenations, not pathlib operations (a rescan's main cost).
+        top = on_disk(below).strip("/") + "/" if below else ""
+        return [(self.start_folder, above, top)]
+
+    def list_folder(
+        self,
+        folder: Path,
+        above: frozenset[tuple[int, int]],
+        prefix: str,
+        stack: list[_Stacked],
+        below: str,
+    ) -> _Folder | None:
+        """The files of ``folder``; its subfolders go on ``stack``. None when it cannot be
+        listed (noted in the listing: unknown, never "empty")."""
         try:
             with os.scandir(folder) as it:
-                entries = list(it)
+                found = _Folder(list(it))
         except OSError as exc:
             # Gone, not a folder, EACCES, EIO, a stale mount: unknown, never "empty".
-            if folder == start and not below:
-                listing.root_missing = True
-            rel_folder = relative(root, folder) or below or "."
-            listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
-            continue
-        # Parallel lists, not a tuple per file (see the docstring).
-        file_names: list[str] = []
-        file_lowers: list[str] = []
-        file_stats: list[os.stat_result] = []
-        sidecars: dict[str, os.stat_result] = {}
-        for entry in entries:
+            if folder == self.start_folder and not below:
+                self.listing.root_missing = True
+            rel_folder = relative(self.root, folder) or below or "."
+            self.listing.unreadable[rel_folder] = exc.strerror or type(exc).__name__
+            return None
+        for entry in found.entries:
             try:
-                if entry.is_symlink() and not _inside(Path(entry.path), real_root):
-                    continue
-                if entry.is_dir():
-                    st = entry.stat()
-                    key = (st.st_dev, st.st_ino)
-                    if key in above or entry.name.startswith("."):
-                        continue
-                    path = Path(entry.path)
-                    if _real(path) in ignored:
-                        continue
-                    stack.append((path, above | {key}, prefix + entry.name + "/"))
-                elif entry.is_file():
-                    st = entry.stat()
-                    name = entry.name
-                    lower = name.lower()
-                    if lower.endswith(_SIDECAR_SUFFIXES):
-                        sidecars[name] = st
-                    file_names.append(name)
-                    file_lowers.append(lower)
-                    file_stats.append(st)
+                self._take(entry, above, prefix, stack, found)
             except ValueError:
                 continue  # a name the OS cannot take back: the next scan sees it
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOENT):
                     continue  # a link loop is never a file; a vanished entry is seen next time
                 # Unreadable while walking: the next scan sees it; keep its point.
-                rel_entry = relative(root, Path(entry.path))
+                rel_entry = relative(self.root, Path(entry.path))
                 if rel_entry is not None:
-                    listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
-                continue
+                    self.listing.unreadable[rel_entry] = exc.strerror or type(exc).__name__
+        return found
+
+    def _take(
+        self,
+        entry: os.DirEntry[str],
+        above: frozenset[tuple[int, int]],
+        prefix: str,
+        stack: list[_Stacked],
+        found: _Folder,
+    ) -> None:
+        if entry.is_symlink() and not _inside(Path(entry.path), self.real_root):
+            return
+        if entry.is_dir():
+            st = entry.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in above or entry.name.startswith("."):
+                return
+            path = Path(entry.path)
+            if _real(path) not in self.ignored:
+                stack.append((path, above | {key}, prefix + entry.name + "/"))
+        elif entry.is_file():
+            st = entry.stat()
+            name = entry.name
+            lower = name.lower()
+            if lower.endswith(_SIDECAR_SUFFIXES):
+                found.sidecars[name] = st
+            found.names.append(name)
+            found.lowers.append(lower)
+            found.stats.append(st)
+
+    def rows(self, prefix: str, found: _Folder) -> list[Row]:
+        """The wanted files of one listed folder, less those ``unchanged`` says it holds."""
         rows: list[Row] = []
         # Per folder, not per file: whether its path is plain text and hides nothing, so a
         # plain name needs only the checks on itself (the same answers as rules.wants).
         plain = is_plain(prefix)
         shown = plain and not any(p.startswith(".") for p in prefix.split("/") if p and p != ".")
+        fast = shown and self.endings is not None
+        sidecars, present, unchanged = found.sidecars, self.present, self.unchanged
         names: set[str] | None = None
-        for name, lower, st in zip(file_names, file_lowers, file_stats, strict=True):
+        for name, lower, st in zip(found.names, found.lowers, found.stats, strict=True):
             disk = prefix + name
-            if shown and endings is not None and name.isascii():
-                rel = disk
-                if (
-                    not lower.endswith(endings)
-                    or lower.endswith(_PARTIAL_SUFFIXES)
-                    or name[0] == "."
-                    or name in _LITTER
-                    or name.startswith("~$")
-                ):
+            if fast and name.isascii():
+                if not self._plain_wanted(name, lower):
                     continue
+                rel = disk
             elif shown and (name.isascii() or is_plain(name)):
                 rel = disk
-                if not _wanted_name(name, disk, include, exclude):
+                if not _wanted_name(name, disk, self.include, self.exclude):
                     continue
             else:
-                rel = stored(disk)
-                if not rules.wants(rel):
+                if names is None:  # only odd names need the folder's other names
+                    names = {e.name for e in found.entries}
+                odd = self._odd_name(name, disk, names)
+                if odd is None:
                     continue
-                if rel != disk and stored(name) != name:
-                    if names is None:  # only odd names need the folder's other names
-                        names = {e.name for e in entries}
-                    if stored(name) in names:
-                        # Two files, one index key: the one spelled as stored wins (seen()).
-                        log.warning(
-                            "%s: skipped, a file is named as this one is stored", printable(rel)
-                        )
-                        continue
-            if sidecars:
-                dot = name.rfind(".")
-                sig = _sidecar_sig(sidecars, name[:dot] if dot > 0 else name)
-            else:
-                sig = ""
+                rel = odd
+            sig = _sidecar_sig(sidecars, _stem(name)) if sidecars else ""
             if present is not None:
                 present.add(rel)
             if unchanged is not None and unchanged(rel, st.st_size, st.st_mtime_ns, sig):
                 continue
             rows.append((rel, st.st_size, st.st_mtime_ns, sig, disk if disk != rel else None))
-        if rows:
-            yield rows
+        return rows
+
+    def _plain_wanted(self, name: str, lower: str) -> bool:
+        """A plain ASCII name in a plain folder, under the usual rules: its ending decides."""
+        assert self.endings is not None
+        return not (
+            not lower.endswith(self.endings)
+            or lower.endswith(_PARTIAL_SUFFIXES)
+            or name[0] == "."
+            or name in _LITTER
+            or name.startswith("~$")
+        )
+
+    def _odd_name(self, name: str, disk: str, names: set[str]) -> str | None:
+        """The stored path of a name that is not plain text, or None when it is not wanted
+        (or another file of the folder is named as this one is stored)."""
+        rel = stored(disk)
+        if not self.rules.wants(rel):
+            return None
+        if rel != disk and stored(name) != name and stored(name) in names:
+            # Two files, one index key: the one spelled as stored wins (seen()).
+            log.warning("%s: skipped, a file is named as this one is stored", printable(rel))
+            return None
+        return rel
+
+
+def _stem(name: str) -> str:
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
 
 
 def _identity(folder: Path) -> frozenset[tuple[int, int]]:
