@@ -19,12 +19,10 @@ from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from imgrag._errors import ServeError
-from imgrag.connectors.errors import StoreLocked
 from imgrag.connectors.index import Index
 from imgrag.pipeline.api import SignalFreeServer, create_api
 from imgrag.pipeline.core import Core
-from imgrag.pipeline.daemon_client import read_daemon_file
-from imgrag.pipeline.door import LocalDoor
+from imgrag.pipeline.door import DaemonDoor, LocalDoor, open_door
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.runtime import CoreLike, Reader, as_core
 from starlette.applications import Starlette
@@ -32,28 +30,25 @@ from starlette.applications import Starlette
 log = logging.getLogger("imgrag.serve")
 
 
-def _locked(core: Core, exc: StoreLocked) -> ServeError:
-    """The line for a store another process holds: the daemon's URL when it is a daemon."""
-    info = read_daemon_file(core.paths.daemon, starting=True)
-    if info is not None and not info.starting:
-        return ServeError(
-            f"the daemon (pid {info.pid}) owns this index and serves its gallery: "
-            f"open {info.url}/ instead (imgrag serve is for a stopped daemon's store or a "
-            "Qdrant server)"
-        )
-    if info is not None:
-        return ServeError(
-            f"the daemon (pid {info.pid}) owns this index and is starting: open its gallery "
-            "once it is up (imgrag status shows its address)"
-        )
-    return ServeError(str(exc))
+def _elsewhere(door: DaemonDoor) -> ServeError:
+    """A running daemon owns the index: it serves the gallery already."""
+    info = door.client.info
+    return ServeError(
+        f"the daemon (pid {info.pid}) owns this index and serves its gallery: open "
+        f"{info.url}/ instead (imgrag serve is for a stopped daemon's store or a Qdrant server)"
+    )
 
 
-def _open(core: Core) -> Index:
-    try:
-        return core.open_index()
-    except StoreLocked as exc:
-        raise _locked(core, exc) from None
+async def _own_door(core: Core, index: Index | None) -> LocalDoor:
+    """This process's door to the index, for reading; ServeError when a daemon has it."""
+    if index is not None:
+        return LocalDoor(core, reader=Reader(core, index))
+    door = await open_door(core)
+    if isinstance(door, DaemonDoor):
+        await door.aclose()
+        raise _elsewhere(door)
+    assert isinstance(door, LocalDoor)
+    return door
 
 
 @contextlib.asynccontextmanager
@@ -61,14 +56,19 @@ async def gallery_app(
     settings: CoreLike, *, index: Index | None = None, host: str | None = None
 ) -> AsyncIterator[Starlette]:
     """The gallery app over the configured index (or ``index``), closed on exit. It opens
-    the index for reading (no request to the embedder: the collection's record says which
-    model made it). Raises ServeError (one line) when the store is locked or holds no such
-    collection."""
+    the index through the one door, for reading (no request to the embedder: the
+    collection's record says which model made it). Raises ServeError (one line) when a
+    daemon owns the index or the store holds no such collection."""
     core = as_core(settings)
-    reader = Reader(core, index if index is not None else _open(core))
-    door = LocalDoor(core, reader=reader)
+    async with _served(core, await _own_door(core, index), host) as app:
+        yield app
+
+
+@contextlib.asynccontextmanager
+async def _served(core: Core, door: LocalDoor, host: str | None) -> AsyncIterator[Starlette]:
+    """The app over ``door``; the door is closed on exit."""
     try:
-        if reader.spec is None:
+        if door.service() is None:
             where = "the embedded store" if core.settings.store.kind == "edge" else "the server"
             raise ServeError(
                 f"{where} holds no collection {core.collection!r}: index a folder first "
@@ -113,16 +113,16 @@ async def run_serve(
     """Serve the gallery until SIGINT/SIGTERM; ``ready`` hears the URL once it listens."""
     host = host or core.settings.api.host
     port = core.settings.api.port if port is None else port
-    # The store first (a running daemon's is locked: say where its gallery is), then the
-    # port, both before anything loads: either fails at once.
-    index = _open(core)
+    # The door first (a running daemon's index: say where its gallery is), then the port,
+    # both before anything loads: either fails at once.
+    door = await _own_door(core, None)
     try:
         sock = listen(host, port)
     except BaseException:
-        index.close()
+        await door.aclose()
         raise
     try:
-        async with gallery_app(core, index=index, host=host) as app:
+        async with _served(core, door, host) as app:
             server = SignalFreeServer(
                 uvicorn.Config(
                     app,
