@@ -185,6 +185,8 @@ def test_every_door_agrees_on_three_folders_with_the_daemon_running(
     # The gallery serves every source's thumbnails and originals, watched or not.
     info = read_daemon_file(Path(env["IMGRAG_STATE_DIR"]) / "daemon.json")
     assert info is not None
+    elsewhere = imgrag("serve", "--port", "0")  # the daemon's index: its gallery, not a second
+    assert elsewhere.exit_code == 1 and f"open {info.url}/ instead" in elsewhere.stderr
     web = httpx.Client(base_url=info.url, timeout=30)
     for hit in hits:
         assert web.get(f"/thumb/{hit['id']}").status_code == 200, hit["abs_path"]
