@@ -16,7 +16,7 @@ Every outcome of reading one item comes out of the source as one of a few named 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -31,6 +31,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "Change",
     "Follower",
+    "Handler",
     "ItemGone",
     "ItemRead",
     "ItemUnavailable",
@@ -138,6 +139,9 @@ class Change:
     instead of keeping it for later."""
 
 
+Handler = Callable[[Change], Coroutine[Any, Any, None]]
+"""What a follower hands each change to (the daemon's ``_apply``)."""
+
 Watched = Literal["gone", "same", "started", "restarted"]
 """A follower's check of its root: does not answer; as before; following starts; following
 starts again after it stopped or the root was replaced (a catch-up reconcile is due)."""
@@ -160,7 +164,7 @@ class Follower(Protocol):
         """Whether the root answers; (re)starts following when it came back. Blocking, cheap."""
         ...
 
-    async def follow(self, handle: Callable[[Change], Awaitable[None]], tick: float) -> None:
+    async def follow(self, handle: Handler, tick: float) -> None:
         """Hand every change to ``handle`` until cancelled; raises when following died."""
         ...
 
@@ -259,8 +263,11 @@ class Source(Protocol):
         """Whether it answers and how many items wait (may list: blocking)."""
         ...
 
-    def follower(self, indexed: Indexed, *, polling: bool = False) -> Follower:
-        """How changes are followed (``polling``: a folder watcher that polls)."""
+    def follower(
+        self, indexed: Indexed, *, polling: bool = False, settle_seconds: float | None = None
+    ) -> Follower:
+        """How changes are followed (a folder's: ``polling`` observer, events held until
+        ``settle_seconds`` passed; None: the source's own settle time)."""
         ...
 
     def close(self, *, wait: bool) -> None: ...

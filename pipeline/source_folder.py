@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +29,7 @@ from imgrag.pipeline.sidecars import read_sidecar
 from imgrag.pipeline.source import (
     MAX_FILE_BYTES,
     Change,
+    Handler,
     Indexed,
     ItemGone,
     ItemRead,
@@ -209,7 +210,8 @@ class FolderSource:
             except KeptChanging:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
-                item = await asyncio.to_thread(self.look, item.rel) or item
+                again = await asyncio.to_thread(self.look, item.rel)
+                item = again or item
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _settled(self, s: Seen) -> Seen:
@@ -274,16 +276,20 @@ class FolderSource:
 
     # -- following -----------------------------------------------------------------------------
 
-    def follower(self, indexed: Indexed, *, polling: bool = False) -> FolderFollower:
-        return FolderFollower(self, polling=polling)
+    def follower(
+        self, indexed: Indexed, *, polling: bool = False, settle_seconds: float | None = None
+    ) -> FolderFollower:
+        settle = self.settle_seconds if settle_seconds is None else settle_seconds
+        return FolderFollower(self, polling=polling, settle_seconds=settle)
 
 
 class FolderFollower:
     """A watchdog observer on the root, restarted when the root comes back or is replaced."""
 
-    def __init__(self, source: FolderSource, *, polling: bool = False) -> None:
+    def __init__(self, source: FolderSource, *, polling: bool, settle_seconds: float) -> None:
         self.source = source
         self.polling = polling
+        self.settle_seconds = settle_seconds
         self._watcher: FolderWatcher | None = None
         self._root_id: tuple[int, int] | None = None
         self.mode = ""
@@ -311,7 +317,7 @@ class FolderFollower:
         self._watcher = FolderWatcher(
             root,
             self.source.rules,
-            settle_seconds=self.source.settle_seconds,
+            settle_seconds=self.settle_seconds,
             polling=self.polling,
         )
         self.mode = self._watcher.start()
@@ -327,7 +333,7 @@ class FolderFollower:
             self._watcher.stop()
             self._watcher = None
 
-    async def follow(self, handle: Callable[[Change], Awaitable[None]], tick: float) -> None:
+    async def follow(self, handle: Handler, tick: float) -> None:
         while True:
             watcher = self._watcher
             if watcher is None:
