@@ -221,6 +221,7 @@ class BlobSource:
     ) -> Scan:
         """List the prefix page by page, keeping only what must be indexed. A point is
         removed only when a complete listing did not show its blob."""
+        self._entries.clear()  # a new listing: entries of a stopped pass are not read now
         rec = Reconciler({n: blob_state(known[n]) for n in known}, is_image=self.wants)
         listed, listing = self._list(rec, permanent, stopping)
         result = rec.finish(listing.complete)

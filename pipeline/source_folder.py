@@ -237,6 +237,12 @@ class FolderSource:
     def _read(self, s: Seen) -> ItemRead:
         """The file's bytes and sidecar: read only when it is a regular file whose real path
         is inside the root, its size checked before reading, never blocking."""
+        try:
+            return self._read_file(s)
+        except FileNotFoundError:
+            raise ItemGone(s.rel) from None
+
+    def _read_file(self, s: Seen) -> ItemRead:
         path = self.root / s.disk
         limit = MAX_FILE_BYTES
         try:
@@ -248,8 +254,6 @@ class FolderSource:
             raise ImageRejected(
                 "too_large", f"{size / 1e6:.0f} MB is over the {limit // 10**6} MB file limit"
             ) from None
-        except FileNotFoundError:
-            raise ItemGone(s.rel) from None
         if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
             raise KeptChanging()  # changed since it was seen: settle again
         after = path.stat()
