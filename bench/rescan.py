@@ -1,7 +1,7 @@
 """A rescan of an unchanged folder against the stat floor, in one run (prints JSON).
 
 100,000 tiny files in 100 folders, an embedded index holding a point for each (as a
-finished backfill leaves it), and an Ingestor that has read the index once. ``ratio`` is
+finished backfill leaves it), and an Indexer that has read the index once. ``ratio`` is
 one ``reconcile()`` pass (walk, compare, nothing to do) divided by a plain ``os.scandir``
 walk that stats every file of the same tree; each is the best of ``RUNS``. ``cpu_ratio`` is
 the same with the process's CPU time (kernel time included), which other work on a shared
@@ -34,9 +34,10 @@ from imgrag.connectors.index import CollectionSpec, FileState, Point
 from imgrag.connectors.stores.edge import EdgeIndex
 from imgrag.connectors.tiny import TinyEmbedder
 from imgrag.pipeline.candidates import Rules
-from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.ingest import Indexer
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
+from imgrag.pipeline.source_folder import FolderSource
 
 FILES = int(os.environ.get("RESCAN_FILES", "100000"))
 FOLDERS = 100
@@ -141,13 +142,11 @@ async def run(tmp: Path) -> dict[str, Any]:
     index.ensure_collection(CollectionSpec(name="images", model="tiny", dimension=DIM))
     rss["store_open"] = _rss_megabytes()
     journal = Journal(tmp / "journal.sqlite")
-    ingestor = Ingestor(
-        root,
+    ingestor = Indexer(
+        FolderSource(root, name=SOURCE, rules=Rules(include=("*.jpg",))),
         embedder=TinyEmbedder(dimension=DIM),
         index=index,
         journal=journal,
-        rules=Rules(include=("*.jpg",)),
-        source=SOURCE,
     )
     try:
         started = time.perf_counter()

@@ -1,11 +1,15 @@
-"""A blob container (or a prefix of it) as a source, like a folder: naming and config.
+"""A blob container (or a prefix of it) as a source, like a folder: naming and assembly.
 
 ``az://account/container[/prefix]`` addresses and ``[[sources]] kind = "blob"`` entries
-become :class:`~imgrag.connectors.blob.BlobSourceConfig`; this module registers them,
-assembles a :class:`~imgrag.pipeline.blob_ingest.BlobIngestor` (one pass, ``imgrag ingest``)
-or a :class:`~imgrag.pipeline.blob_daemon.BlobDaemon` (``imgrag watch``), and counts a
-source for ``imgrag status`` without a daemon. Point ids are ``uuid5(source, blob name)``;
-hits carry the blob's URL (never a SAS) as ``abs_path``.
+become :class:`~imgrag.connectors.blob.BlobSourceConfig`; this module registers them and
+assembles a :class:`~imgrag.pipeline.source_blob.BlobSource` under the one indexer
+(``imgrag ingest``) and the one daemon (``imgrag watch``), and counts a source for
+``imgrag status`` without a daemon. Point ids are ``uuid5(source, blob name)``; hits carry
+the blob's URL (never a SAS) as ``abs_path``.
+
+The ``blob`` extra (azure-storage) is imported in one place, below: without it, folder
+sources work and anything that needs a container raises ``ExtraNotInstalled`` (one line,
+with the install command).
 """
 
 from __future__ import annotations
@@ -13,24 +17,35 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
+from imgrag.connectors.errors import ExtraNotInstalled
 from imgrag.connectors.index import FileState
-from imgrag.pipeline.ingest import Outcome, Summary
+from imgrag.pipeline.config import Settings
+from imgrag.pipeline.daemon import Daemon
+from imgrag.pipeline.ingest import Indexer, Outcome, Summary
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.runtime import Runtime, open_runtime, registry, rules_for
 from imgrag.pipeline.sources import SourceError, check_name
 from imgrag.pipeline.status import SourceStatus
 from pydantic import ValidationError
 
-if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
-    from imgrag.connectors.blob import BlobSourceConfig
-    from imgrag.pipeline.blob_daemon import BlobDaemon
-    from imgrag.pipeline.blob_ingest import BlobIngestor
-    from imgrag.pipeline.config import Settings
-    from imgrag.pipeline.runtime import Runtime
+_MISSING: ExtraNotInstalled | None = None
+try:  # the one import of the blob extra
+    from imgrag.connectors.blob import (
+        BlobConfigError,
+        BlobSourceConfig,
+        BlobUriError,
+        Listing,
+        Reconciler,
+        open_container,
+    )
+    from imgrag.pipeline.source_blob import BlobSource, blob_state
+except ExtraNotInstalled as exc:
+    _MISSING = exc
 
 log = logging.getLogger("imgrag.blob")
 
@@ -58,10 +73,15 @@ def is_blob_root(root: str) -> bool:
     return uri_of(root) is not None
 
 
+def _need_extra() -> None:
+    """Raise the one-line ``ExtraNotInstalled`` when the blob extra is not installed."""
+    if _MISSING is not None:
+        raise _MISSING
+
+
 def _parse(data: Mapping[str, Any]) -> BlobSourceConfig:
     """A :class:`BlobSourceConfig`; any error is one line naming the field, never a value."""
-    from imgrag.connectors.blob import BlobConfigError, BlobSourceConfig, BlobUriError
-
+    _need_extra()
     try:
         return BlobSourceConfig.model_validate(dict(data))
     except ValidationError as exc:
@@ -87,8 +107,6 @@ def _account(config: BlobSourceConfig) -> str:
         if match:
             return match.group(1)
     if config.account_url:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(config.account_url)
         host = parts.hostname or ""
         if host.endswith(".core.windows.net"):
@@ -125,9 +143,8 @@ def config_for_uri(settings: Settings, uri: str) -> BlobSourceConfig:
 # -- assembling -------------------------------------------------------------------------------
 
 
-def _container(config: BlobSourceConfig) -> ContainerClient:
-    from imgrag.connectors.blob import BlobConfigError, open_container
-
+def _container(config: BlobSourceConfig) -> Any:
+    _need_extra()
     try:
         return open_container(config)
     except BlobConfigError as exc:
@@ -136,11 +153,23 @@ def _container(config: BlobSourceConfig) -> ContainerClient:
 
 def register(settings: Settings, config: BlobSourceConfig) -> str:
     """Record the source in the state directory's registry; its name."""
-    from imgrag.pipeline.runtime import registry
-
     name = source_name(config)
     registry(settings).register_root(name, location_uri(config))
     return name
+
+
+def blob_source(
+    settings: Settings, config: BlobSourceConfig, environ: Mapping[str, str] | None = None
+) -> BlobSource:
+    """The source of ``config``, registered under its name."""
+    return BlobSource(
+        config,
+        _container(config),
+        name=register(settings, config),
+        rules=rules_for(settings),
+        uri=location_uri(config),
+        environ=environ,
+    )
 
 
 def blob_ingestor(
@@ -149,21 +178,15 @@ def blob_ingestor(
     *,
     on_progress: Callable[[str, Outcome], None] | None = None,
     observe_embed: Callable[[float], None] | None = None,
-) -> BlobIngestor:
-    from imgrag.pipeline.blob_ingest import BlobIngestor
-    from imgrag.pipeline.runtime import rules_for
-
+) -> Indexer:
+    """The one indexer over the blob source of ``config``."""
     s = runtime.settings
-    name = register(s, config)
-    return BlobIngestor(
-        config,
-        _container(config),
+    return Indexer(
+        blob_source(s, config),
         embedder=runtime.embedder,
         index=runtime.index,
         journal=runtime.journal,
-        rules=rules_for(s),
-        source=name,
-        thumbs_dir=s.state_dir / "thumbs" if s.ingest.thumbnails else None,
+        thumbs=s.state_dir / "thumbs" if s.ingest.thumbnails else None,
         image_format=s.embedder.image_format,
         embed_concurrency=runtime.embedder.info.recommended_concurrency,
         on_progress=on_progress,
@@ -181,8 +204,6 @@ async def ingest_blob(
     on_start: Callable[[Callable[[], None]], None] | None = None,
 ) -> Summary:
     """``imgrag ingest az://account/container[/prefix]``: one reconcile pass."""
-    from imgrag.pipeline.runtime import open_runtime
-
     config = config_for_uri(settings, uri)
     async with open_runtime(settings) as runtime:
         ingestor = blob_ingestor(runtime, config, on_progress=on_progress)
@@ -199,10 +220,6 @@ def blob_source_status(
 ) -> SourceStatus:
     """The counts of a blob source without a daemon: pending comes from a listing now
     (a listing that fails makes the source unreachable and pending 0). Blocking."""
-    from imgrag.connectors.blob import Listing, Reconciler
-    from imgrag.pipeline.blob_ingest import blob_state
-    from imgrag.pipeline.runtime import rules_for
-
     scoped = journal if journal.source == name else journal.scoped(name)
     reachable, pending = False, 0
     try:
@@ -240,9 +257,9 @@ def make_blob_daemon(
     *,
     observe_embed: Callable[[float], None] | None = None,
     on_summary: Callable[[str, Summary], None] | None = None,
-    renew_credential: Callable[[], Any] | None = None,
-) -> BlobDaemon:
-    from imgrag.pipeline.blob_daemon import BlobDaemon
-
-    ingestor = blob_ingestor(runtime, config, observe_embed=observe_embed)
-    return BlobDaemon(ingestor, on_summary=on_summary, renew_credential=renew_credential)
+    renew_credential: Callable[[], Awaitable[None]] | None = None,
+) -> Daemon:
+    """The one daemon over the blob source of ``config``: it lists at the source's interval
+    and consumes its queue, if it has one."""
+    indexer = blob_ingestor(runtime, config, observe_embed=observe_embed)
+    return Daemon(indexer, on_summary=on_summary, renew_credential=renew_credential)

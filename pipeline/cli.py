@@ -24,7 +24,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from imgrag.pipeline.core import Core
     from imgrag.pipeline.door import Door
-    from imgrag.pipeline.ingest import Ingestor, Summary
+    from imgrag.pipeline.ingest import Indexer, Summary
     from imgrag.pipeline.retrieval import SearchHit
     from imgrag.pipeline.status import StatusReport
 
@@ -346,7 +346,7 @@ async def _ingest_through(
         return await _delegated_ingest(door, target, name, prune, retry, progress)
     board = _board_track(settings, progress)
 
-    def track(ingestor: Ingestor, what: str, source: str) -> Any:
+    def track(ingestor: Indexer, what: str, source: str) -> Any:
         return board.track(ingestor, what, source)
 
     try:

@@ -1,6 +1,8 @@
-"""The watch daemon: reconcile, then follow the folder until asked to stop.
+"""The watch daemon: reconcile, then follow a source until asked to stop.
 
-Every background task (follow, rescan, retry, recover) runs under the one supervisor
+One :class:`Daemon` drives any ``Source`` through its indexer: what "follow" (a folder
+watcher, a queue consumer) and "the root answers" mean comes from the source. Every
+background task (follow, rescan, retry, recover) runs under the one supervisor
 (``supervisor.py``). Conditions that block ingestion without being bugs (the root is
 missing, the service refuses the key, the store cannot write) pause ingestion: changes are
 kept, the ``recover`` task checks again with backoff, and a reconcile catches up once they
@@ -23,12 +25,11 @@ from typing import Any, Literal
 
 from imgrag._errors import DaemonFailed
 from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
-from imgrag.pipeline.candidates import Rules, walk
-from imgrag.pipeline.ingest import FatalError, Ingestor, PruneRefused, Summary, cause_of
-from imgrag.pipeline.journal import Journal
-from imgrag.pipeline.status import SourceStatus, source_status
+from imgrag.pipeline.candidates import Rules
+from imgrag.pipeline.ingest import FatalError, Indexer, PruneRefused, Summary, cause_of
+from imgrag.pipeline.source import Change, Follower
+from imgrag.pipeline.status import SourceStatus
 from imgrag.pipeline.supervisor import Supervisor
-from imgrag.pipeline.watcher import Changes, FolderWatcher
 
 log = logging.getLogger("imgrag.daemon")
 
@@ -43,37 +44,43 @@ _RECOVER_MAX_SECONDS = 120.0
 _STOP_GRACE_SECONDS = 5.0
 
 Block = Literal["root", "credential", "store"]
+# Reasons a failure is worth retrying soon (a redelivered change comes back for them).
+_TRANSIENT = frozenset({"read_error", "embedder_unavailable", "store_unavailable"})
 
 
 class Daemon:
-    """Owns the ingestor for one folder; every pass runs one at a time."""
+    """Keeps one source in line with the index; every pass runs one at a time.
+
+    ``Daemon(indexer)`` lists at ``rescan_minutes`` (default: the source's own interval)
+    and follows the source as it says; ``settle_seconds`` and ``polling`` go to its
+    follower.
+    """
 
     def __init__(
         self,
-        root: Path,
-        ingestor: Ingestor,
-        journal: Journal,
+        indexer: Indexer,
+        /,
         *,
-        settle_seconds: float,
-        rescan_minutes: float,
+        rescan_minutes: float | None = None,
+        settle_seconds: float | None = None,
         polling: bool = False,
         on_summary: Callable[[str, Summary], None] | None = None,
         renew_credential: Callable[[], Awaitable[None]] | None = None,
         progress: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
-        self.root = root
-        self.ingestor = ingestor
-        self.journal = journal
-        self.settle_seconds = settle_seconds
-        self.rescan_seconds = rescan_minutes * 60
-        self.polling = polling
+        self.indexer = indexer
+        self.origin = indexer.origin
+        self.journal = indexer.journal
+        if rescan_minutes is not None:
+            self.rescan_seconds = rescan_minutes * 60
+        else:
+            self.rescan_seconds = self.origin.list_seconds or 0.0
         self.on_summary = on_summary
         self.renew_credential = renew_credential
         self.progress = progress
         """Shows a pass's progress (by its name) while it runs."""
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
-        self.watch_mode = ""
         self.started_at = time.time()
         self.last_rescan = 0.0
         self.waiting_for: str | None = None
@@ -86,8 +93,10 @@ class Daemon:
         self._catch_up = False
         self._abandoned = 0
         self._lock = asyncio.Lock()
-        self._watcher: FolderWatcher | None = None
-        self._root_id: tuple[int, int] | None = None
+        self.follower: Follower = self.origin.follower(
+            indexer, polling=polling, settle_seconds=settle_seconds
+        )
+        """How the source's changes are followed (a folder watcher, a queue consumer)."""
         self._unblocked = asyncio.Event()
         self._unblocked.set()
         self._kick = asyncio.Event()
@@ -97,13 +106,12 @@ class Daemon:
 
     @property
     def pending(self) -> int:
-        waiting = self._watcher.waiting if self._watcher is not None else 0
-        return self.ingestor.pending + waiting + len(self._deferred)
+        return self.indexer.pending + self.follower.waiting + len(self._deferred)
 
     @property
     def left(self) -> int:
         """Files not indexed at stop: skipped, abandoned in flight, or not handed over yet."""
-        return self.ingestor.left + self._abandoned + self.pending
+        return self.indexer.left + self._abandoned + self.pending
 
     @property
     def health(self) -> str:
@@ -120,17 +128,40 @@ class Daemon:
 
     @property
     def display_root(self) -> str:
-        """How status names where this source's images are."""
-        return str(self.root)
+        """How status names where this source's images are (a folder, ``az://...``)."""
+        return self.origin.display_root
 
-    def source_status(self, rules: Rules) -> SourceStatus:
-        """This source's counts (walks the folder: blocking)."""
-        ingestor = self.ingestor
-        return source_status(ingestor.source, self.root, ingestor.known, ingestor.journal, rules)
+    @property
+    def root(self) -> Path:
+        """The folder files may be served from. A source without one (a blob container)
+        answers the null device, which holds no file to serve; ``origin.local_root`` says
+        None for it."""
+        local = self.origin.local_root
+        return local if local is not None else Path(os.devnull)
+
+    @property
+    def watch_mode(self) -> str:
+        return self.follower.mode
+
+    def source_status(self, rules: Rules | None = None) -> SourceStatus:
+        """This source's counts (a folder is walked, a container listed: blocking).
+        ``rules`` is unused: the source's own apply."""
+        indexer = self.indexer
+        journal = indexer.journal
+        standing = self.origin.standing(indexer.known, journal, indexer.backlog)
+        return SourceStatus(
+            name=indexer.source,
+            root=self.display_root,
+            reachable=standing.reachable,
+            indexed=len(indexer.known),
+            pending=standing.pending,
+            failed=journal.count(),
+            failed_by_reason=journal.by_reason(),
+        )
 
     def stop(self) -> None:
         """Take no new work; in-flight files finish (or are abandoned after a grace)."""
-        self.ingestor.stop()
+        self.indexer.stop()
         self.stopping.set()
 
     # -- the life cycle --------------------------------------------------------------------
@@ -145,27 +176,28 @@ class Daemon:
         self._tasks = [asyncio.create_task(self._main())]
         try:
             await self.stopping.wait()
-            self.ingestor.stop()
+            self.indexer.stop()
             await self._drain()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            self._stop_watcher()
+            self.follower.stop()
         if self.failed:
             raise DaemonFailed(self.failed)
 
     async def _main(self) -> None:
+        follow, rescan = self.origin.task_names
         await self.supervise("reconcile", self._initial_reconcile)
         await asyncio.gather(
-            self.supervise("follow", self._follow),
-            self.supervise("rescan", self._rescan_loop),
+            self.supervise(follow, self._follow),
+            self.supervise(rescan, self._rescan_loop),
             self.supervise("retry", self._retry_loop),
             self.supervise("recover", self._recover_loop),
         )
 
     async def _initial_reconcile(self) -> None:
-        await self._pass("reconcile", self.ingestor.reconcile)
+        await self._pass("reconcile", self.indexer.reconcile)
         self.last_rescan = time.monotonic()
         self.ready.set()
 
@@ -174,10 +206,10 @@ class Daemon:
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout=_STOP_GRACE_SECONDS)
         except TimeoutError:
-            self._abandoned = self.ingestor.pending
+            self._abandoned = self.indexer.pending
             log.warning(
                 "stopping: abandoning %d files still in flight after %.0fs",
-                self.ingestor.pending,
+                self.indexer.pending,
                 _STOP_GRACE_SECONDS,
             )
         else:
@@ -233,20 +265,16 @@ class Daemon:
         if summary.root_missing:
             self._root_gone()
             return
-        if summary.unreadable:
-            shown = ", ".join(f"{f} ({why})" for f, why in list(summary.unreadable.items())[:5])
-            more = len(summary.unreadable) - 5
-            self.problems["unreadable"] = (
-                f"cannot read {len(summary.unreadable)} folders: {shown}"
-                + (f" and {more} more" if more > 0 else "")
-                + "; nothing under them is removed"
-            )
+        key, line = self.origin.listing_problem(summary.unreadable, self.rescan_seconds)
+        if line:
+            self.problems[key] = line
         else:
-            self.problems.pop("unreadable", None)
+            self.problems.pop(key, None)
 
     def _block(self, kind: Block, why: str) -> None:
         line = {
-            "root": f"root missing: waiting for {self.root} to come back; nothing is removed",
+            "root": f"root missing: waiting for {self.display_root} to come back; "
+            "nothing is removed",
             "credential": f"{why}; files are kept pending and the key is re-read with backoff "
             "(fix AZURE_INFERENCE_CREDENTIAL or [embedder] api_key)",
             "store": f"{why}; ingestion is paused and resumes when writes succeed "
@@ -266,86 +294,46 @@ class Daemon:
         if not self.blocked:
             self._unblocked.set()
 
-    # -- the root and its watcher ----------------------------------------------------------
+    # -- the root and following it ----------------------------------------------------------
 
     def _check_root(self) -> bool:
-        """Whether the root lists; (re)starts the watcher when it came back or was replaced."""
-        try:
-            st = os.stat(self.root)
-            with os.scandir(self.root):
-                pass
-        except OSError:
+        """Whether the root answers; the follower (re)starts when it came back or was
+        replaced, and then a reconcile catches up."""
+        state = self.follower.check()
+        if state == "gone":
             self._root_gone()
             return False
-        ident = (st.st_dev, st.st_ino)
-        if self._watcher is None or ident != self._root_id or not self._watcher.alive:
-            # Back, replaced by a new folder, or its observer died: catch up once watched.
-            self._catch_up = self._catch_up or self._root_id is not None or "root" in self.blocked
-            self._stop_watcher()
-            self._watcher = FolderWatcher(
-                self.root,
-                self.ingestor.rules,
-                settle_seconds=self.settle_seconds,
-                polling=self.polling,
-            )
-            self.watch_mode = self._watcher.start()
-            self._root_id = ident
+        if state != "same":
+            self._catch_up = self._catch_up or state == "restarted" or "root" in self.blocked
         return True
 
     def _root_gone(self) -> None:
-        self._stop_watcher()
-        self._root_id = None
+        self.follower.stop()
         self._block("root", "")
 
-    def _stop_watcher(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
-
-    # -- background tasks ------------------------------------------------------------------
-
     async def _follow(self) -> None:
-        while True:
-            watcher = self._watcher
-            if watcher is None:
-                await asyncio.sleep(_ROOT_CHECK_SECONDS)  # the recover task restarts it
-                continue
-            changes = await watcher.next_changes(timeout=_ROOT_CHECK_SECONDS)
-            if changes:
-                await self._apply(changes)
-            if not watcher.alive and watcher is self._watcher:
-                self._stop_watcher()
-                if await asyncio.to_thread(self._root_lists):
-                    raise RuntimeError(f"the folder watcher on {self.root} stopped")
+        await self.follower.follow(self._apply, _ROOT_CHECK_SECONDS)
 
-    def _root_lists(self) -> bool:
-        try:
-            with os.scandir(self.root):
-                return True
-        except OSError:
-            return False
-
-    async def _apply(self, changes: Changes) -> None:
-        files = list(changes.files)
-        for folder in changes.new_folders:
-            files += await asyncio.to_thread(self._files_below, folder)
+    async def _apply(self, change: Change) -> None:
+        """Bring what changed in line. While ingestion is blocked the change is kept for
+        the catch-up reconcile, or refused when it comes back by itself (a queue message)."""
         if self.blocked:
-            self._deferred.update(files)
+            if change.redeliver:
+                raise RuntimeError("the daemon could not take the event now; it is tried again")
+            self._deferred.update(change.items)
             self._catch_up = True
             return
-        if files:
-            await self._pass(
-                "update", functools.partial(self.ingestor.update, dict.fromkeys(files))
-            )
-            if self.blocked:
-                self._deferred.update(files)
-        for folder in changes.gone_folders:
-            if not (self.root / folder).is_dir():
-                async with self._lock:
-                    await self.ingestor.remove_folder(folder)
-
-    def _files_below(self, folder: str) -> list[str]:
-        return [s.rel for s in walk(self.root, self.ingestor.rules, below=folder)]
+        if change.items:
+            name = "event" if change.redeliver else "update"
+            work = functools.partial(self.indexer.apply, list(dict.fromkeys(change.items)))
+            summary = await self._pass(name, work)
+            if change.redeliver:
+                _check_landed(change, summary)
+            elif self.blocked:
+                self._deferred.update(change.items)
+        for prefix in change.gone_prefixes:
+            async with self._lock:
+                await self.indexer.remove_folder(prefix)
 
     async def _rescan_loop(self) -> None:
         if self.rescan_seconds <= 0:
@@ -353,7 +341,7 @@ class Daemon:
         while True:
             await asyncio.sleep(self.rescan_seconds)
             await self._unblocked.wait()
-            await self._pass("rescan", self.ingestor.reconcile)
+            await self._pass("rescan", self.indexer.reconcile)
             self.last_rescan = time.monotonic()
 
     async def _retry_loop(self) -> None:
@@ -367,7 +355,7 @@ class Daemon:
                 self.waiting_for = None
                 delay = _RETRY_MIN_SECONDS
                 continue
-            summary = await self._pass("retry", functools.partial(self.ingestor.update, paths))
+            summary = await self._pass("retry", functools.partial(self.indexer.update, paths))
             if summary is not None and summary.pending:
                 reasons = ", ".join(sorted(summary.failed_by_reason))
                 self.waiting_for = f"{summary.pending} files waiting ({reasons})"
@@ -417,7 +405,7 @@ class Daemon:
         blocked_before = set(self.blocked)
         for kind in blocked_before:
             self.blocked.pop(kind, None)
-        await self._pass("reconcile", self.ingestor.reconcile)
+        await self._pass("reconcile", self.indexer.reconcile)
         if self.blocked or self.stopping.is_set():  # a refused prune is a problem, not a block
             self._catch_up = True
             for kind in blocked_before - set(self.blocked):
@@ -430,6 +418,18 @@ class Daemon:
         self._unblocked.set()
         self.last_rescan = time.monotonic()
         return True
+
+
+def _check_landed(change: Change, summary: Summary | None) -> None:
+    """Raise unless a redelivered change is done: its message then comes back later."""
+    if summary is None:
+        raise RuntimeError("the daemon could not take the event now; it is tried again")
+    transient = {r for r in summary.failed_by_reason if r in _TRANSIENT}
+    if summary.pending or transient:
+        raise RuntimeError(
+            f"{', '.join(change.items)} is not indexed yet "
+            f"({', '.join(sorted(transient)) or 'changing'})"
+        )
 
 
 def _is_store_failure(exc: BaseException) -> bool:

@@ -27,7 +27,7 @@ from imgrag.pipeline.blob_source import blob_source_status, ingest_blob, uri_of
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.daemon_client import DaemonClient
 from imgrag.pipeline.forget import Forgotten, forget_source
-from imgrag.pipeline.ingest import Ingestor, Summary
+from imgrag.pipeline.ingest import Indexer, Summary
 from imgrag.pipeline.journal import Journal
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
 from imgrag.pipeline.sources import Resolved, SourceError
 from imgrag.pipeline.status import Live, SourceStatus, StatusReport, build_status, source_status
 
-Track = Callable[[Ingestor, str, str], contextlib.AbstractContextManager[None]]
+Track = Callable[[Indexer, str, str], contextlib.AbstractContextManager[None]]
 """Shows a pass's progress: (ingestor, what, source name)."""
 OnStart = Callable[[Callable[[], None]], None]
 """Hears how to stop a pass once it runs (the CLI binds it to Ctrl+C)."""

@@ -1,8 +1,12 @@
-"""Ingestion: bring the index in line with a folder, one file or the whole tree at a time.
+"""Ingestion: bring the index in line with a source, one item or the whole listing at a time.
 
-The folder is the truth. Each point's payload carries the facts reconciliation compares
-(size, mtime_ns, sidecar signature, sha256, embed key); unchanged files cost a stat, moved
-and copied files reuse their stored vector, and only new content reaches the embedder.
+The source is the truth. The one :class:`Indexer` works over any ``Source`` (a folder, a
+blob container, ...): it decides what needs work, reuses vectors by embed key and a point's
+own stored vector, batches requests and upserts (bisecting a refused batch), makes the
+gallery's thumbnails and journals each item's failure. Each point's payload carries the
+facts reconciliation compares (size, mtime_ns, sidecar signature, sha256, embed key);
+unchanged items cost a stat (or a listing row), moved and copied ones reuse their stored
+vector, and only new content reaches the embedder.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import hashlib
+import io
 import json
 import logging
 import os
@@ -18,9 +22,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -42,17 +45,38 @@ from imgrag.connectors.errors import (
 )
 from imgrag.connectors.index import FileState, Index, Point
 from imgrag.pipeline.batching import Batcher, ItemFailed
-from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk_rows
+from imgrag.pipeline.candidates import Seen
 from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
 from imgrag.pipeline.known import KnownFiles
-from imgrag.pipeline.names import is_plain, on_disk, printable, stored
-from imgrag.pipeline.reading import ReadRefused, read_inside
-from imgrag.pipeline.sidecars import Sidecar, SidecarError, read_sidecar
+from imgrag.pipeline.names import is_plain, on_disk, printable
+from imgrag.pipeline.reading import ReadRefused
+from imgrag.pipeline.sidecars import SidecarError
+from imgrag.pipeline.source import (
+    ItemGone,
+    ItemRead,
+    ItemUnavailable,
+    KeptChanging,
+    Scan,
+    Source,
+    is_unchanged,
+    needs_work,
+)
 from imgrag.pipeline.thumbnails import discard, save_thumbnail
 from PIL import Image
 from pydantic import BaseModel, Field
+
+__all__ = [
+    "FatalError",
+    "Indexer",
+    "Outcome",
+    "PruneRefused",
+    "Summary",
+    "cause_of",
+    "is_unchanged",
+    "needs_work",
+]
 
 log = logging.getLogger("imgrag.ingest")
 
@@ -72,8 +96,6 @@ _PERMANENT_ERRNOS = frozenset(
     {errno.ELOOP, errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.ENXIO, errno.ENODEV,
      errno.EINVAL, errno.EILSEQ, errno.EACCES, errno.EPERM}
 )  # fmt: skip
-# No camera writes a bigger image; a bigger "photo" is a video or a disk image by mistake.
-MAX_FILE_BYTES = 512 * 10**6
 
 
 def cause_of(exc: BaseException) -> BaseException:
@@ -112,54 +134,40 @@ class Summary(BaseModel):
 Outcome = Literal["indexed", "reused", "unchanged", "failed", "pending", "gone"]
 
 
-@dataclass(slots=True)
-class _Read:
-    raw: bytes
-    sha256: str
-    facts: ImageFacts
-    sidecar: Sidecar
+class Indexer:
+    """Indexes the images of one ``Source`` with one embedder into one index.
 
-
-class _Changing(Exception):
-    """The file changed while it was read; it is picked up again once stable."""
-
-
-class Ingestor:
-    """Indexes the images below ``root`` with one embedder into one index."""
+    Nothing here knows what the source is: it lists, reads, describes and follows; this
+    class decides what needs work and does it. ``source`` is the source's name (as the
+    journal, point ids and status name it), ``origin`` the ``Source`` itself.
+    """
 
     def __init__(
         self,
-        root: Path,
+        origin: Source,
         *,
         embedder: Embedder,
         index: Index,
         journal: Journal,
-        rules: Rules,
-        source: str,
-        scope: str = "",
         image_format: Literal["png", "jpeg", "webp"] = "png",
         embed_concurrency: int = 1,
-        settle_seconds: float = 1.0,
         on_progress: Callable[[str, Outcome], None] | None = None,
         observe_embed: Callable[[float], None] | None = None,
         thumbs: Path | None = None,
     ) -> None:
-        self.root = root.absolute()
+        self.origin = origin
+        self.source = origin.name
         self.embedder = embedder
         self.index = index
-        self.journal = journal if journal.source == source else journal.scoped(source)
-        self.rules = rules
-        self.source = source
-        self.scope = scope.strip("/")
-        """The subfolder (relative to ``root``) a reconcile covers; "" for the whole root."""
+        self.journal = journal if journal.source == self.source else journal.scoped(self.source)
+        self.rules = origin.rules
         self.adopted = 0
-        """Points from before sources this ingestor took over (re-keyed, no embedding)."""
+        """Points from before sources this indexer took over (re-keyed, no embedding)."""
         self.foreign_legacy: dict[str, int] = {}
         """Points from before sources recorded for another root (root → count): left alone."""
-        self.settle_seconds = settle_seconds
         self.on_progress = on_progress
         self.on_total: Callable[[int], None] | None = None
-        """Told how many files a pass will work on, before it starts them."""
+        """Told how many items a pass will work on, before it starts them."""
         self.observe_embed = observe_embed
         self.thumbs = thumbs
         """The gallery's thumbnail cache: each image decoded for embedding gets its thumbnail
@@ -185,31 +193,40 @@ class Ingestor:
         self._known = KnownFiles()
         self._loaded = False
         self.pending = 0
-        """Files a worker holds right now (the daemon counts them as left when it stops)."""
+        """Items a worker holds right now (the daemon counts them as left when it stops)."""
         self.stopping = False
         self.left = 0
-        """Files skipped because a stop was asked (left for the next start)."""
-        self.listing = Listing()
-        """How complete the last reconcile's walk was."""
+        """Items skipped because a stop was asked (left for the next start)."""
+        self.backlog = 0
+        """Items the last full listing found to index that are not done yet."""
+        self.listing = Scan()
+        """The last full listing (what could not be listed, what was gone)."""
 
     # -- setup and teardown ----------------------------------------------------------------
 
+    @property
+    def root(self) -> Path | None:
+        """The folder of a local source (None for a remote one); ``origin.display_root``
+        names any source."""
+        return self.origin.local_root
+
     def stop(self) -> None:
-        """Take no new files: passes in progress finish what they started and return."""
+        """Take no new items: passes in progress finish what they started and return."""
         self.stopping = True
 
     async def close(self) -> None:
         await self._upserts.flush()
-        # Decodes still running on abandoned files are not waited for: the process is ending.
+        # Decodes still running on abandoned items are not waited for: the process is ending.
         self._pool.shutdown(wait=not self.stopping, cancel_futures=True)
+        self.origin.close(wait=not self.stopping)
 
     async def load_state(self) -> None:
-        """Read the per-file state this source holds in the index (only the reconciliation
-        fields), kept packed and current as this ingestor writes, so later passes do not
+        """Read the per-item state this source holds in the index (only the reconciliation
+        fields), kept packed and current as this indexer writes, so later passes do not
         read it again. Points from before sources whose recorded root is this root are adopted:
         re-keyed to this source with their stored vectors, without calling the embedder."""
         states = await asyncio.to_thread(lambda: list(self.index.file_states()))
-        root = stored(str(self.root))
+        root = self.origin.payload_root
         self._known = KnownFiles(s for s in states if s.source == self.source)
         legacy = [s for s in states if s.source is None and s.root == root]
         foreign: dict[str, int] = {}
@@ -254,16 +271,13 @@ class Ingestor:
         log.info("adopted %d files indexed before sources as source %s", adopted, self.source)
         return adopted
 
-    def in_scope(self, rel: str) -> bool:
-        return not self.scope or rel == self.scope or rel.startswith(self.scope + "/")
-
     @property
     def indexed_count(self) -> int:
         return len(self._known)
 
     @property
     def known(self) -> Mapping[str, FileState]:
-        """What the index holds, path → state, as this ingestor last read or wrote it."""
+        """What the index holds, path → state, as this indexer last read or wrote it."""
         return self._known
 
     # -- passes ----------------------------------------------------------------------------
@@ -271,11 +285,11 @@ class Ingestor:
     async def reconcile(
         self, on_total: Callable[[int], None] | None = None, *, prune: bool = False
     ) -> Summary:
-        """Compare the whole folder with the index and fix every difference.
+        """Compare the whole listing with the index and fix every difference.
 
-        A point is removed only when its file is known gone: the walk listed its folder
-        and the file was not there. A pass that would empty a non-empty index raises
-        PruneRefused unless ``prune`` confirms it.
+        A point is removed only when its item is known gone: a complete listing of where it
+        was lacks it. A pass that would empty a non-empty index raises PruneRefused unless
+        ``prune`` confirms it.
         """
         started = time.perf_counter()
         usage_before = self.embedder.usage
@@ -283,60 +297,29 @@ class Ingestor:
         if not self._loaded:
             await self.load_state()
         permanent = await asyncio.to_thread(self.journal.permanent_failures)
-        listing = Listing()
-        # Unchanged files are told apart in the walk's thread, without an object each; only
-        # the others become Seen records.
-        present: set[str] = set()
-        others = await asyncio.to_thread(
-            lambda: [
-                row
-                for rows in walk_rows(
-                    self.root,
-                    self.rules,
-                    below=self.scope,
-                    listing=listing,
-                    present=present,
-                    unchanged=self._known.unchanged,
-                )
-                for row in rows
-            ]
+        scan = await asyncio.to_thread(
+            self.origin.scan, self._known, permanent, lambda: self.stopping
         )
-        same = len(present) - len(others)
-        self.listing = listing
-        summary.unreadable = dict(listing.unreadable)
-        summary.root_missing = listing.root_missing or (
-            bool(self.scope) and self.scope in listing.unreadable
-        )
-        summary.unchanged += same
-        if self.scope:
-            mine = sum(1 for p in self._known if self.in_scope(p))
-            missing = [p for p in self._known if self.in_scope(p) and p not in present]
-        else:
-            mine = len(self._known)
-            missing = self._known.missing_from(present)
-        gone = [p for p in missing if listing.covers(p)]
-        if gone and not present and len(gone) == mine and not prune:
-            raise PruneRefused(
-                f"refusing to remove all {len(gone)} indexed files: {self.root} has no file "
-                "matching [ingest] include (empty, unmounted, or include matches nothing); "
-                f"if they are really gone, confirm with `imgrag ingest {self.root} --prune`"
-            )
-        found = [Seen(*row) for row in others]
-        todo = [s for s in found if self._needs_work(s, permanent.get(s.rel), summary)]
+        self.listing = scan
+        summary.unreadable = dict(scan.unreadable)
+        summary.root_missing = scan.root_missing
+        summary.unchanged += scan.unchanged
+        gone = scan.gone
+        if gone and not scan.present and len(gone) == scan.mine and not prune:
+            raise PruneRefused(self.origin.refuse_prune(len(gone)))
+        todo = [s for s in scan.changed if self._needs_work(s, permanent.get(s.rel), summary)]
+        self.backlog = len(todo)
         if on_total is not None:
             on_total(len(todo))
         await self._run_many(todo, summary)
         if gone and not self.stopping:
             summary.removed += await self._delete(gone)
-        stale = [
-            p for p in permanent if self.in_scope(p) and p not in present and listing.covers(p)
-        ]
-        if stale:
-            await asyncio.to_thread(self.journal.clear, stale)
+        if scan.stale_failures:
+            await asyncio.to_thread(self.journal.clear, scan.stale_failures)
         return self._finish(summary, usage_before, started)
 
     async def update(self, rels: Iterable[str]) -> Summary:
-        """Index (or remove) these files after a change was seen; no full walk."""
+        """Index (or remove) these items after a change was seen; no full listing."""
         if not self._loaded:
             await self.load_state()
         started = time.perf_counter()
@@ -344,8 +327,8 @@ class Ingestor:
         summary = Summary()
         todo: list[Seen] = []
         missing: list[str] = []
-        for rel in rels:
-            s = await asyncio.to_thread(seen, self.root, rel, self.rules)
+        for rel in dict.fromkeys(rels):
+            s = await asyncio.to_thread(self.origin.look, rel)
             if s is None:
                 missing.append(rel)
                 continue
@@ -353,31 +336,23 @@ class Ingestor:
             if self._needs_work(s, failure, summary):
                 todo.append(s)
         await self._run_many(todo, summary)
-        missing = await asyncio.to_thread(self.known_gone, missing)
+        missing = await asyncio.to_thread(self.origin.known_gone, missing)
         if missing:
             summary.removed += await self._delete([m for m in missing if m in self._known])
             await asyncio.to_thread(self.journal.clear, missing)
         return self._finish(summary, usage_before, started)
 
+    async def apply(self, names: Sequence[str]) -> Summary:
+        """``update`` the items changed names stand for (a sidecar's image)."""
+        items = self.origin.expand(names, self._known)
+        return await self.update(items) if items else Summary()
+
     def known_gone(self, rels: Iterable[str]) -> list[str]:
-        """Of files not found, those positively gone: the nearest folder on their way that
-        exists could be listed (a missing or unreadable root proves nothing)."""
-        if not _listable(self.root):
-            return []
-        out = []
-        listable: dict[Path, bool] = {}
-        for rel in rels:
-            folder = (self.root / rel).parent
-            while folder != self.root and not folder.is_dir():
-                folder = folder.parent
-            if folder not in listable:
-                listable[folder] = _listable(folder)
-            if listable[folder]:
-                out.append(rel)
-        return out
+        """Of items not found, those positively gone (the source says how it knows)."""
+        return self.origin.known_gone(rels)
 
     def _needs_work(self, s: Seen, failure: tuple[str, str] | None, summary: Summary) -> bool:
-        """``needs_work``, counting the files it skips in ``summary``."""
+        """``needs_work``, counting the items it skips in ``summary``."""
         if self._known.unchanged(s.rel, s.size, s.mtime_ns, s.sidecar):
             summary.unchanged += 1  # the common case of a rescan, without a FileState
             return False
@@ -401,9 +376,7 @@ class Ingestor:
         """A folder was deleted or moved away: drop every point below it, once its parent
         lists without it (a vanished root or an unreadable parent removes nothing)."""
         rel_folder = rel_folder.rstrip("/")
-        if not rel_folder or not await asyncio.to_thread(self.known_gone, [rel_folder]):
-            return 0
-        if await asyncio.to_thread((self.root / rel_folder).exists):
+        if not rel_folder or not await asyncio.to_thread(self.origin.prefix_gone, rel_folder):
             return 0
         prefix = rel_folder + "/"
         paths = [p for p in self._known if p.startswith(prefix)]
@@ -439,7 +412,7 @@ class Ingestor:
                 except FatalError as exc:
                     fatal.append(exc)
                     continue
-                except Exception as exc:  # _one holds every file's failure; a last guard
+                except Exception as exc:  # _one holds every item's failure; a last guard
                     log.error(
                         "failed %s: internal_error: %s", printable(s.rel), printable(_describe(exc))
                     )
@@ -448,31 +421,35 @@ class Ingestor:
                     outcome = "failed"
                 finally:
                     self.pending -= 1
-                if self.on_progress is not None:
-                    try:
-                        self.on_progress(s.rel, outcome)
-                    except Exception:  # a progress display must not stop the pass
-                        log.debug("progress callback failed", exc_info=True)
+                    self.backlog = max(0, self.backlog - 1)
+                self._progress(s.rel, outcome)
 
         await asyncio.gather(produce(), *(work() for _ in range(min(self._workers, len(todo)))))
         await self._upserts.flush()
         if fatal:
             raise fatal[0]
 
+    def _progress(self, rel: str, outcome: Outcome) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(rel, outcome)
+            except Exception:  # a progress display must not stop the pass
+                log.debug("progress callback failed", exc_info=True)
+
     async def _one(self, s: Seen, summary: Summary) -> Outcome:
-        """Index one file. Every failure but the run-level ones (_FATAL) is this file's:
+        """Index one item. Every failure but the run-level ones (_FATAL) is this item's:
         journaled with a reason and the message, logged once, and the pass goes on."""
         try:
-            outcome = await self._index_file(s)
+            outcome = await self._index_item(s)
         except _FATAL as exc:
             raise FatalError(str(exc)) from None
         except FatalError:
             raise
-        except _Changing:
+        except KeptChanging:
             summary.pending += 1
             return "pending"
-        except FileNotFoundError:
-            return "gone"  # removed while queued; the deletion pass or the watcher drops it
+        except ItemGone:
+            return "gone"  # removed while queued; the deletion pass or the follower drops it
         except Exception as exc:
             await self._failed(s, exc, summary)
             return "failed"
@@ -492,7 +469,7 @@ class Ingestor:
         try:
             await asyncio.to_thread(self.journal.record, s.rel, s.signature, kind, reason, message)
             if kind == "permanent" and s.rel in self._known:
-                await self._delete([s.rel])  # the old content is no longer what the file holds
+                await self._delete([s.rel])  # the old content is no longer what the item holds
         except _FATAL as fatal:
             raise FatalError(str(fatal)) from None
         except Exception as inner:  # the record is lost, the pass is not
@@ -506,38 +483,36 @@ class Ingestor:
         if reason == "internal_error":
             log.debug("%s", printable(s.rel), exc_info=exc)
 
-    async def _index_file(self, s: Seen) -> Outcome:
+    async def _index_item(self, s: Seen) -> Outcome:
+        read = await self.origin.read(s)
         loop = asyncio.get_running_loop()
-        for attempt in range(3):
-            s = await self._settled(s)
-            try:
-                read = await loop.run_in_executor(self._pool, self._read, s)
-                break
-            except _Changing:
-                if attempt == 2:
-                    raise
-                again = await asyncio.to_thread(seen, self.root, s.rel, self.rules)
-                s = again or s
+        facts = await loop.run_in_executor(self._pool, probe, read.raw)
         info = self._info
         caption = read.sidecar.caption if info.supports_image_text else None
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
-        pid = point_id(self.source, s.disk)  # from the bytes the OS holds
-        vector, embedding = await self._point_vector(s.rel, pid, key, read, caption)
-        payload = self._payload(s, read, key, embedding, caption)
+        pid = point_id(self.source, read.key)
+        vector, embedding = await self._point_vector(read.item.rel, pid, key, read, caption)
+        if embedding is None and self.thumbs is not None and self.origin.local_root is None:
+            # Embedding made the thumbnail from its decode; a reused vector decoded nothing,
+            # and a remote item has no file the gallery could make one from later.
+            await loop.run_in_executor(self._pool, self._thumbnail_of, pid, read)
+        where, meta = self.origin.describe(read)
+        payload = self._described(where, read, facts, key, embedding, caption, meta)
+        item = read.item
         state = FileState(
             id=pid,
-            path=s.rel,
-            size=s.size,
-            mtime_ns=s.mtime_ns,
+            path=item.rel,
+            size=item.size,
+            mtime_ns=item.mtime_ns,
             sha256=read.sha256,
             embed_key=key,
-            sidecar=s.sidecar,
+            sidecar=item.sidecar,
         )
         await self._store(Point(id=pid, vector=vector, payload=payload), state)
         return "indexed" if embedding is not None else "reused"
 
     async def _point_vector(
-        self, rel: str, pid: str, key: str, read: _Read, caption: str | None
+        self, rel: str, pid: str, key: str, read: ItemRead, caption: str | None
     ) -> tuple[list[float], Embedding | None]:
         """The point's vector: its own stored one when its embed key is unchanged (only the
         payload is refreshed), else from ``_vector``. The Embedding is None when no API
@@ -550,58 +525,15 @@ class Ingestor:
         return await self._vector(key, read, caption, pid)
 
     async def _store(self, point: Point, state: FileState) -> None:
-        """Upsert the point, then remember its file state and clear its failures."""
+        """Upsert the point, then remember its item state and clear its failures."""
         refused = await self._upserts.submit(point)
         if refused is not None:
             raise refused
         self._known[state.path] = state
         await asyncio.to_thread(self.journal.clear, [state.path])
 
-    async def _settled(self, s: Seen) -> Seen:
-        """The file as it is once its size, mtime and sidecars have held still for
-        ``settle_seconds`` (at once when it was last modified longer ago than that)."""
-        age = time.time() - s.mtime_ns / 1e9
-        if age >= self.settle_seconds:
-            return s
-        # Recently written, or dated in the future: watch it rather than trust the clock.
-        deadline = time.monotonic() + max(30.0, 30 * self.settle_seconds)
-        last = s
-        while True:
-            await asyncio.sleep(self.settle_seconds)
-            now = await asyncio.to_thread(seen, self.root, s.rel, self.rules)
-            if now is None:
-                raise FileNotFoundError(s.rel)
-            if now.signature == last.signature:
-                return now
-            if time.monotonic() > deadline:
-                raise _Changing()
-            last = now
-
-    def _read(self, s: Seen) -> _Read:
-        """The file's bytes, facts and sidecar: read only when it is a regular file whose
-        real path is inside the root, its size checked before reading, never blocking."""
-        path = self.root / s.disk
-        try:
-            raw, st = read_inside(path, Path(os.path.realpath(self.root)), MAX_FILE_BYTES)
-        except ReadRefused as exc:
-            if not exc.too_large:
-                raise
-            size = path.stat().st_size
-            raise ImageRejected(
-                "too_large",
-                f"{size / 1e6:.0f} MB is over the {MAX_FILE_BYTES // 10**6} MB file limit",
-            ) from None
-        if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
-            raise _Changing()  # changed since it was seen: settle again
-        after = path.stat()
-        if (after.st_size, after.st_mtime_ns) != (s.size, s.mtime_ns) or len(raw) != s.size:
-            raise _Changing()
-        facts = probe(raw)
-        sidecar, _ = read_sidecar(path, self.root)
-        return _Read(raw, hashlib.sha256(raw).hexdigest(), facts, sidecar)
-
     async def _vector(
-        self, key: str, read: _Read, caption: str | None, pid: str
+        self, key: str, read: ItemRead, caption: str | None, pid: str
     ) -> tuple[list[float], Embedding | None]:
         """The vector for an embed key: cached, being computed, stored, or embedded now.
 
@@ -636,7 +568,7 @@ class Ingestor:
         finally:
             del self._inflight[key]
 
-    async def _embed(self, read: _Read, caption: str | None, pid: str) -> Embedding:
+    async def _embed(self, read: ItemRead, caption: str | None, pid: str) -> Embedding:
         loop = asyncio.get_running_loop()
         thumb = None
         if self.thumbs is not None:
@@ -648,12 +580,12 @@ class Ingestor:
 
     def _thumbnail(self, pid: str, sha256: str, image: Image.Image) -> None:
         """The gallery's thumbnail, from the image just decoded for embedding (in the decode
-        thread). A failure costs the file nothing: the gallery makes it on first request."""
+        thread). A failure costs the item nothing: the gallery makes it on first request."""
         assert self.thumbs is not None
         try:
             save_thumbnail(pid, sha256, image, self.thumbs)
         except Exception as exc:
-            # Logged once: a cache that cannot be written would fail every file alike.
+            # Logged once: a cache that cannot be written would fail every item alike.
             level = logging.DEBUG if self._thumb_failed else logging.WARNING
             self._thumb_failed = True
             log.log(
@@ -661,6 +593,14 @@ class Ingestor:
                 "no thumbnail at ingest (%s); the gallery makes them on first view instead",
                 _describe(exc),
             )
+
+    def _thumbnail_of(self, pid: str, read: ItemRead) -> None:
+        """The gallery's thumbnail from the bytes at hand (a remote item is not read again)."""
+        try:
+            with Image.open(io.BytesIO(read.raw)) as img:
+                self._thumbnail(pid, read.sha256, img)
+        except Exception as exc:  # the point is still worth indexing without one
+            log.warning("no thumbnail for %s: %s", pid, _describe(exc))
 
     def _remember(self, key: str, vector: list[float]) -> None:
         self._vectors[key] = np.asarray(vector, dtype=np.float32)
@@ -738,32 +678,11 @@ class Ingestor:
             await asyncio.to_thread(discard, [s.id for s in states], self.thumbs)
         return len(states)
 
-    def _payload(
-        self,
-        s: Seen,
-        read: _Read,
-        key: str,
-        embedding: Embedding | None,
-        caption: str | None,
-    ) -> dict[str, Any]:
-        rel = PurePosixPath(s.rel)  # the stored form: valid text whatever the bytes on disk
-        folder = str(rel.parent) if str(rel.parent) != "." else ""
-        where: dict[str, Any] = {
-            "path": s.rel,
-            "folder": folder,
-            "filename": rel.name,
-            "source": self.source,
-            "root": stored(str(self.root)),
-            "size": s.size,
-            "mtime_ns": s.mtime_ns,
-            "sidecar": s.sidecar,
-        }
-        return self._described(where, read, key, embedding, caption, read.sidecar.extra_metadata)
-
     def _described(
         self,
         where: dict[str, Any],
-        read: _Read,
+        read: ItemRead,
+        facts: ImageFacts,
         key: str,
         embedding: Embedding | None,
         caption: str | None,
@@ -778,9 +697,9 @@ class Ingestor:
             "embed_key": key,
             "model": self._info.model,
             "provider": self._info.provider,
-            "width": read.facts.width,
-            "height": read.facts.height,
-            "format": read.facts.source_format,
+            "width": facts.width,
+            "height": facts.height,
+            "format": facts.source_format,
             "caption": sidecar.caption,
             "tags": sidecar.tags,
             "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -791,10 +710,10 @@ class Ingestor:
         else:
             payload["input_type"] = "document" if self._info.supports_input_type else None
             payload["caption_embedded"] = caption is not None
-        if read.facts.taken_at:
-            payload["taken_at"] = read.facts.taken_at
-        if read.facts.camera:
-            payload["camera"] = read.facts.camera
+        if facts.taken_at:
+            payload["taken_at"] = facts.taken_at
+        if facts.camera:
+            payload["camera"] = facts.camera
         if meta:
             payload["meta"] = meta
         try:  # what a store can hold: finite numbers, valid UTF-8, plain JSON types
@@ -804,34 +723,11 @@ class Ingestor:
         return payload
 
 
-def needs_work(known: FileState | None, s: Seen, failed_signature: str | None) -> bool:
-    """Whether a file on disk is to be indexed: the index does not hold it as it is now, and
-    it did not fail for good with this same signature. The one definition of pending."""
-    if known is not None and is_unchanged(known, s):
-        return False
-    return failed_signature != s.signature
-
-
-def is_unchanged(known: FileState, s: Seen) -> bool:
-    """Whether the index already holds this file as it is on disk (size, mtime, sidecars)."""
-    return (
-        known.size == s.size and known.mtime_ns == s.mtime_ns and (known.sidecar or "") == s.sidecar
-    )
-
-
-def _listable(folder: Path) -> bool:
-    try:
-        with os.scandir(folder):
-            return True
-    except OSError:
-        return False
-
-
 Kind = Literal["permanent", "transient"]
 
 
 def _reason_for(exc: BaseException, s: Seen) -> tuple[Kind, str]:
-    """(kind, reason code) for a file's failure; see the reasons table in docs/ingestion.md."""
+    """(kind, reason code) for an item's failure; see the reasons table in docs/ingestion.md."""
     if isinstance(exc, ImageRejected):
         return "permanent", exc.reason
     if isinstance(exc, SidecarError):
@@ -848,6 +744,8 @@ def _reason_for(exc: BaseException, s: Seen) -> tuple[Kind, str]:
         return "transient", "embedder_unavailable"
     if isinstance(exc, StoreError):
         return "transient", "store_unavailable"
+    if isinstance(exc, ItemUnavailable):
+        return "transient", "read_error"
     if isinstance(exc, OSError):
         if exc.errno in _PERMANENT_ERRNOS:
             return "permanent", "unreadable"

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
 if TYPE_CHECKING:
-    from imgrag.pipeline.ingest import Ingestor, Outcome
+    from imgrag.pipeline.ingest import Indexer, Outcome
 
 log = logging.getLogger("imgrag.progress")
 files_log = logging.getLogger(FILES)
@@ -34,7 +34,7 @@ class Board:
         self._progress: Progress | None = None
 
     @contextlib.contextmanager
-    def track(self, ingestor: Ingestor, name: str, source: str) -> Iterator[None]:
+    def track(self, ingestor: Indexer, name: str, source: str) -> Iterator[None]:
         """Follow the passes ``ingestor`` runs inside the block."""
         tracker = _Tracker(self, f"{name} {printable(source)}")
         before = ingestor.on_progress, ingestor.on_total

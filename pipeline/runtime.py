@@ -17,8 +17,9 @@ from imgrag.connectors.paths import StatePaths
 from imgrag.pipeline.candidates import Rules
 from imgrag.pipeline.config import Settings
 from imgrag.pipeline.core import Core
-from imgrag.pipeline.ingest import Ingestor, Outcome
+from imgrag.pipeline.ingest import Indexer, Outcome
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.source_folder import FolderSource
 from imgrag.pipeline.sources import Registry, Resolved
 
 log = logging.getLogger("imgrag.runtime")
@@ -106,21 +107,25 @@ class Runtime:
         *,
         on_progress: Callable[[str, Outcome], None] | None = None,
         observe_embed: Callable[[float], None] | None = None,
-    ) -> Ingestor:
+    ) -> Indexer:
+        """The one indexer over a folder source (registered on first use)."""
         s = self.settings
         if not isinstance(source, Resolved):
             source = self.core.registry.resolve(source)
-        return Ingestor(
+        folder = FolderSource(
             source.root,
+            name=source.name,
+            rules=self.core.rules,
+            scope=source.scope,
+            settle_seconds=s.ingest.settle_seconds,
+        )
+        return Indexer(
+            folder,
             embedder=self.embedder,
             index=self.index,
             journal=self.journal,
-            rules=self.core.rules,
-            source=source.name,
-            scope=source.scope,
             image_format=s.embedder.image_format,
             embed_concurrency=self.embedder.info.recommended_concurrency,
-            settle_seconds=s.ingest.settle_seconds,
             on_progress=on_progress,
             observe_embed=observe_embed,
             thumbs=self.core.thumbs if s.ingest.thumbnails else None,

@@ -16,8 +16,8 @@ from typing import Any
 from imgrag.connectors.embedder import Usage
 from imgrag.connectors.index import FileState, Index
 from imgrag.pipeline.candidates import Rules, walk
-from imgrag.pipeline.ingest import needs_work
 from imgrag.pipeline.journal import Journal
+from imgrag.pipeline.source import needs_work
 from imgrag.pipeline.sources import Registry, SourceError
 from pydantic import BaseModel, Field
 

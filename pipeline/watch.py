@@ -87,10 +87,7 @@ class Fleet:
         ingestor = self.runtime.ingestor(source, observe_embed=self._observe)
         board = self.hooks.board
         return Daemon(
-            source.root,
             ingestor,
-            ingestor.journal,
-            settle_seconds=settings.ingest.settle_seconds,
             rescan_minutes=settings.ingest.rescan_minutes,
             polling=self.polling,
             on_summary=self.hooks.on_summary,
@@ -115,7 +112,7 @@ class Fleet:
             on_summary=self.hooks.on_summary,
             renew_credential=self.renew_credential,
         )
-        return self.add_daemon(blob.ingestor.source, blob)
+        return self.add_daemon(blob.indexer.source, blob)
 
     def add_daemon(self, name: str, daemon: Daemon) -> Daemon:
         self.daemons[name] = daemon
@@ -160,7 +157,7 @@ class Fleet:
         self.stop()  # also when the supervisor gave up on a fleet task
         results = await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         for daemon in self.daemons.values():
-            await daemon.ingestor.close()
+            await daemon.indexer.close()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -196,12 +193,11 @@ class Fleet:
         }
 
     def live(self) -> Live:
-        rules = self.core.rules
         daemons = list(self.daemons.values())
         info = self.runtime.embedder.info
         health = self.health_report()
         return Live(
-            watched={n: functools.partial(d.source_status, rules) for n, d in self.daemons.items()},
+            watched={n: d.source_status for n, d in self.daemons.items()},
             daemon={
                 "pid": os.getpid(),
                 "root": daemons[0].display_root if daemons else "",
@@ -222,7 +218,7 @@ class Fleet:
         )
 
     def roots(self) -> list[Path]:
-        return [d.root for d in self.daemons.values() if not d.display_root.startswith("az://")]
+        return [r for d in self.daemons.values() if (r := d.origin.local_root) is not None]
 
     async def watch(self, source: Resolved) -> bool:
         async with self._adding:
@@ -238,7 +234,7 @@ class Fleet:
         task = self._tasks.pop(name)
         daemon.stop()
         await asyncio.gather(task, return_exceptions=True)
-        await daemon.ingestor.close()
+        await daemon.indexer.close()
         log.warning("stopped watching source %s (%s)", name, daemon.display_root)
         return True
 
@@ -267,7 +263,7 @@ class Fleet:
 
     async def _through(self, daemon: Daemon, prune: bool) -> Summary:
         summary = await daemon._pass(
-            "reconcile", functools.partial(daemon.ingestor.reconcile, prune=prune)
+            "reconcile", functools.partial(daemon.indexer.reconcile, prune=prune)
         )
         if summary is None:
             raise FatalError(

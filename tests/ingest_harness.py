@@ -15,7 +15,7 @@ from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import QdrantIndex
 from imgrag.pipeline.config import IngestConfig, Settings
-from imgrag.pipeline.ingest import Ingestor, Summary
+from imgrag.pipeline.ingest import Indexer, Summary
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.runtime import (
     Runtime,
@@ -25,6 +25,7 @@ from imgrag.pipeline.runtime import (
     resolve_source,
     rules_for,
 )
+from imgrag.pipeline.source_folder import FolderSource
 from pydantic import SecretStr
 
 from tests.conftest import EMULATOR_KEY
@@ -52,7 +53,7 @@ def settings_for(
 class Pipeline:
     root: Path
     runtime: Runtime
-    ingestor: Ingestor
+    ingestor: Indexer
     emulator: EmulatorHandle
 
     def embed_calls(self) -> int:
@@ -102,14 +103,16 @@ async def reconcile_into_qdrant(settings: Settings, folder: Path, location: Path
     try:
         await probe(embedder)
         index.ensure_collection(collection_spec(settings, embedder))
-        ingestor = Ingestor(
-            folder,
+        ingestor = Indexer(
+            FolderSource(
+                folder,
+                name=resolve_source(settings, folder).name,
+                rules=rules_for(settings),
+                settle_seconds=0,
+            ),
             embedder=embedder,
             index=index,
             journal=journal,
-            rules=rules_for(settings),
-            source=resolve_source(settings, folder).name,
-            settle_seconds=0,
         )
         try:
             return await ingestor.reconcile()

@@ -37,12 +37,13 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueClient
 from imgrag.connectors.blob import BlobSourceConfig
 from imgrag.connectors.emulator import EmulatorHandle
-from imgrag.pipeline.blob_daemon import BlobDaemon
-from imgrag.pipeline.blob_ingest import BlobIngestor
 from imgrag.pipeline.blob_source import blob_ingestor, make_blob_daemon
+from imgrag.pipeline.daemon import Daemon
 from imgrag.pipeline.daemon_client import read_daemon_file
+from imgrag.pipeline.ingest import Indexer
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.runtime import open_runtime
+from imgrag.pipeline.source_blob import BlobFollower, BlobSource
 from PIL import Image
 
 from tests import images_factory as f
@@ -215,7 +216,9 @@ async def test_a_listing_that_fails_midway_removes_nothing(
     try:
         config = _proxied(server, proxy, container.container_name)
         async with open_runtime(settings_for(tmp_path, emulator)) as runtime:
-            ingestor: BlobIngestor = blob_ingestor(runtime, config)
+            ingestor: Indexer = blob_ingestor(runtime, config)
+            source = ingestor.origin
+            assert isinstance(source, BlobSource)
             try:
                 first = await ingestor.reconcile()
                 assert first.indexed == 6
@@ -231,15 +234,15 @@ async def test_a_listing_that_fails_midway_removes_nothing(
 
                 proxy.fail = busy_after_first_page
                 broken = await ingestor.reconcile()
-                assert broken.removed == 0 and ingestor.listing_error is not None
-                assert "503" in ingestor.listing_error
-                assert ACCOUNT_KEY not in ingestor.listing_error
+                assert broken.removed == 0 and source.listing_error is not None
+                assert "503" in source.listing_error
+                assert ACCOUNT_KEY not in source.listing_error
                 states = {s.path for s in runtime.index.file_states()}
                 assert states == {f"p{i}.png" for i in range(6)}
 
                 proxy.fail = lambda method, path: False
                 whole = await ingestor.reconcile()
-                assert whole.removed == 2 and ingestor.listing_error is None
+                assert whole.removed == 2 and source.listing_error is None
                 states = {s.path for s in runtime.index.file_states()}
                 assert states == {f"p{i}.png" for i in range(4)}
                 thumbs = list((tmp_path / "state" / "thumbs").glob("*.webp"))
@@ -373,7 +376,7 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
     )
     try:
         async with open_runtime(settings_for(tmp_path, emulator)) as runtime:
-            daemon: BlobDaemon = make_blob_daemon(runtime, config)
+            daemon: Daemon = make_blob_daemon(runtime, config)
             task = asyncio.create_task(daemon.run())
             try:
                 await until(daemon.ready.is_set, 60, "the first listing")
@@ -515,7 +518,12 @@ async def test_two_daemons_on_one_queue_index_each_blob_once(
                     queue.send_message(grid_message("Created", name, f"s{i:02d}.png"))
 
                 def handled() -> int:
-                    return sum(d.queue_stats.handled for d in daemons if d.queue_stats)
+                    followers = [d.follower for d in daemons]
+                    return sum(
+                        f.stats.handled
+                        for f in followers
+                        if isinstance(f, BlobFollower) and f.stats
+                    )
 
                 await until(lambda: handled() == n, 120, "every event handled")
                 states = list(runtime.index.file_states())

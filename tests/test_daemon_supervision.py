@@ -106,7 +106,7 @@ async def test_a_task_that_keeps_failing_ends_the_daemon(
 
     monkeypatch.setattr(Daemon, "_rescan_loop", always)
     async with pipeline(tmp_path, emulator) as p:
-        daemon = Daemon(p.root, p.ingestor, p.runtime.journal, settle_seconds=0.2, rescan_minutes=1)
+        daemon = Daemon(p.ingestor, settle_seconds=0.2, rescan_minutes=1)
         from imgrag import FatalError  # DaemonFailed ends the CLI in one line
 
         with pytest.raises(FatalError) as info:

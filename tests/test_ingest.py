@@ -263,7 +263,7 @@ async def test_future_dated_and_oversized_files(
 ) -> None:
     import time
 
-    monkeypatch.setattr("imgrag.pipeline.ingest.MAX_FILE_BYTES", 20_000)
+    monkeypatch.setattr("imgrag.pipeline.source_folder.MAX_FILE_BYTES", 20_000)
     async with pipeline(tmp_path, emulator) as p:
         future = add(p.root, "future.png", 1)
         later = time.time() + 86_400  # a camera whose clock is a day ahead

@@ -14,9 +14,9 @@ from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.index import CollectionSpec, FileState, Point
 from imgrag.connectors.stores.edge import EdgeIndex
 from imgrag.connectors.tiny import TinyEmbedder
-from imgrag.pipeline import candidates, ingest
+from imgrag.pipeline import candidates, source_folder
 from imgrag.pipeline.candidates import Rules, walk_rows
-from imgrag.pipeline.ingest import Ingestor
+from imgrag.pipeline.ingest import Indexer
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
 
@@ -174,14 +174,12 @@ async def test_a_rescan_of_unchanged_files_makes_no_object_per_file(
             super().__init__(rel, *args)
 
     monkeypatch.setattr(candidates, "Seen", CountedSeen)
-    monkeypatch.setattr(ingest, "Seen", CountedSeen)
-    ingestor = Ingestor(
-        root,
+    monkeypatch.setattr(source_folder, "Seen", CountedSeen)
+    ingestor = Indexer(
+        source_folder.FolderSource(root, name="s", rules=Rules(include=("*.jpg",))),
         embedder=TinyEmbedder(dimension=8),
         index=index,
         journal=Journal(tmp_path / "journal.sqlite"),
-        rules=Rules(include=("*.jpg",)),
-        source="s",
     )
     try:
         summary = await ingestor.reconcile()

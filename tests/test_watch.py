@@ -26,9 +26,7 @@ async def watching(
 ) -> AsyncIterator[tuple[Pipeline, Daemon]]:
     async with pipeline(tmp_path, emulator) as p:
         daemon = Daemon(
-            p.root,
             p.ingestor,
-            p.runtime.journal,
             settle_seconds=SETTLE,
             rescan_minutes=rescan_minutes,
             polling=polling,
