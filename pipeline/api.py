@@ -27,15 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from imgrag.connectors.errors import ConnectorError
+from imgrag._errors import (
+    ConnectorError,
+    FatalError,
+    FilterError,
+    NotServable,
+    QueryError,
+    SourceError,
+)
 from imgrag.pipeline.blob_source import uri_of
 from imgrag.pipeline.door import LocalDoor
-from imgrag.pipeline.filters import FilterError
-from imgrag.pipeline.ingest import FatalError
 from imgrag.pipeline.metrics import Metrics
-from imgrag.pipeline.query import QueryError, SearchQuery, describe_validation_error
-from imgrag.pipeline.sources import SourceError
-from imgrag.pipeline.thumbnails import NotServable, cached_path, file_of, thumbnail, valid_id
+from imgrag.pipeline.query import SearchQuery, describe_validation_error
+from imgrag.pipeline.thumbnails import cached_path, file_of, thumbnail, valid_id
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette

@@ -22,27 +22,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from imgrag.connectors.errors import ExtraNotInstalled
+from imgrag._errors import ExtraNotInstalled, SourceError
 from imgrag.connectors.index import FileState
 from imgrag.pipeline.config import Settings
 from imgrag.pipeline.daemon import Daemon
 from imgrag.pipeline.ingest import Indexer, Outcome, Summary
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.runtime import Runtime, open_runtime, registry, rules_for
-from imgrag.pipeline.sources import SourceError, check_name
+from imgrag.pipeline.sources import check_name
 from imgrag.pipeline.status import SourceStatus
 from pydantic import ValidationError
 
 _MISSING: ExtraNotInstalled | None = None
 try:  # the one import of the blob extra
-    from imgrag.connectors.blob import (
-        BlobConfigError,
-        BlobSourceConfig,
-        BlobUriError,
-        Listing,
-        Reconciler,
-        open_container,
-    )
+    from imgrag._errors import BlobConfigError, BlobUriError
+    from imgrag.connectors.blob import BlobSourceConfig, Listing, Reconciler, open_container
     from imgrag.pipeline.source_blob import BlobSource, blob_state
 except ExtraNotInstalled as exc:
     _MISSING = exc

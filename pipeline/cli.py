@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from imgrag._errors import ImgragError
-from imgrag.pipeline.config import ConfigError, Settings, load_settings
+from imgrag._errors import ConfigError, ImgragError
+from imgrag.pipeline.config import Settings, load_settings
 from rich.console import Console
 
 if TYPE_CHECKING:

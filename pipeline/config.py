@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from imgrag._errors import ConfigError as ConfigError
+from imgrag._errors import ConfigError
 from imgrag.connectors.config import EmbedderConfig, StoreConfig
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict

@@ -23,10 +23,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from imgrag._errors import DaemonFailed
-from imgrag.connectors.errors import CredentialError, DiskFull, EmbedderError, StoreError
+from imgrag._errors import (
+    CredentialError,
+    DaemonFailed,
+    DiskFull,
+    EmbedderError,
+    FatalError,
+    PruneRefused,
+    StoreError,
+)
 from imgrag.pipeline.candidates import Rules
-from imgrag.pipeline.ingest import FatalError, Indexer, PruneRefused, Summary, cause_of
+from imgrag.pipeline.ingest import Indexer, Summary, cause_of
 from imgrag.pipeline.source import Change, Follower
 from imgrag.pipeline.status import SourceStatus
 from imgrag.pipeline.supervisor import Supervisor

@@ -32,9 +32,10 @@ from imgrag.pipeline.journal import Journal
 
 if TYPE_CHECKING:
     from imgrag.pipeline.query import SearchQuery
+from imgrag._errors import SourceError
 from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
-from imgrag.pipeline.sources import Resolved, SourceError
+from imgrag.pipeline.sources import Resolved
 from imgrag.pipeline.status import Live, SourceStatus, StatusReport, build_status, source_status
 
 Track = Callable[[Indexer, str, str], contextlib.AbstractContextManager[None]]

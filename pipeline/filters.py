@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from imgrag._errors import FilterError as FilterError
+from imgrag._errors import FilterError
 from pydantic import ValidationError
 
 if TYPE_CHECKING:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgrag._errors import SourceError
 from imgrag.connectors.index import Index
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.names import stored
-from imgrag.pipeline.sources import SourceError, absolute
+from imgrag.pipeline.sources import absolute
 from imgrag.pipeline.thumbnails import discard
 from pydantic import BaseModel
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Literal
 
 import numpy as np
-from imgrag._errors import ImageRejected as ImageRejected
+from imgrag._errors import ImageRejected
 from imgrag.connectors.embedder import EmbedderInfo, ImageInput
 from PIL import ExifTags, Image, UnidentifiedImageError
 

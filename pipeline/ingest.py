@@ -27,32 +27,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from imgrag._errors import FatalError as FatalError
-from imgrag._errors import PointRejected, UnstorablePayload
-from imgrag._errors import PruneRefused as PruneRefused
-from imgrag.connectors.embedder import Embedder, Embedding, ImageInput, Usage
-from imgrag.connectors.errors import (
+from imgrag._errors import (
     CollectionMismatch,
     CredentialError,
     DiskFull,
     EmbedderError,
     ExtraNotInstalled,
+    FatalError,
+    ImageRejected,
     InputTypeNotSupported,
     ModalityNotSupported,
+    PointRejected,
+    PruneRefused,
+    ReadRefused,
     RequestRejected,
+    SidecarError,
     StoreError,
     StoreLocked,
+    UnstorablePayload,
 )
+from imgrag.connectors.embedder import Embedder, Embedding, ImageInput, Usage
 from imgrag.connectors.index import FileState, Index, Point
 from imgrag.pipeline.batching import Batcher, ItemFailed
 from imgrag.pipeline.candidates import Seen
-from imgrag.pipeline.images import ImageFacts, ImageRejected, for_embedder, probe
+from imgrag.pipeline.images import ImageFacts, for_embedder, probe
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import embed_key, point_id
 from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import is_plain, on_disk, printable
-from imgrag.pipeline.reading import ReadRefused
-from imgrag.pipeline.sidecars import SidecarError
 from imgrag.pipeline.source import (
     ItemGone,
     ItemRead,
@@ -67,16 +69,7 @@ from imgrag.pipeline.thumbnails import discard, save_thumbnail
 from PIL import Image
 from pydantic import BaseModel, Field
 
-__all__ = [
-    "FatalError",
-    "Indexer",
-    "Outcome",
-    "PruneRefused",
-    "Summary",
-    "cause_of",
-    "is_unchanged",
-    "needs_work",
-]
+__all__ = ["Indexer", "Outcome", "Summary", "cause_of"]
 
 log = logging.getLogger("imgrag.ingest")
 

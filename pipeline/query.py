@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from imgrag._errors import QueryError as QueryError
+from imgrag._errors import QueryError
 from PIL import Image
 from pydantic import (
     BaseModel,

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from imgrag._errors import ReadRefused as ReadRefused
+from imgrag._errors import ReadRefused
 from imgrag.pipeline.names import stored
 
 _FLAGS = (

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrag._errors import TransientEmbedderError
 from imgrag.connectors.embedder import Embedder
-from imgrag.connectors.errors import TransientEmbedderError
 from imgrag.connectors.index import CollectionSpec, Index
 from imgrag.connectors.paths import StatePaths
 from imgrag.pipeline.candidates import Rules

@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from imgrag._errors import ReadRefused
-from imgrag._errors import SidecarError as SidecarError
+from imgrag._errors import ReadRefused, SidecarError
 from imgrag.pipeline.names import is_plain, stored
 from imgrag.pipeline.reading import read_inside
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator

@@ -26,21 +26,26 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
-from imgrag.connectors.blob import (
+from imgrag._errors import (
     BlobConfigError,
-    BlobEntry,
-    BlobEvent,
     BlobGone,
     BlobKeptChanging,
-    BlobSourceConfig,
     BlobSourceError,
-    BlobState,
     BlobTooLarge,
+    ImageRejected,
+    SidecarError,
+    SidecarInvalid,
+    SourceError,
+)
+from imgrag.connectors.blob import (
+    BlobEntry,
+    BlobEvent,
+    BlobSourceConfig,
+    BlobState,
     Listing,
     PoisonMessage,
     QueueWorker,
     Reconciler,
-    SidecarInvalid,
     WorkerStats,
     blob_url,
     download_to,
@@ -54,10 +59,9 @@ from imgrag.connectors.blob.listing import entry_from_properties
 from imgrag.connectors.blob.reconcile import is_sidecar_name
 from imgrag.connectors.index import FileState
 from imgrag.pipeline.candidates import Rules, Seen
-from imgrag.pipeline.images import ImageRejected
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
-from imgrag.pipeline.sidecars import Sidecar, SidecarError
+from imgrag.pipeline.sidecars import Sidecar
 from imgrag.pipeline.source import (
     MAX_FILE_BYTES,
     Change,
@@ -71,7 +75,6 @@ from imgrag.pipeline.source import (
     Standing,
     Watched,
 )
-from imgrag.pipeline.sources import SourceError
 from pydantic import ValidationError
 
 log = logging.getLogger("imgrag.blob")

@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from imgrag._errors import ImageRejected, ReadRefused
 from imgrag.connectors.index import FileState
 from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk, walk_rows
-from imgrag.pipeline.images import ImageRejected
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import stored
-from imgrag.pipeline.reading import ReadRefused, read_inside
+from imgrag.pipeline.reading import read_inside
 from imgrag.pipeline.sidecars import read_sidecar
 from imgrag.pipeline.source import (
     MAX_FILE_BYTES,

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from imgrag._errors import SourceError as SourceError
+from imgrag._errors import SourceError
 from pydantic import BaseModel, Field, ValidationError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

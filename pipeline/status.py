@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imgrag._errors import SourceError
 from imgrag.connectors.embedder import Usage
 from imgrag.connectors.index import FileState, Index
 from imgrag.pipeline.candidates import Rules, walk
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.source import needs_work
-from imgrag.pipeline.sources import Registry, SourceError
+from imgrag.pipeline.sources import Registry
 from pydantic import BaseModel, Field
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from imgrag._errors import NotServable as NotServable
+from imgrag._errors import NotServable
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMB_SIZE = 256

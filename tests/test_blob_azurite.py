@@ -35,18 +35,15 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 from azure.storage.queue import QueueClient
+from imgrag._errors import BlobKeptChanging, BlobSourceError, BlobTooLarge, SidecarInvalid
 from imgrag.connectors.blob import (
     BlobEvent,
-    BlobKeptChanging,
     BlobSourceConfig,
-    BlobSourceError,
     BlobState,
-    BlobTooLarge,
     Listing,
     PoisonMessage,
     QueueWorker,
     SidecarData,
-    SidecarInvalid,
     download_to,
     open_container,
     open_queue,

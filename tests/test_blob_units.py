@@ -8,13 +8,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from imgrag._errors import BlobConfigError, BlobUriError, EventDecodeError
 from imgrag.connectors.blob import (
-    BlobConfigError,
     BlobEntry,
     BlobSourceConfig,
     BlobState,
-    BlobUriError,
-    EventDecodeError,
     Reconciler,
     blob_url,
     decode_message,
