@@ -36,7 +36,7 @@ from imgrag._errors import (
     SourceError,
 )
 from imgrag.pipeline.blob_source import uri_of
-from imgrag.pipeline.door import LocalDoor
+from imgrag.pipeline.door import LocalDoor, daemon_target
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import SearchQuery, describe_validation_error
 from imgrag.pipeline.thumbnails import cached_path, file_of, thumbnail, valid_id
@@ -207,6 +207,8 @@ class _Routes:
     async def status(self, request: Request) -> Response:
         target = request.query_params.get("source")
         try:  # reading the index and walking folders: off the event loop
+            if target is not None:
+                target = daemon_target(self.door.core, target, self.door.watched())
             report = await asyncio.to_thread(self.door.status_now, target)
         except SourceError as exc:
             return _error(404, str(exc))
@@ -378,7 +380,7 @@ async def _forget(door: LocalDoor, request: Request) -> Response:
         source = (await _command(request, shape)).get("source")
         if not isinstance(source, str) or not source:
             raise SourceError(f"the body must be {shape}")
-        forgotten = await door.forget(source)
+        forgotten = await door.forget(daemon_target(door.core, source, door.watched()))
     except (SourceError, FatalError, ConnectorError) as exc:
         return _error(400, str(exc))
     return Response(forgotten.model_dump_json(), media_type="application/json")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -192,6 +192,10 @@ class LocalDoor(Door):
             )
         self._service = made
         return made
+
+    def watched(self) -> list[str]:
+        """The names of the sources this process watches (none without a daemon)."""
+        return list(self._watching.live().watched) if self._watching is not None else []
 
     def payload(self, point_id: str) -> dict[str, Any] | None:
         """A point's stored payload (None when there is no such point). Blocking."""
@@ -404,11 +408,29 @@ def _folder(target: str) -> Path:
 
 
 def _absolute(target: str) -> str:
-    """What the daemon should be told: az:// and names as given, folders made absolute."""
+    """What the daemon should be told: ``az://`` and source names as given, anything that
+    names a folder made absolute here. The daemon runs in another folder: it must never
+    resolve a relative path against its own."""
     if uri_of(target) is not None:
         return target
     path = Path(target)
-    return str(path.absolute()) if path.exists() else target
+    if path.exists() or "/" in target or target in (".", ".."):
+        return str(path.absolute())
+    return target  # a bare word: a source's name
+
+
+def daemon_target(core: Core, target: str, watched: Iterable[str] = ()) -> str:
+    """A target a client handed to the daemon: an absolute path, an ``az://`` address, or
+    the name of a source. SourceError for anything else (a relative path would name a
+    folder of the daemon's own working directory, not the client's)."""
+    if uri_of(target) is not None or Path(target).is_absolute():
+        return target
+    names = {e.name for e in core.registry.entries()} | set(watched)
+    if "/" not in target and target in names:
+        return target
+    raise SourceError(
+        f"{target}: no such source; name a source (`imgrag sources` lists them) or its folder"
+    )
 
 
 @contextlib.contextmanager

@@ -391,10 +391,10 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
                 )
                 put(container, "e.png", png(31))
                 queue.send_message(grid_message("Created", name, "e.png"))
-                await until(lambda: "e.png" in daemon.ingestor.known, 60, "e.png from its event")
+                await until(lambda: "e.png" in daemon.indexer.known, 60, "e.png from its event")
                 container.delete_blob("e.png")
                 queue.send_message(grid_message("Deleted", name, "e.png"))
-                await until(lambda: "e.png" not in daemon.ingestor.known, 60, "e.png removed")
+                await until(lambda: "e.png" not in daemon.indexer.known, 60, "e.png removed")
                 queue.send_message("this is not an Event Grid event")
                 await until(
                     lambda: daemon.journal.by_reason().get("poison_message") == 1,
@@ -411,7 +411,7 @@ async def test_queue_events_index_and_remove_blobs_between_listings(
             finally:
                 daemon.stop()
                 await asyncio.wait_for(task, 60)
-                await daemon.ingestor.close()
+                await daemon.indexer.close()
     finally:
         with contextlib.suppress(ResourceNotFoundError):
             queue.delete_queue()
@@ -537,7 +537,7 @@ async def test_two_daemons_on_one_queue_index_each_blob_once(
                     d.stop()
                 await asyncio.wait_for(asyncio.gather(*tasks), 60)
                 for d in daemons:
-                    await d.ingestor.close()
+                    await d.indexer.close()
     finally:
         queue.delete_queue()
 

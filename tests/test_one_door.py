@@ -130,6 +130,7 @@ def daemon(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Path, dict[str
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgrag.pipeline.cli", "watch", str(second)],
         env=env,
+        cwd=tmp_path,  # where "first" is a folder; the commands below run elsewhere
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -191,6 +192,13 @@ def test_every_door_agrees_on_three_folders_with_the_daemon_running(
     for hit in hits:
         assert web.get(f"/thumb/{hit['id']}").status_code == 200, hit["abs_path"]
         assert web.get(f"/image/{hit['id']}").status_code == 200, hit["abs_path"]
+
+    # A relative name is the caller's, never the daemon's working folder: here there is no
+    # ./first, and the daemon (started beside it) must not take it for its own.
+    assert not Path("first").exists()
+    wrong = imgrag("forget", "first")
+    assert wrong.exit_code == 1 and "no such source" in wrong.stderr, wrong.output
+    assert json.loads(imgrag("status", "--json").stdout)["indexed"] == 10
 
     # Forget goes through the daemon too, watched source or not.
     gone = imgrag("forget", str(first), "--json")
