@@ -27,14 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from imgrag._errors import (
-    ConnectorError,
-    FatalError,
-    FilterError,
-    NotServable,
-    QueryError,
-    SourceError,
-)
+from imgrag._errors import ConnectorError, ImgragError, NotServable, SourceError
 from imgrag.pipeline.blob_source import uri_of
 from imgrag.pipeline.door import LocalDoor, daemon_target
 from imgrag.pipeline.metrics import Metrics
@@ -65,8 +58,11 @@ _ASSETS = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
 _NO_TOKEN = "missing or wrong token: open the page as /?token=... or send 'Authorization: Bearer'"
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, exc: Exception | None = None) -> JSONResponse:
+    """A JSON error; with ``exc``, its class as ``kind``, so a client raises the same one
+    (the two doors to the index fail alike)."""
+    body = {"error": message} if exc is None else {"error": message, "kind": type(exc).__name__}
+    return JSONResponse(body, status_code=status)
 
 
 def _host_name(host: str) -> str:
@@ -211,7 +207,7 @@ class _Routes:
                 target = daemon_target(self.door.core, target, self.door.watched())
             report = await asyncio.to_thread(self.door.status_now, target)
         except SourceError as exc:
-            return _error(404, str(exc))
+            return _error(404, str(exc), exc)
         return Response(report.model_dump_json(), media_type="application/json")
 
     async def search(self, request: Request) -> Response:
@@ -221,8 +217,10 @@ class _Routes:
         started = time.perf_counter()
         try:
             hits = await self.door.search(query)
-        except (QueryError, FilterError) as exc:
-            return _error(400, str(exc))
+        except ConnectorError as exc:  # the embedder or the store did not answer as asked
+            return _error(502, str(exc), exc)
+        except ImgragError as exc:  # a bad query, filter or query image
+            return _error(400, str(exc), exc)
         except ValidationError as exc:  # a Qdrant filter of the wrong shape
             return _error(400, f"filter: {describe_validation_error(exc)}")
         finally:
@@ -357,8 +355,8 @@ async def _watch(door: LocalDoor, request: Request) -> Response:
                 "a blob container is watched from the config: add a [[sources]] entry"
             )
         answer = await door.watch(Path(path), name)
-    except (SourceError, FatalError) as exc:
-        return _error(400, str(exc))
+    except ImgragError as exc:
+        return _error(400, str(exc), exc)
     return JSONResponse(answer)
 
 
@@ -369,8 +367,8 @@ async def _ingest(door: LocalDoor, request: Request) -> Response:
         summary = await door.ingest(
             path, name=name, prune=data.get("prune") is True, retry=data.get("retry") is True
         )
-    except (SourceError, FatalError, ConnectorError) as exc:
-        return _error(400, str(exc))
+    except ImgragError as exc:
+        return _error(400, str(exc), exc)
     return Response(summary.model_dump_json(), media_type="application/json")
 
 
@@ -381,8 +379,8 @@ async def _forget(door: LocalDoor, request: Request) -> Response:
         if not isinstance(source, str) or not source:
             raise SourceError(f"the body must be {shape}")
         forgotten = await door.forget(daemon_target(door.core, source, door.watched()))
-    except (SourceError, FatalError, ConnectorError) as exc:
-        return _error(400, str(exc))
+    except ImgragError as exc:
+        return _error(400, str(exc), exc)
     return Response(forgotten.model_dump_json(), media_type="application/json")
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from imgrag._errors import ConfigError, ImgragError
 from imgrag.pipeline.config import Settings, load_settings
+from imgrag.pipeline.names import printable
 from rich.console import Console
 
 if TYPE_CHECKING:
@@ -809,7 +810,6 @@ def status_command(
     json_: JsonOpt = False,
 ) -> None:
     """What is indexed, pending and failed, per source, and why. Never calls the embedder."""
-    from imgrag.pipeline.names import printable
     from imgrag.pipeline.status import deployment_lines
 
     settings = settings_from(ctx)
@@ -855,7 +855,12 @@ def status_command(
 
 
 async def _status(door: Door, target: str | None) -> tuple[StatusReport, str]:
-    return await door.status(target), door.where
+    report = await door.status(target)
+    daemon = report.daemon or {}
+    if daemon.get("pid"):  # the sources it watches now, not the one it started with
+        roots = ", ".join(printable(str(r)) for r in daemon.get("roots") or []) or "nothing"
+        return report, f"daemon pid {daemon['pid']} watching {roots}"
+    return report, door.where
 
 
 @app.command("doctor")
@@ -887,7 +892,6 @@ def doctor_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
 @app.command("sources")
 def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """The sources of the index: name, root, counts, and whether the root is reachable."""
-    from imgrag.pipeline.names import printable
 
     settings = settings_from(ctx)
     report, _ = _through_door(settings, lambda door: _status(door, None))
@@ -900,6 +904,7 @@ def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
         typer.echo(
             f"{printable(src.name)}\t{printable(src.root)}\t{src.indexed} indexed, "
             f"{src.pending} pending, {src.failed} failed"
+            + ("\twatched" if src.watched else "")
             + ("" if src.reachable else "\tnot reachable")
         )
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from imgrag._errors import DaemonError
+from imgrag import _errors
+from imgrag._errors import DaemonError, ImgragError
 from imgrag.pipeline.ingest import Summary
 from imgrag.pipeline.retrieval import SearchHit
 from imgrag.pipeline.status import StatusReport
@@ -21,6 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 if TYPE_CHECKING:
     from imgrag.pipeline.query import SearchQuery
+
     pass
 
 log = logging.getLogger("imgrag.daemon_client")
@@ -209,12 +211,26 @@ class DaemonClient:
                 f"the daemon (pid {self.info.pid}) at {self.info.url} did not answer: {exc}"
             ) from None
         if response.status_code != 200:
-            try:
-                message = response.json().get("error", response.text)
-            except (ValueError, AttributeError):
-                message = response.text
-            raise DaemonError(f"the daemon (pid {self.info.pid}) refused {route}: {message}")
+            raise self._refusal(response)
         return response
+
+    def _refusal(self, response: httpx.Response) -> ImgragError:
+        """The error the daemon answered, as the class it names (the same one this process
+        would have raised answering the request itself), else a DaemonError."""
+        try:
+            body = response.json()
+            message, kind = str(body.get("error", response.text)), body.get("kind")
+        except (ValueError, AttributeError):
+            message, kind = response.text, None
+        if response.status_code == 401:
+            return DaemonError(
+                f"the daemon (pid {self.info.pid}) wants its token: set IMGRAG_API_TOKEN "
+                "(or [api] token) to the one it was started with"
+            )
+        cls = getattr(_errors, str(kind), None) if kind else None
+        if isinstance(cls, type) and issubclass(cls, ImgragError):
+            return cls(message)
+        return DaemonError(f"the daemon (pid {self.info.pid}) refused the request: {message}")
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from imgrag import Retriever
+from imgrag import FilterError, Retriever
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline.cli import app
 from imgrag.pipeline.daemon_client import read_daemon_file
@@ -90,6 +90,8 @@ def test_three_retriever_opens_with_one_search_each_send_three(
             assert retriever.mode == "direct"
             assert len(retriever.search(question, limit=2)) == 2
     assert embeddings_requests(emulator) == 3
+    with Retriever.from_config() as retriever, pytest.raises(FilterError, match="taken_after"):
+        retriever.search("a photo", filter={"taken_after": "yesterday"})
 
 
 def test_searching_an_index_never_made_sends_nothing(
@@ -180,6 +182,10 @@ def test_every_door_agrees_on_three_folders_with_the_daemon_running(
     hits = json.loads(imgrag("search", "a photo", "--limit", "20", "--json").stdout)
     assert len(hits) == 10
     assert {Path(h["abs_path"]).parent for h in hits} == {first, second, third}
+    with Retriever.from_config() as retriever:  # the same error class through either door
+        assert retriever.mode == "daemon"
+        with pytest.raises(FilterError, match="taken_after"):
+            retriever.search("a photo", filter={"taken_after": "yesterday"})
     one = json.loads(imgrag("status", str(first), "--json").stdout)
     assert sources_of(one) == {str(first): 5} and one["indexed"] == 5
 

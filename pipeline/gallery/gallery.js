@@ -33,7 +33,8 @@
       return;
     }
     const body = { limit: LIMIT };
-    if (state.similar) body.similar_to = state.similar.path;
+    // The absolute path names one point even when two folders hold the same name.
+    if (state.similar) body.similar_to = state.similar.abs_path.startsWith("/") ? state.similar.abs_path : state.similar.path;
     else { if (text) body.text = text; if (state.image) body.image = state.image; }
     const flt = filters();
     if (flt) body.filter = flt;
