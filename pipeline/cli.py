@@ -269,9 +269,11 @@ def _log(line: str) -> None:
     logging.getLogger("imgrag.daemon").info("%s", line)
 
 
-def _check_dir(directory: Path) -> Path:
+def _check_dir(directory: Path, command: str = "ingest") -> Path:
     if not directory.is_dir():
-        raise fail(f"{directory} is not a folder: create it, or name another (imgrag ingest DIR)")
+        raise fail(
+            f"{directory} is not a folder: create it, or name another (imgrag {command} DIR)"
+        )
     return directory
 
 
@@ -470,7 +472,7 @@ def retry_command(
     """Forget recorded failures and try those files again."""
     settings = settings_from(ctx)
     _setup_logging()
-    _check_dir(directory)
+    _check_dir(directory, "retry")
     target = str(directory)
     summary = _through_door(
         settings,
@@ -522,7 +524,7 @@ def watch_command(
     if not directories and not blobs:
         folders = [Path("inbox")]
     for directory in folders:
-        _check_dir(directory)
+        _check_dir(directory, "watch")
     if source is not None and len(folders) > 1:
         raise fail("--source names one folder: watch the others without it")
     if _through_door(settings, lambda door: _watch_through(door, folders, source, blobs)):

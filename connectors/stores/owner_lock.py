@@ -126,7 +126,8 @@ def locked_error(directory: Path) -> StoreLocked:
         where = f" on {owner.host}" if owner.host and owner.host != socket.gethostname() else ""
         who, pid = f"process {owner.pid}{what}{where}", owner.pid
     return StoreLocked(
-        f"the index under {directory} is open in {who}; stop it, or search through the "
-        f'daemon\'s API, or use a Qdrant server ([store] kind = "qdrant") for several processes',
+        f"the index under {directory} is open in {who}; stop it and try again, or let the "
+        "daemon (`imgrag watch`) be the one process that holds it (every command then goes "
+        'through it), or use a Qdrant server ([store] kind = "qdrant") for several processes',
         pid=pid,
     )
