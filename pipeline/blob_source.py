@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 from imgrag._errors import ExtraNotInstalled, SourceError
 from imgrag.connectors.index import FileState
 from imgrag.pipeline.config import Settings
+from imgrag.pipeline.core import Core
 from imgrag.pipeline.daemon import Daemon
 from imgrag.pipeline.ingest import Indexer, Outcome, Summary
 from imgrag.pipeline.journal import Journal
-from imgrag.pipeline.runtime import Runtime, open_runtime, registry, rules_for
+from imgrag.pipeline.runtime import Runtime, open_runtime
 from imgrag.pipeline.sources import check_name
 from imgrag.pipeline.status import SourceStatus
 from pydantic import ValidationError
@@ -145,22 +146,22 @@ def _container(config: BlobSourceConfig) -> Any:
         raise SourceError(str(exc)) from None
 
 
-def register(settings: Settings, config: BlobSourceConfig) -> str:
+def register(core: Core, config: BlobSourceConfig) -> str:
     """Record the source in the state directory's registry; its name."""
     name = source_name(config)
-    registry(settings).register_root(name, location_uri(config))
+    core.registry.register_root(name, location_uri(config))
     return name
 
 
 def blob_source(
-    settings: Settings, config: BlobSourceConfig, environ: Mapping[str, str] | None = None
+    core: Core, config: BlobSourceConfig, environ: Mapping[str, str] | None = None
 ) -> BlobSource:
     """The source of ``config``, registered under its name."""
     return BlobSource(
         config,
         _container(config),
-        name=register(settings, config),
-        rules=rules_for(settings),
+        name=register(core, config),
+        rules=core.rules,
         uri=location_uri(config),
         environ=environ,
     )
@@ -176,11 +177,11 @@ def blob_ingestor(
     """The one indexer over the blob source of ``config``."""
     s = runtime.settings
     return Indexer(
-        blob_source(s, config),
+        blob_source(runtime.core, config),
         embedder=runtime.embedder,
         index=runtime.index,
         journal=runtime.journal,
-        thumbs=s.state_dir / "thumbs" if s.ingest.thumbnails else None,
+        thumbs=runtime.core.thumbs if s.ingest.thumbnails else None,
         image_format=s.embedder.image_format,
         embed_concurrency=runtime.embedder.info.recommended_concurrency,
         on_progress=on_progress,
@@ -189,7 +190,7 @@ def blob_ingestor(
 
 
 async def ingest_blob(
-    settings: Settings,
+    core: Core,
     uri: str,
     *,
     prune: bool = False,
@@ -198,8 +199,8 @@ async def ingest_blob(
     on_start: Callable[[Callable[[], None]], None] | None = None,
 ) -> Summary:
     """``imgrag ingest az://account/container[/prefix]``: one reconcile pass."""
-    config = config_for_uri(settings, uri)
-    async with open_runtime(settings) as runtime:
+    config = config_for_uri(core.settings, uri)
+    async with open_runtime(core) as runtime:
         ingestor = blob_ingestor(runtime, config, on_progress=on_progress)
         if on_start is not None:
             on_start(ingestor.stop)
@@ -210,15 +211,15 @@ async def ingest_blob(
 
 
 def blob_source_status(
-    settings: Settings, name: str, root: str, known: Mapping[str, FileState], journal: Journal
+    core: Core, name: str, root: str, known: Mapping[str, FileState], journal: Journal
 ) -> SourceStatus:
     """The counts of a blob source without a daemon: pending comes from a listing now
     (a listing that fails makes the source unreachable and pending 0). Blocking."""
     scoped = journal if journal.source == name else journal.scoped(name)
     reachable, pending = False, 0
     try:
-        config = config_for_uri(settings, root)
-        rules = rules_for(settings)
+        config = config_for_uri(core.settings, root)
+        rules = core.rules
         stored = {n: blob_state(known[n]) for n in known}
         rec = Reconciler(stored, is_image=lambda n: n.startswith(config.prefix) and rules.wants(n))
         listing = Listing(_container(config), config.prefix, secrets=config.secret_values())

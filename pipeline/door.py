@@ -253,7 +253,7 @@ class LocalDoor(Door):
         self, name: str, root: str, known: Mapping[str, FileState], journal: Journal, below: str
     ) -> SourceStatus:
         if uri_of(root) is not None:
-            return blob_source_status(self.core.settings, name, root, known, journal)
+            return blob_source_status(self.core, name, root, known, journal)
         return source_status(name, Path(root), known, journal, self.core.rules, below)
 
     async def status(self, target: str | None = None) -> StatusReport:
@@ -279,7 +279,7 @@ class LocalDoor(Door):
             return summary.model_copy(update={"cleared": cleared})
         await self._close_reader()
         if uri is not None:
-            return await ingest_blob(self.core.settings, uri, prune=prune, on_start=on_start)
+            return await ingest_blob(self.core, uri, prune=prune, on_start=on_start)
         pass_ = _Pass(_folder(target), name, prune, retry, track, on_start)
         return await self._ingest_folder(pass_)
 

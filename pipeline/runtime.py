@@ -12,15 +12,13 @@ from pathlib import Path
 
 from imgrag._errors import TransientEmbedderError
 from imgrag.connectors.embedder import Embedder
-from imgrag.connectors.index import CollectionSpec, Index
-from imgrag.connectors.paths import StatePaths
-from imgrag.pipeline.candidates import Rules
+from imgrag.connectors.index import Index
 from imgrag.pipeline.config import Settings
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.ingest import Indexer, Outcome
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.source_folder import FolderSource
-from imgrag.pipeline.sources import Registry, Resolved
+from imgrag.pipeline.sources import Resolved
 
 log = logging.getLogger("imgrag.runtime")
 
@@ -30,39 +28,6 @@ CoreLike = Core | Settings
 
 def as_core(value: CoreLike) -> Core:
     return value if isinstance(value, Core) else Core.build(value)
-
-
-# Kept for scripts and tests that start from settings; the product builds one Core.
-def state_paths(settings: Settings) -> StatePaths:
-    """Where each piece of state lives inside the configured state directory."""
-    return StatePaths.under(settings.state_dir)
-
-
-def registry(settings: Settings) -> Registry:
-    """The sources of the configured state directory."""
-    return Registry(state_paths(settings).sources)
-
-
-def resolve_source(
-    settings: Settings, directory: Path, name: str | None = None, *, register: bool = True
-) -> Resolved:
-    """The source a folder named by the user is (registered on first use when ``register``)."""
-    return registry(settings).resolve(directory, name, register=register)
-
-
-def source_list(settings: Settings | Core) -> Callable[[], list[tuple[str, str]]]:
-    """The registered sources as (name, root), read afresh on each call."""
-    reg = as_core(settings).registry
-    return lambda: [(e.name, e.root) for e in reg.entries()]
-
-
-def rules_for(settings: Settings) -> Rules:
-    return Core.build(settings).rules
-
-
-def collection_spec(settings: Settings, embedder: Embedder) -> CollectionSpec:
-    """What the collection must have been made for: this model, its dimension, documents."""
-    return Core.build(settings).spec_for(embedder)
 
 
 async def probe(embedder: Embedder, *, wait: bool = False) -> None:

@@ -15,16 +15,10 @@ from imgrag.connectors.factory import create_embedder
 from imgrag.connectors.paths import StatePaths
 from imgrag.connectors.stores import QdrantIndex
 from imgrag.pipeline.config import IngestConfig, Settings
+from imgrag.pipeline.core import Core
 from imgrag.pipeline.ingest import Indexer, Summary
 from imgrag.pipeline.journal import Journal
-from imgrag.pipeline.runtime import (
-    Runtime,
-    collection_spec,
-    open_runtime,
-    probe,
-    resolve_source,
-    rules_for,
-)
+from imgrag.pipeline.runtime import Runtime, open_runtime, probe
 from imgrag.pipeline.source_folder import FolderSource
 from pydantic import SecretStr
 
@@ -102,12 +96,12 @@ async def reconcile_into_qdrant(settings: Settings, folder: Path, location: Path
     journal = Journal(paths.journal)
     try:
         await probe(embedder)
-        index.ensure_collection(collection_spec(settings, embedder))
+        index.ensure_collection(Core.build(settings).spec_for(embedder))
         ingestor = Indexer(
             FolderSource(
                 folder,
-                name=resolve_source(settings, folder).name,
-                rules=rules_for(settings),
+                name=Core.build(settings).registry.resolve(folder).name,
+                rules=Core.build(settings).rules,
                 settle_seconds=0,
             ),
             embedder=embedder,

@@ -14,17 +14,14 @@ from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.connectors.index import Point
 from imgrag.connectors.stores import QdrantIndex
 from imgrag.pipeline.config import Settings
+from imgrag.pipeline.core import Core
+from imgrag.pipeline.door import LocalDoor
 from imgrag.pipeline.ingest import Summary
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.query import SearchQuery
 from imgrag.pipeline.retrieval import SearchService
-from imgrag.pipeline.runtime import (
-    open_runtime,
-    registry,
-    resolve_source,
-    source_list,
-)
+from imgrag.pipeline.runtime import open_runtime
 
 from tests import images_factory as f
 from tests.ingest_harness import reconcile_into_qdrant, settings_for
@@ -38,7 +35,7 @@ def images(root: Path, names: list[str], seed: int = 0) -> None:
 async def ingest(settings: Settings, folder: Path, name: str | None = None) -> Summary:
     """One ``imgrag ingest`` pass, as the CLI runs it."""
     async with open_runtime(settings) as runtime:
-        ingestor = runtime.ingestor(resolve_source(settings, folder, name))
+        ingestor = runtime.ingestor(Core.build(settings).registry.resolve(folder, name))
         try:
             return await ingestor.reconcile()
         finally:
@@ -76,10 +73,13 @@ def test_two_folders_one_state_dir_both_kept_and_reruns_are_free(
     async def search() -> dict[str, set[str]]:
         async with open_runtime(settings) as runtime:
             service = SearchService(
-                runtime.embedder, runtime.index, source="test", sources=source_list(settings)
+                runtime.embedder,
+                runtime.index,
+                source="test",
+                sources=LocalDoor(Core.build(settings)).sources,
             )
             out: dict[str, set[str]] = {}
-            for name, _root in source_list(settings)():
+            for name, _root in LocalDoor(Core.build(settings)).sources():
                 hits = await service.run(SearchQuery(text="a photo", limit=10, source=name))
                 out[name] = {h.abs_path for h in hits}
                 assert {h.source for h in hits} == {name}
@@ -104,7 +104,7 @@ def test_subfolder_of_a_source_is_that_source(tmp_path: Path, emulator: Emulator
     stored = asyncio.run(payloads(settings))
     assert sorted(str(p["path"]) for p in stored) == ["2024/a.png", "2024/b.png", "2025/d.png"]
     assert {p["root"] for p in stored} == {str(nest)}
-    assert len(registry(settings).entries()) == 1
+    assert len(Core.build(settings).registry.entries()) == 1
 
 
 def test_same_relative_path_in_two_sources(tmp_path: Path, emulator: EmulatorHandle) -> None:
@@ -129,12 +129,12 @@ def test_a_folder_holding_a_source_or_a_taken_name_is_refused(
 
     settings = settings_for(tmp_path, emulator)
     (tmp_path / "top" / "inner").mkdir(parents=True)
-    resolve_source(settings, tmp_path / "top" / "inner", "inner")
+    Core.build(settings).registry.resolve(tmp_path / "top" / "inner", "inner")
     with pytest.raises(SourceError, match="holds source 'inner'"):
-        resolve_source(settings, tmp_path / "top")
+        Core.build(settings).registry.resolve(tmp_path / "top")
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(SourceError, match="forget inner"):
-        resolve_source(settings, tmp_path / "elsewhere", "inner")
+        Core.build(settings).registry.resolve(tmp_path / "elsewhere", "inner")
 
 
 def test_two_machines_feed_one_qdrant_local_collection(
@@ -205,7 +205,7 @@ def test_index_from_before_sources_is_adopted_with_no_requests(
     emulator.state.reset()
     summary = asyncio.run(ingest(settings, inbox))
     assert (summary.indexed, summary.removed, summary.requests) == (0, 0, 0)
-    name = registry(settings).entries()[0].name
+    name = Core.build(settings).registry.entries()[0].name
     stored = asyncio.run(payloads(settings))
     assert len(stored) == 3 and {p["source"] for p in stored} == {name}
 
