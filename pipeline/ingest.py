@@ -36,6 +36,9 @@ from imgrag._errors import (
     FatalError,
     ImageRejected,
     InputTypeNotSupported,
+    ItemGone,
+    ItemUnavailable,
+    KeptChanging,
     ModalityNotSupported,
     PointRejected,
     PruneRefused,
@@ -56,10 +59,7 @@ from imgrag.pipeline.keys import embed_key, point_id
 from imgrag.pipeline.known import KnownFiles
 from imgrag.pipeline.names import is_plain, on_disk, printable
 from imgrag.pipeline.source import (
-    ItemGone,
     ItemRead,
-    ItemUnavailable,
-    KeptChanging,
     Scan,
     Source,
     is_unchanged,

@@ -32,10 +32,7 @@ __all__ = [
     "Change",
     "Follower",
     "Handler",
-    "ItemGone",
     "ItemRead",
-    "ItemUnavailable",
-    "KeptChanging",
     "Scan",
     "Seen",
     "Source",
@@ -47,18 +44,6 @@ __all__ = [
 
 # No camera writes a bigger image; a bigger "photo" is a video or a disk image by mistake.
 MAX_FILE_BYTES = 512 * 10**6
-
-
-class KeptChanging(Exception):
-    """The item changed while it was read; it is picked up again once stable."""
-
-
-class ItemGone(Exception):
-    """The item was removed after it was listed; the deletion pass or the follower drops it."""
-
-
-class ItemUnavailable(Exception):
-    """The item could not be read now (the store answered with an error): retried later."""
 
 
 # -- what reconciliation compares -----------------------------------------------------------

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from imgrag._errors import ImageRejected, ReadRefused
+from imgrag._errors import ImageRejected, ItemGone, KeptChanging, ReadRefused
 from imgrag.connectors.index import FileState
 from imgrag.pipeline.candidates import Listing, Rules, Seen, seen, walk, walk_rows
 from imgrag.pipeline.journal import Journal
@@ -31,9 +31,7 @@ from imgrag.pipeline.source import (
     Change,
     Handler,
     Indexed,
-    ItemGone,
     ItemRead,
-    KeptChanging,
     Scan,
     Standing,
     Watched,

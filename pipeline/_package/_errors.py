@@ -11,7 +11,7 @@ modules import their error classes from here. Installed as ``imgrag._errors``: i
 names from ``imgrag``.
 
 Kept private in their modules, because no caller ever sees them (each is raised and caught
-inside one module): ``_Changing`` (ingest), ``_Refused`` (sidecars), ``_TooManyInputs`` and
+inside one module): ``_Refused`` (sidecars), ``_TooManyInputs`` and
 ``_TooLarge`` (the Foundry client), and the emulator's ``ApiError`` and ``InputProblem``
 (turned into HTTP answers before they leave the emulator).
 """
@@ -51,6 +51,23 @@ class NotServable(ImgragError, LookupError):
 
 
 # --- one file's problems (journaled; the pass goes on) --------------------------------------
+
+
+class ItemReadError(ImgragError):
+    """A ``Source`` could not hand over one item now; the indexer decides what follows.
+    A new kind of source raises these three from its ``read``."""
+
+
+class KeptChanging(ItemReadError):
+    """The item changed while it was read; it is picked up again once stable."""
+
+
+class ItemGone(ItemReadError):
+    """The item was removed after it was listed; the deletion pass or the follower drops it."""
+
+
+class ItemUnavailable(ItemReadError):
+    """The item could not be read now (the store answered with an error): retried later."""
 
 
 class ReadRefused(ImgragError):
