@@ -20,6 +20,7 @@ import io
 import json
 import mimetypes
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
@@ -429,3 +430,33 @@ class SignalFreeServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def http_server(app: Starlette) -> SignalFreeServer:
+    """The one way the app is served, by the daemon and ``imgrag serve`` alike."""
+    return SignalFreeServer(
+        uvicorn.Config(
+            app,
+            log_config=None,  # uvicorn's loggers go through imgrag's one format
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+    )
+
+
+async def serve_on(
+    server: SignalFreeServer, sock: socket.socket, started: Callable[[int], None]
+) -> None:
+    """Serve on the bound ``sock`` until the server is told to exit; ``started`` hears the
+    port once it answers. Raises why it could not start (the socket is bound beforehand,
+    so a port in use is the caller's OSError, never uvicorn's exit)."""
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()  # raises the reason it could not start
+            raise OSError(f"the HTTP server could not start on {sock.getsockname()}")
+        await asyncio.sleep(0.01)
+    started(sock.getsockname()[1])
+    await task

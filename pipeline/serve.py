@@ -17,10 +17,9 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 
-import uvicorn
 from imgrag._errors import ServeError
 from imgrag.connectors.index import Index
-from imgrag.pipeline.api import SignalFreeServer, create_api
+from imgrag.pipeline.api import create_api, http_server, serve_on
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.door import DaemonDoor, LocalDoor, open_door
 from imgrag.pipeline.metrics import Metrics
@@ -123,27 +122,12 @@ async def run_serve(
         raise
     try:
         async with _served(core, door, host) as app:
-            server = SignalFreeServer(
-                uvicorn.Config(
-                    app,
-                    log_config=None,  # uvicorn's loggers go through imgrag's one format
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                    timeout_graceful_shutdown=2,
-                )
-            )
+            server = http_server(app)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started and not task.done():
-                await asyncio.sleep(0.01)
-            if server.started:
-                bound = sock.getsockname()[1]
-                shown = f"[{host}]" if ":" in host else host
-                ready(f"http://{shown}:{bound}")
-            await task
+            shown = f"[{host}]" if ":" in host else host
+            await serve_on(server, sock, lambda bound: ready(f"http://{shown}:{bound}"))
     finally:
         sock.close()
     log.info("stopped serving (pid %d)", os.getpid())

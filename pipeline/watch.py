@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from imgrag._errors import DaemonFailed, FatalError, StoreError
-from imgrag.pipeline.api import SignalFreeServer, create_api
+from imgrag.pipeline.api import create_api, http_server, serve_on
 from imgrag.pipeline.blob_source import (
     blob_ingestor,
     config_for_uri,
@@ -433,34 +433,20 @@ class _Api:
         port = api.port
         if self.servers and self.servers[-1].servers:  # a restart keeps the port it had
             port = self.servers[-1].servers[0].sockets[0].getsockname()[1]
-        server = SignalFreeServer(
-            uvicorn.Config(
-                self.app,
-                log_config=None,  # its loggers go through imgrag's one format
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=2,
-            )
-        )
+        server = http_server(self.app)
         self.servers.append(server)
         # Bound here: a port in use is an OSError, where uvicorn would sys.exit out of the
         # event loop with a traceback.
         family = socket.AF_INET6 if ":" in api.host else socket.AF_INET
         sock = socket.create_server((api.host, port), family=family)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if task.done():
-                task.result()  # raises the reason it could not start
-                raise OSError(f"the local API could not listen on port {port}")
-            await asyncio.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        self.publish(bound)
-        if not self.first.done():
-            self.first.set_result(bound)
-        await task
+        await serve_on(server, sock, self._listening)
         if not server.should_exit:
             raise RuntimeError("the local API stopped serving")
+
+    def _listening(self, port: int) -> None:
+        self.publish(port)
+        if not self.first.done():
+            self.first.set_result(port)
 
     async def stop(self) -> None:
         if self.servers:
