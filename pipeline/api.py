@@ -29,10 +29,10 @@ from typing import Any
 
 import uvicorn
 from imgrag._errors import ConnectorError, ImgragError, NotServable, SourceError
-from imgrag.pipeline.blob_source import uri_of
 from imgrag.pipeline.door import LocalDoor, daemon_target
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import SearchQuery, describe_validation_error
+from imgrag.pipeline.sources import uri_of
 from imgrag.pipeline.thumbnails import cached_path, file_of, thumbnail, valid_id
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr, ValidationError

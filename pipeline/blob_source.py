@@ -18,7 +18,6 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +29,7 @@ from imgrag.pipeline.daemon import Daemon
 from imgrag.pipeline.ingest import Indexer, Outcome, Summary
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.runtime import Runtime, open_runtime
-from imgrag.pipeline.sources import check_name
+from imgrag.pipeline.sources import BLOB_SCHEME, check_name
 from imgrag.pipeline.status import SourceStatus
 from pydantic import ValidationError
 
@@ -44,28 +43,8 @@ except ExtraNotInstalled as exc:
 
 log = logging.getLogger("imgrag.blob")
 
-BLOB_SCHEME = "az://"
-
 
 # -- naming and configuration --------------------------------------------------------------
-
-
-def uri_of(arg: str | Path) -> str | None:
-    """The ``az://`` address a command-line argument names, or None for a folder.
-
-    A ``Path`` argument has its ``//`` collapsed (``az:/acct/c``); both forms are read.
-    """
-    text = str(arg)
-    if text.startswith(BLOB_SCHEME):
-        return text
-    if text.startswith("az:/"):
-        return BLOB_SCHEME + text[len("az:/") :]
-    return None
-
-
-def is_blob_root(root: str) -> bool:
-    """Whether a registered source root is a blob container rather than a folder."""
-    return uri_of(root) is not None
 
 
 def _need_extra() -> None:

@@ -19,11 +19,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imgrag._errors import StoreLocked
 from imgrag.connectors.index import FileState, Index
-from imgrag.pipeline.blob_source import blob_source_status, ingest_blob, uri_of
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.daemon_client import DaemonClient
 from imgrag.pipeline.forget import Forgotten, forget_source
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 from imgrag._errors import SourceError
 from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
-from imgrag.pipeline.sources import Resolved
+from imgrag.pipeline.sources import Resolved, uri_of
 from imgrag.pipeline.status import Live, SourceStatus, StatusReport, build_status, source_status
 
 Track = Callable[[Indexer, str, str], contextlib.AbstractContextManager[None]]
@@ -253,7 +253,10 @@ class LocalDoor(Door):
         self, name: str, root: str, known: Mapping[str, FileState], journal: Journal, below: str
     ) -> SourceStatus:
         if uri_of(root) is not None:
-            return blob_source_status(self.core, name, root, known, journal)
+            counted: SourceStatus = _blobs().blob_source_status(
+                self.core, name, root, known, journal
+            )
+            return counted
         return source_status(name, Path(root), known, journal, self.core.rules, below)
 
     async def status(self, target: str | None = None) -> StatusReport:
@@ -279,7 +282,10 @@ class LocalDoor(Door):
             return summary.model_copy(update={"cleared": cleared})
         await self._close_reader()
         if uri is not None:
-            return await ingest_blob(self.core, uri, prune=prune, on_start=on_start)
+            done: Summary = await _blobs().ingest_blob(
+                self.core, uri, prune=prune, on_start=on_start
+            )
+            return done
         pass_ = _Pass(_folder(target), name, prune, retry, track, on_start)
         return await self._ingest_folder(pass_)
 
@@ -431,6 +437,15 @@ def daemon_target(core: Core, target: str, watched: Iterable[str] = ()) -> str:
     raise SourceError(
         f"{target}: no such source; name a source (`imgrag sources` lists them) or its folder"
     )
+
+
+def _blobs() -> ModuleType:
+    """The blob sources' assembly. It brings the blob extra (azure-storage) and the daemon's
+    machinery, so it loads only when an ``az://`` source is counted or ingested: a status
+    or a search over folders never pays for it."""
+    from imgrag.pipeline import blob_source
+
+    return blob_source
 
 
 @contextlib.contextmanager

@@ -46,6 +46,27 @@ class Resolved:
     scope: str = ""
 
 
+BLOB_SCHEME = "az://"
+
+
+def uri_of(arg: str | Path) -> str | None:
+    """The ``az://`` address a command-line argument names, or None for a folder.
+
+    A ``Path`` argument has its ``//`` collapsed (``az:/acct/c``); both forms are read.
+    """
+    text = str(arg)
+    if text.startswith(BLOB_SCHEME):
+        return text
+    if text.startswith("az:/"):
+        return BLOB_SCHEME + text[len("az:/") :]
+    return None
+
+
+def is_blob_root(root: str) -> bool:
+    """Whether a registered source root is a blob container rather than a folder."""
+    return uri_of(root) is not None
+
+
 def absolute(directory: Path) -> Path:
     """The folder as an absolute, normalized path (links kept: the user's name for it)."""
     return Path(os.path.abspath(os.path.expanduser(directory)))

@@ -53,8 +53,11 @@ def test_cli_help_loads_no_heavy_module() -> None:
 
 def test_status_without_a_daemon_loads_no_qdrant_client(tmp_path: os.PathLike[str]) -> None:
     """``imgrag status`` reads the embedded store (qdrant-edge) and builds no filter: the
-    qdrant-client stack (over a second to import) stays out, and so does the model."""
+    qdrant-client stack (over a second to import) stays out, and so do the model and the
+    storage SDK."""
     env = {**_env(), "IMGRAG_STATE_DIR": str(tmp_path)}
     modules = imported_modules([*imgrag_argv(), "status"], env)
     assert "imgrag.pipeline.door" in modules  # the report was read: status ran
     assert "qdrant_client" not in modules and "onnxruntime" not in modules
+    # The blob extra (when installed) waits for a blob source: this index has none.
+    assert not [m for m in modules if m.startswith("azure.storage")]
