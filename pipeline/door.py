@@ -224,30 +224,33 @@ class LocalDoor(Door):
     def status_now(self, target: str | None = None) -> StatusReport:
         """The status report. Blocking (reads the index, walks folders)."""
         core = self.core
-        index = self._index()
-        spec = self._runtime.index.recorded_spec(core.collection) if self._runtime else None
-        if spec is None and self._reader is not None:
-            spec = self._reader.spec
-        described = (
-            {
-                "provider": spec.provider,
-                "model": spec.model,
-                "dimension": spec.dimension,
-                "family": spec.family,
-            }
-            if spec is not None
-            else {"provider": core.settings.embedder.provider, "model": None}
-        )
+        live = self._watching.live() if self._watching is not None else None
         return build_status(
             core.registry,
-            index,
+            self._index(),
             self.journal(),
             self._count,
             target=target,
-            live=self._watching.live() if self._watching is not None else None,
+            live=live,  # a daemon's report says what its embedder is, live
             store={"kind": core.settings.store.kind, "collection": core.collection},
-            embedder=described,
+            embedder=self._recorded() if live is None else None,
         )
+
+    def _recorded(self) -> dict[str, Any]:
+        """What the collection was made with, from its record (no embedder is asked)."""
+        core = self.core
+        if self._runtime is not None:
+            spec = self._runtime.index.recorded_spec(core.collection)
+        else:
+            spec = self._reader.spec if self._reader is not None else None
+        if spec is None:
+            return {"provider": core.settings.embedder.provider, "model": None}
+        return {
+            "provider": spec.provider,
+            "model": spec.model,
+            "dimension": spec.dimension,
+            "family": spec.family,
+        }
 
     def _count(
         self, name: str, root: str, known: Mapping[str, FileState], journal: Journal, below: str

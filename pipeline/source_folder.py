@@ -35,8 +35,8 @@ from imgrag.pipeline.source import (
     Scan,
     Standing,
     Watched,
-    needs_work,
 )
+from imgrag.pipeline.status import count_pending
 from imgrag.pipeline.watcher import FolderWatcher
 
 log = logging.getLogger("imgrag.ingest")
@@ -188,13 +188,7 @@ class FolderSource:
         """Whether the root is a folder, and the files the next pass would index (walks)."""
         if not self.root.is_dir():
             return Standing(False, 0)
-        permanent = journal.permanent_failures()
-        pending = sum(
-            1
-            for s in walk(self.root, self.rules, below=self.scope)
-            if needs_work(known.get(s.rel), s, permanent.get(s.rel, ("", ""))[0] or None)
-        )
-        return Standing(True, pending)
+        return Standing(True, count_pending(self.root, self.rules, known, journal, self.scope))
 
     # -- one file ----------------------------------------------------------------------------
 

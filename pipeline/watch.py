@@ -32,7 +32,7 @@ from imgrag.pipeline.credentials import RenewableEmbedder
 from imgrag.pipeline.daemon import Daemon
 from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file, write_daemon_file
 from imgrag.pipeline.door import LocalDoor
-from imgrag.pipeline.ingest import Summary
+from imgrag.pipeline.ingest import Indexer, Summary
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.progress import Board
 from imgrag.pipeline.runtime import Runtime, open_runtime
@@ -239,27 +239,25 @@ class Fleet:
         return True
 
     async def ingest(self, source: Resolved, prune: bool) -> Summary:
-        """One reconcile pass for a source, as ``imgrag ingest`` asked through the API: the
-        watched source's own daemon runs it in turn; another source gets a passing ingestor."""
-        daemon = self.daemons.get(source.name)
-        if daemon is not None:
-            return await self._through(daemon, prune)
-        ingestor = self.runtime.ingestor(source)
-        try:
-            return await ingestor.reconcile(prune=prune)
-        finally:
-            await ingestor.close()
+        """One reconcile pass for a source, as ``imgrag ingest`` asked through the API."""
+        return await self._one_pass(source.name, lambda: self.runtime.ingestor(source), prune)
 
     async def ingest_blob(self, uri: str, prune: bool) -> Summary:
         config = config_for_uri(self.core.settings, uri)
-        daemon = self.daemons.get(source_name(config))
+        make = functools.partial(blob_ingestor, self.runtime, config)
+        return await self._one_pass(source_name(config), make, prune)
+
+    async def _one_pass(self, name: str, make: Callable[[], Indexer], prune: bool) -> Summary:
+        """The watched source's own daemon runs the pass in turn; another source gets a
+        passing indexer."""
+        daemon = self.daemons.get(name)
         if daemon is not None:
             return await self._through(daemon, prune)
-        ingestor = blob_ingestor(self.runtime, config)
+        indexer = make()
         try:
-            return await ingestor.reconcile(prune=prune)
+            return await indexer.reconcile(prune=prune)
         finally:
-            await ingestor.close()
+            await indexer.close()
 
     async def _through(self, daemon: Daemon, prune: bool) -> Summary:
         summary = await daemon._pass(

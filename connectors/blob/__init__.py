@@ -6,17 +6,7 @@ the index: the pipeline hands in stored state and gets plain decisions back.
 
 from __future__ import annotations
 
-from imgrag._errors import (
-    BlobConfigError,
-    BlobGone,
-    BlobKeptChanging,
-    BlobSourceError,
-    BlobTooLarge,
-    BlobUriError,
-    EventDecodeError,
-    ExtraNotInstalled,
-    SidecarInvalid,
-)
+from imgrag._errors import ExtraNotInstalled
 
 try:
     import azure.storage.blob
@@ -46,27 +36,19 @@ from .uri import BlobLocation, blob_url, parse_az_uri, without_query
 from .worker import PoisonMessage, QueueWorker, WorkerStats
 
 __all__ = [
-    "BlobConfigError",
     "BlobEntry",
     "BlobEvent",
-    "BlobGone",
-    "BlobKeptChanging",
     "BlobLocation",
     "BlobSourceConfig",
-    "BlobSourceError",
     "BlobState",
-    "BlobTooLarge",
-    "BlobUriError",
     "Decision",
     "Downloaded",
-    "EventDecodeError",
     "Listing",
     "PoisonMessage",
     "QueueWorker",
     "ReconcileResult",
     "Reconciler",
     "SidecarData",
-    "SidecarInvalid",
     "WorkerStats",
     "blob_url",
     "decode_message",
