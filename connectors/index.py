@@ -64,6 +64,20 @@ class Hit(BaseModel):
     payload: dict[str, Any]
 
 
+class GraphStatus(BaseModel):
+    """How much of a collection its HNSW graphs cover; the rest is searched exactly, which
+    grows linearly with the points outside."""
+
+    points: int
+    in_graph: int
+    outside: int
+    building: bool = False
+    build_seconds: float | None = None
+    """How long the build in progress has run, when one does."""
+    build_expected_seconds: float | None = None
+    """Its estimated whole length, from the last build's rate, when known."""
+
+
 @runtime_checkable
 class Index(Protocol):
     """A collection of image vectors with per-file payloads: what the pipeline uses.
@@ -104,5 +118,9 @@ class Index(Protocol):
         score_threshold: float | None = None,
         group_by_sha256: bool = False,
     ) -> list[Hit]: ...
+
+    def graph_status(self) -> GraphStatus:
+        """How much of the collection is in HNSW graphs, and a build in progress."""
+        ...
 
     def close(self) -> None: ...

@@ -833,6 +833,9 @@ def status_command(
             f"  {count} files from before sources, recorded for {printable(root)}: "
             f"`imgrag ingest {printable(root)}` adopts them"
         )
+    graph_line = _graph_line(report.store.get("graph"))
+    if graph_line:
+        typer.echo(graph_line)
     if report.health == "degraded":
         typer.echo("degraded: " + "; ".join(printable(p) for p in report.problems))
     elif report.health == "stopping":
@@ -854,6 +857,21 @@ def status_command(
         )
         for line in deployment_lines(u):
             typer.echo(printable(line))
+
+
+def _graph_line(graph: Any) -> str | None:
+    """One line on the search graph, only when part of the index is outside it."""
+    if not isinstance(graph, dict) or not (graph.get("outside") or graph.get("building")):
+        return None
+    line = (
+        f"search graph: {graph.get('in_graph', 0)} of {graph.get('points', 0)} points; "
+        f"{graph.get('outside', 0)} are searched one by one"
+    )
+    if graph.get("building"):
+        took, expected = graph.get("build_seconds"), graph.get("build_expected_seconds")
+        line += f"; a build has run {took or 0:.0f} s"
+        line += f" of about {expected:.0f} s" if expected else ""
+    return line
 
 
 async def _status(door: Door, target: str | None) -> tuple[StatusReport, str]:

@@ -225,14 +225,18 @@ class LocalDoor(Door):
         """The status report. Blocking (reads the index, walks folders)."""
         core = self.core
         live = self._watching.live() if self._watching is not None else None
+        index = self._index()
+        store: dict[str, Any] = {"kind": core.settings.store.kind, "collection": core.collection}
+        if index is not None:
+            store["graph"] = index.graph_status().model_dump()
         return build_status(
             core.registry,
-            self._index(),
+            index,
             self.journal(),
             self._count,
             target=target,
             live=live,  # a daemon's report says what its embedder is, live
-            store={"kind": core.settings.store.kind, "collection": core.collection},
+            store=store,
             embedder=self._recorded() if live is None else None,
         )
 

@@ -115,6 +115,15 @@ def test_upsert_count_and_vector_by_id(index: Index) -> None:
     assert index.vector_by_id("not-a-uuid") is None
 
 
+def test_graph_status_accounts_for_every_point(index: Index) -> None:
+    """Points in graphs plus points searched one by one are all the points (status shows
+    both; Qdrant's collection info gives ``indexed_vectors_count`` and ``points_count``)."""
+    index.upsert([point(f"g/{i}.png", unit(1, i)) for i in range(5)])
+    graph = index.graph_status()
+    assert graph.points == 5 == index.count()
+    assert graph.in_graph + graph.outside == 5 and graph.outside >= 0
+
+
 def test_upsert_is_idempotent_and_replaces(index: Index) -> None:
     index.upsert([point("x.png", unit(1, 0), size=1)])
     index.upsert([point("x.png", unit(0, 1), size=2)])

@@ -147,6 +147,9 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, children: list) -> No
         index.ensure_collection(SPEC)
         stored = index.count(qm.Filter(must=[qm.HasIdCondition(has_id=acked)]))
         assert stored == len(acked)
+        # A build the writer left running is adopted and finished, not left beside.
+        assert index.wait_for_build(timeout=60)
+        assert index.count(qm.Filter(must=[qm.HasIdCondition(has_id=acked)])) == len(acked)
         collection = store / "images"
         generations = [p.name for p in collection.iterdir() if p.name.startswith("gen-")]
         assert generations == [(collection / "CURRENT").read_text().strip()]

@@ -28,8 +28,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -39,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
 from imgrag._errors import DiskFull, StoreError
-from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
+from imgrag.connectors.index import CollectionSpec, FileState, GraphStatus, Hit, Point
+from imgrag.connectors.stores import edge_builds as builds
 from imgrag.connectors.stores import edge_space as space
 from imgrag.connectors.stores.edge_filters import to_edge_filter
 from imgrag.connectors.stores.edge_generations import (
@@ -92,22 +91,18 @@ class IndexStatus(BaseModel):
 
     points: int
     indexed: int
+    """Points in HNSW graphs; the rest are searched exactly (a scan, linear in their number)."""
     building: bool
     builds: int
+    build_seconds: float | None = None
+    """How long the build in progress has run (also one adopted from an earlier process)."""
+    build_points: int | None = None
+    build_expected_seconds: float | None = None
+    """The build in progress's estimated length, from the last build's rate."""
+    build_adopted: bool = False
     last_build_seconds: float | None = None
     last_build_replayed: int = 0
     last_error: str | None = None
-
-
-class _Build:
-    """A background HNSW build in flight: the copy, its child process, ids touched since."""
-
-    def __init__(self, directory: Path, final: Path, proc: subprocess.Popen[bytes]) -> None:
-        self.directory = directory
-        self.final = final
-        self.proc = proc
-        self.started = time.monotonic()
-        self.touched: set[str] = set()
 
 
 class EdgeIndex:
@@ -153,7 +148,7 @@ class EdgeIndex:
         # Set when sparse files could not be allocated: the next write tries again first.
         self._unreserved = False
         self._retry_flush_after = 0.0
-        self._build: _Build | None = None
+        self._build: builds.Build | None = None
         self._retry_build_after = 0.0
         self._last_write = 0.0
         self._last_flush = time.monotonic()
@@ -221,6 +216,11 @@ class EdgeIndex:
             self._spec, self._dir, self._gen = spec, directory, gen
             with self._handle_lock:
                 self._shard = shard
+            last = builds.last_graph(directory)
+            self._baseline_unindexed = last.left_outside if last is not None else 0
+            # The first maintenance pass looks at the points outside any graph at once: an
+            # opener that finds a large tail starts a build instead of scanning it for long.
+            self._unchecked = True
         self._start_maintenance()
 
     def _check(self, spec: CollectionSpec, directory: Path) -> None:
@@ -282,7 +282,16 @@ class EdgeIndex:
             ) from None
         if named is not None and is_complete(directory / named):
             shard = self._load(directory / named, dimension)
-            remove_leftovers(directory, named)
+            # A build an earlier owner left running (or finished) for this generation is
+            # adopted, not thrown away; its copy is not a leftover.
+            self._build = builds.adopt(directory, named)
+            keep = set() if self._build is None else {self._build.copy().name}
+            remove_leftovers(directory, named, keep=keep)
+            if self._build is not None:
+                log.info(
+                    "embedded store: adopted the HNSW build an earlier process started %.0f s ago",
+                    self._build.elapsed(),
+                )
             return named, shard
         problem = _current_problem(directory, named)
         for gen in complete_generations(directory):
@@ -446,6 +455,9 @@ class EdgeIndex:
         with self._write_lock:
             shard = self._require()
             self._make_room(need)
+            if self._build is not None:
+                # Noted before the write: a build adopted after a crash replays these too.
+                self._build.record(ids)
             try:
                 shard.update(op)
             except Exception as exc:
@@ -454,8 +466,6 @@ class EdgeIndex:
                 if isinstance(exc, ValueError):
                     raise StoreError(f"embedded store {what} rejected the batch: {exc}") from None
                 raise StoreError(f"embedded store {what} failed: {exc}") from None
-            if self._build is not None:
-                self._build.touched.update(ids)
             self._last_write = time.monotonic()
             if self._outside_since is None:
                 self._outside_since = self._last_write
@@ -630,14 +640,35 @@ class EdgeIndex:
     def status(self) -> IndexStatus:
         """Points, how many are in HNSW graphs, and whether a build is running."""
         info = self._read("info", lambda s: s.info())
+        build = self._build
         return IndexStatus(
             points=info.points_count,
             indexed=info.indexed_vectors_count,
-            building=self._build is not None,
+            building=build is not None,
+            build_seconds=round(build.elapsed(), 1) if build is not None else None,
+            build_points=build.meta.points if build is not None else None,
+            build_expected_seconds=(
+                builds.expected_seconds(build.collection, build.meta.points)
+                if build is not None
+                else None
+            ),
+            build_adopted=build is not None and build.adopted,
             builds=self._builds,
             last_build_seconds=self._last_build_seconds,
             last_build_replayed=self._last_build_replayed,
             last_error=self._last_error,
+        )
+
+    def graph_status(self) -> GraphStatus:
+        """The status page's view: points in graphs, outside them, and a build's progress."""
+        s = self.status()
+        return GraphStatus(
+            points=s.points,
+            in_graph=min(s.indexed, s.points),
+            outside=max(0, s.points - s.indexed),
+            building=s.building,
+            build_seconds=s.build_seconds,
+            build_expected_seconds=s.build_expected_seconds,
         )
 
     def request_index_build(self) -> bool:
@@ -690,12 +721,15 @@ class EdgeIndex:
         self._stopping = False
 
     def _maintain(self) -> None:
+        first = True
         while True:
             with self._wake:
                 if self._stopping or self._closed:
                     return
-                # Poll faster while a child is building so the swap follows its exit promptly.
-                self._wake.wait(0.1 if self._build is not None else 1.0)
+                if not first:
+                    # Poll faster while a child builds so the swap follows its exit promptly.
+                    self._wake.wait(0.1 if self._build is not None else 1.0)
+                first = False
                 if self._stopping or self._closed:
                     return
             try:
@@ -706,7 +740,7 @@ class EdgeIndex:
                 self._last_error = str(exc)
 
     def _tick(self) -> None:
-        if self._build is not None and self._build.proc.poll() is not None:
+        if self._build is not None and not self._build.running():
             self._finish_build()
         now = time.monotonic()
         quiet = now - self._last_write >= self.settle_seconds
@@ -752,6 +786,10 @@ class EdgeIndex:
         assert self._dir is not None and self._gen is not None
         shard = self._require()
         current = self._gen
+        if builds.busy(self._dir):
+            # A builder of an earlier owner that could not be adopted is still running.
+            self._retry_build_after = time.monotonic() + 10
+            return
         # Above every folder present, so a generation kept by a recovery is never reused.
         number = max(newest_number(self._dir), generation_number(current) or 0) + 1
         final = self._dir / generation_name(number)
@@ -773,32 +811,32 @@ class EdgeIndex:
             shutil.rmtree(building, ignore_errors=True)
             self._retry_build_after = time.monotonic() + 60
             raise
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "imgrag.connectors.stores.edge_rebuild", str(building)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self._build = _Build(building, final, proc)
+        try:
+            points = shard.info().points_count
+            self._build = builds.start(self._dir, final.name, current, points)
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)
+            self._retry_build_after = time.monotonic() + 60
+            raise
         # Writes from now on are replayed onto the copy but land outside its graphs.
         self._outside_since = None
-        log.info("embedded store: building HNSW graphs in the background (pid %d)", proc.pid)
+        log.info(
+            "embedded store: building HNSW graphs in the background (pid %d)",
+            self._build.meta.pid,
+        )
 
     def _finish_build(self) -> None:
         build = self._build
         assert build is not None and self._dir is not None
-        _, err = build.proc.communicate()
-        if build.proc.returncode != 0:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            self._last_error = f"background HNSW build failed: {last[0]}"
+        if build.proc is not None:
+            build.proc.wait()
+        if build.result() is None:
+            self._last_error = f"background HNSW build failed: {build.failure()}"
             log.warning("embedded store: %s", self._last_error)
             with self._write_lock:
                 self._build = None
                 self._outside_again(build)
+            build.clear()
             shutil.rmtree(build.directory, ignore_errors=True)
             self._retry_build_after = time.monotonic() + 60
             self._notify()
@@ -810,7 +848,8 @@ class EdgeIndex:
             # run without the write lock: writes go on, and the GIL is handed back between
             # chunks so searches are served (the whole replay used to hold both). Only the
             # remainder is replayed under the lock, just before the swap.
-            os.replace(build.directory, build.final)
+            if build.directory.exists():  # else a swap cut short already renamed it
+                os.replace(build.directory, build.final)
             new = qe.EdgeShard.load(str(build.final))
             for _ in range(_CATCH_UP_ROUNDS):
                 with self._write_lock:
@@ -846,6 +885,7 @@ class EdgeIndex:
             self._builds += 1
             self._last_build_seconds = round(time.monotonic() - build.started, 3)
             self._last_build_replayed = len(replayed)
+            build.clear()
             self._last_error = None
             self._unchecked = True
             # Points written during the build are outside its graphs and count toward the
@@ -854,6 +894,14 @@ class EdgeIndex:
             # index: the next build needs that many more, or builds would start in a loop.
             outside = max(0, info.points_count - info.indexed_vectors_count)
             self._baseline_unindexed = outside if outside > len(replayed) else 0
+            builds.record_graph(
+                self._dir,
+                builds.GraphRecord(
+                    points=build.meta.points,
+                    seconds=self._last_build_seconds,
+                    left_outside=self._baseline_unindexed,
+                ),
+            )
         old.close()
         shutil.rmtree(self._dir / previous, ignore_errors=True)
         log.info("embedded store: HNSW build done in %.1f s", self._last_build_seconds)
@@ -871,10 +919,11 @@ class EdgeIndex:
     def _replayed_chunk(self) -> None:
         """Called between chunks replayed without the write lock (a hook for tests)."""
 
-    def _drop_build(self, build: _Build, new: qe.EdgeShard | None, exc: Exception) -> None:
+    def _drop_build(self, build: builds.Build, new: qe.EdgeShard | None, exc: Exception) -> None:
         """A build that could not be swapped in: delete it, keep serving the live shard."""
         if new is not None:
             new.close()
+        build.clear()
         shutil.rmtree(build.final, ignore_errors=True)
         shutil.rmtree(build.directory, ignore_errors=True)
         self._build = None
@@ -883,7 +932,7 @@ class EdgeIndex:
         self._retry_build_after = time.monotonic() + 60
         self._notify()
 
-    def _outside_again(self, build: _Build) -> None:
+    def _outside_again(self, build: builds.Build) -> None:
         """A build that did not land leaves its points outside a graph since it started."""
         since = self._outside_since
         self._outside_since = build.started if since is None else min(since, build.started)
@@ -892,11 +941,39 @@ class EdgeIndex:
         build, self._build = self._build, None
         if build is None:
             return
-        build.proc.kill()
-        build.proc.communicate()
+        build.kill()
+        build.clear()
         shutil.rmtree(build.directory, ignore_errors=True)
         shutil.rmtree(build.final, ignore_errors=True)
         self._notify()
+
+    def _leave_build(self) -> None:
+        """At close: swap in a build that has finished, start one when the threshold's worth
+        of points is outside any graph, and leave a build in progress to finish on its own
+        (the next process to open the store adopts it). Finished work is never thrown away,
+        and a short-lived writer still leaves its points a graph."""
+        try:
+            if self._build is not None and not self._build.running():
+                self._finish_build()
+            if self._build is None and self._due_at_close():
+                self._start_build()
+        except Exception as exc:  # closing goes on; the next opener builds instead
+            log.warning("embedded store: %s", exc)
+        build, self._build = self._build, None
+        if build is not None:
+            build.detach()
+            log.info(
+                "embedded store: the HNSW build (pid %d) goes on after this process; the "
+                "next process to open the store adopts it",
+                build.meta.pid,
+            )
+
+    def _due_at_close(self) -> bool:
+        if not self.auto_build or self._shard is None or time.monotonic() < self._retry_build_after:
+            return False
+        info = self._shard.info()
+        new = info.points_count - info.indexed_vectors_count - self._baseline_unindexed
+        return new >= self.index_threshold
 
     def _notify(self) -> None:
         with self._wake:
@@ -910,8 +987,8 @@ class EdgeIndex:
             return
         self._stop_maintenance()
         with self._write_lock:
+            self._leave_build()
             self._closed = True
-            self._abort_build()
             with self._handle_lock:
                 shard, self._shard = self._shard, None
             try:

@@ -69,9 +69,11 @@ def newest_number(directory: Path) -> int:
     return max(numbers)
 
 
-def remove_leftovers(directory: Path, live: str) -> None:
-    """Delete copies a crashed build or swap left behind; call only once ``live`` is open."""
+def remove_leftovers(directory: Path, live: str, keep: set[str] | None = None) -> None:
+    """Delete copies a crashed build or swap left behind; call only once ``live`` is open.
+    ``keep``: folders of a build that is still going (adopted by the caller)."""
+    kept = {live, *(keep or set())}
     for entry in directory.iterdir():
         name = entry.name.removesuffix(".building")
-        if entry.is_dir() and generation_number(name) is not None and entry.name != live:
+        if entry.is_dir() and generation_number(name) is not None and entry.name not in kept:
             shutil.rmtree(entry, ignore_errors=True)

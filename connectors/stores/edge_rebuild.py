@@ -5,58 +5,54 @@ so running it on a thread would freeze every other thread of the owning process.
 flushes its shard, copies it, and runs this on the copy; it then replays what changed
 meanwhile and swaps the copy in (see ``edge.py``).
 
-Usage: ``python -m imgrag.connectors.stores.edge_rebuild SHARD_DIR``; prints one JSON line.
+The builder outlives its parent on purpose: the next process that opens the store adopts it
+(``edge_builds.py``), so a graph started by a short-lived command is not thrown away. It holds
+the build lock its parent handed it until it exits.
+
+Usage: ``python -m imgrag.connectors.stores.edge_rebuild SHARD_DIR DONE_FILE``; writes one
+JSON object to DONE_FILE once the copy is built and flushed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import sys
 import time
 
 
-def _die_with_parent() -> None:
-    # Without this an orphaned build would keep writing into a folder the next owner deletes.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m imgrag.connectors.stores.edge_rebuild SHARD_DIR", file=sys.stderr)
+    if len(argv) != 2:
+        print(
+            "usage: python -m imgrag.connectors.stores.edge_rebuild SHARD_DIR DONE_FILE",
+            file=sys.stderr,
+        )
         return 2
-    _die_with_parent()
+    shard_dir, done = argv
     # The owner keeps serving searches meanwhile; let it win the CPU.
     with contextlib.suppress(OSError, AttributeError):
         os.nice(10)
     import qdrant_edge as qe
 
     started = time.monotonic()
-    shard = qe.EdgeShard.load(argv[0])
+    shard = qe.EdgeShard.load(shard_dir)
     try:
         changed = shard.optimize()
         shard.flush()
         info = shard.info()
     finally:
         shard.close()
-    print(
-        json.dumps(
-            {
-                "changed": changed,
-                "points": info.points_count,
-                "indexed": info.indexed_vectors_count,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        ),
-        flush=True,
-    )
+    result = {
+        "changed": changed,
+        "points": info.points_count,
+        "indexed": info.indexed_vectors_count,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    tmp = f"{done}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, done)
     return 0
 
 

@@ -22,28 +22,28 @@ from pydantic import BaseModel
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
-    def _try_lock(f: IO[bytes]) -> bool:
+    def try_lock(f: IO[bytes]) -> bool:
         try:
             msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
         return True
 
-    def _unlock(f: IO[bytes]) -> None:
+    def unlock(f: IO[bytes]) -> None:
         with contextlib.suppress(OSError):
             msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
 
 else:
     import fcntl
 
-    def _try_lock(f: IO[bytes]) -> bool:
+    def try_lock(f: IO[bytes]) -> bool:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         return True
 
-    def _unlock(f: IO[bytes]) -> None:
+    def unlock(f: IO[bytes]) -> None:
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
@@ -84,7 +84,7 @@ class OwnerLock:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         f = open(directory / LOCK_FILE, "a+b")  # noqa: SIM115 - held open for the lock's life
-        if not _try_lock(f):
+        if not try_lock(f):
             f.close()
             raise locked_error(directory)
         self._file: IO[bytes] | None = f
@@ -113,7 +113,7 @@ class OwnerLock:
         if owner is not None and owner.pid == os.getpid():
             with contextlib.suppress(OSError):
                 (self.directory / OWNER_FILE).unlink()
-        _unlock(f)
+        unlock(f)
         f.close()
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from imgrag._errors import CollectionMismatch, StoreError, StoreLocked
 from imgrag.connectors.config import StoreConfig
-from imgrag.connectors.index import CollectionSpec, FileState, Hit, Point
+from imgrag.connectors.index import CollectionSpec, FileState, GraphStatus, Hit, Point
 from imgrag.connectors.stores.schema import (
     COLLECTION_METADATA_KEY,
     PAYLOAD_INDEXES,
@@ -340,6 +340,21 @@ class QdrantIndex:
             ),
         )
         return records[0] if records else None
+
+    def graph_status(self) -> GraphStatus:
+        """Points in HNSW graphs and outside them, as the server counts them (Qdrant's
+        OpenAPI schema: ``CollectionInfo.indexed_vectors_count`` and ``points_count``, both
+        approximate; ``CollectionStatus`` ``yellow`` while optimization runs)."""
+        name = self._require()
+        info = self._call("collection info", lambda: self._client.get_collection(name))
+        points = int(info.points_count or 0)
+        in_graph = min(points, int(info.indexed_vectors_count or 0))
+        return GraphStatus(
+            points=points,
+            in_graph=in_graph,
+            outside=points - in_graph,
+            building=str(info.status).lower().endswith("yellow"),
+        )
 
     def count(self, filter: qm.Filter | None = None) -> int:
         """Exact number of points (matching ``filter``)."""
