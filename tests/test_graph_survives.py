@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -27,7 +25,7 @@ from imgrag.connectors.stores import edge_builds as builds
 
 from tests.conftest import wait_until
 from tests.test_cli_ingest import cli_env, imgrag, make_folder
-from tests.test_index_crash import ROOT, Lines
+from tests.test_index_crash import Lines, spawn
 
 DIM = 64
 SPEC = CollectionSpec(name="images", model="m", dimension=DIM)
@@ -129,17 +127,7 @@ WRITER = textwrap.dedent(
 
 def test_kill_9_during_a_build_then_the_next_opener_finishes_it(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(store)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    writer = spawn(WRITER, store)
     try:
         assert Lines(writer).next(timeout=60) == "written"
         os.kill(writer.pid, signal.SIGKILL)
