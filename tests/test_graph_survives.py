@@ -189,3 +189,36 @@ def test_a_one_shot_ingest_leaves_its_points_in_a_graph(
     assert shown.returncode == 0, shown.stderr
     graph = json.loads(shown.stdout)["store"]["graph"]
     assert graph["points"] == 260 and graph["outside"] == 0 and not graph["building"]
+
+
+def test_a_rename_leaves_every_point_outside_the_graph_until_a_build(tmp_path: Path) -> None:
+    """A rename deletes each point from its graph segment and writes it anew. The engine's
+    indexed count keeps counting the deleted ones, so only the store's own count of what was
+    written since the build sees the tail, and starts the build it needs at close."""
+    store = tmp_path / "store"
+    index = EdgeIndex(store, index_threshold=1_000, settle_seconds=3600, auto_build=False)
+    index.ensure_collection(SPEC)
+    old = _points(range(1_500))
+    index.upsert(old)
+    assert index.request_index_build() and index.wait_for_build(timeout=120)
+    assert index.graph_status().outside == 0
+    index.close()
+    writer = EdgeIndex(store, index_threshold=1_000, settle_seconds=3600)
+    writer.ensure_collection(SPEC)
+    moved = [Point(id=str(uuid.uuid4()), vector=p.vector, payload=p.payload) for p in old]
+    for start in range(0, len(old), 256):
+        writer.upsert(moved[start : start + 256])
+        writer.delete_ids([p.id for p in old[start : start + 256]])
+    graph = writer.graph_status()
+    assert graph.points == 1_500 and graph.outside == 1_500 and graph.in_graph == 0
+    writer.close()  # the threshold's worth is outside: a build starts and outlives it
+    reader = _reader(store)
+    try:
+        assert reader.graph_status().outside == 1_500  # the count outlives the process too
+        assert reader.wait_for_build(timeout=120)
+        graph = reader.graph_status()
+        assert graph.outside == 0 and graph.in_graph == 1_500
+        [top] = reader.search(moved[3].vector, limit=1)
+        assert top.id == moved[3].id
+    finally:
+        reader.close()

@@ -91,7 +91,9 @@ class IndexStatus(BaseModel):
 
     points: int
     indexed: int
-    """Points in HNSW graphs; the rest are searched exactly (a scan, linear in their number)."""
+    """Vectors in HNSW graphs as the engine counts them, deleted points included."""
+    outside: int = 0
+    """Points written since the graphs were built: searched exactly, one by one."""
     building: bool
     builds: int
     build_seconds: float | None = None
@@ -163,6 +165,10 @@ class EdgeIndex:
         # Points a finished build left outside any graph that it was given (not written
         # during it): the engine would not index them, so a new build needs that many more.
         self._baseline_unindexed = 0
+        # Points written since the live generation's graphs were built: the engine's own
+        # indexed count still includes points deleted from graph segments (a rename deletes
+        # every one), so it cannot tell the tail. Kept across processes (edge_builds.py).
+        self._outside = 0
         self._builds = 0
         self._last_build_seconds: float | None = None
         self._last_build_replayed = 0
@@ -218,6 +224,11 @@ class EdgeIndex:
                 self._shard = shard
             last = builds.last_graph(directory)
             self._baseline_unindexed = last.left_outside if last is not None else 0
+            known = builds.read_outside(directory)
+            if known is None:  # a store from before the count: the engine's estimate
+                info = shard.info()
+                known = max(0, info.points_count - info.indexed_vectors_count)
+            self._outside = known
             # The first maintenance pass looks at the points outside any graph at once: an
             # opener that finds a large tail starts a build instead of scanning it for long.
             self._unchecked = True
@@ -458,6 +469,9 @@ class EdgeIndex:
             if self._build is not None:
                 # Noted before the write: a build adopted after a crash replays these too.
                 self._build.record(ids)
+            if what == "upsert":
+                self._outside += len(ids)
+                builds.write_outside(self._dir, self._outside)
             try:
                 shard.update(op)
             except Exception as exc:
@@ -644,6 +658,7 @@ class EdgeIndex:
         return IndexStatus(
             points=info.points_count,
             indexed=info.indexed_vectors_count,
+            outside=min(self._outside, info.points_count),
             building=build is not None,
             build_seconds=round(build.elapsed(), 1) if build is not None else None,
             build_points=build.meta.points if build is not None else None,
@@ -664,8 +679,8 @@ class EdgeIndex:
         s = self.status()
         return GraphStatus(
             points=s.points,
-            in_graph=min(s.indexed, s.points),
-            outside=max(0, s.points - s.indexed),
+            in_graph=s.points - s.outside,
+            outside=s.outside,
             building=s.building,
             build_seconds=s.build_seconds,
             build_expected_seconds=s.build_expected_seconds,
@@ -760,8 +775,7 @@ class EdgeIndex:
             return
         self._next_check = now + 1.0
         self._unchecked = False
-        info = self._read("info", lambda s: s.info())
-        new = info.points_count - info.indexed_vectors_count - self._baseline_unindexed
+        new = self._outside - self._baseline_unindexed
         if self._due(new, now, quiet):
             with self._write_lock:
                 if self._build is None:
@@ -892,8 +906,11 @@ class EdgeIndex:
             # next one (they were subtracted from it, so under a trickle the tail grew to a
             # graph's size on top of them). Any more outside are what the engine would not
             # index: the next build needs that many more, or builds would start in a loop.
+            # A fresh copy holds no deleted points: here the engine's count is exact.
             outside = max(0, info.points_count - info.indexed_vectors_count)
             self._baseline_unindexed = outside if outside > len(replayed) else 0
+            self._outside = outside
+            builds.write_outside(self._dir, outside)
             builds.record_graph(
                 self._dir,
                 builds.GraphRecord(
@@ -971,9 +988,7 @@ class EdgeIndex:
     def _due_at_close(self) -> bool:
         if not self.auto_build or self._shard is None or time.monotonic() < self._retry_build_after:
             return False
-        info = self._shard.info()
-        new = info.points_count - info.indexed_vectors_count - self._baseline_unindexed
-        return new >= self.index_threshold
+        return self._outside - self._baseline_unindexed >= self.index_threshold
 
     def _notify(self) -> None:
         with self._wake:

@@ -15,6 +15,7 @@ starting another. Files beside the generations, one build at a time per collecti
     build.done      the builder's result, written when its copy is flushed
     build.log       the builder's stderr (its last line is the reason a build failed)
     graph.json      the last finished build's points and seconds: the next one's estimate
+    outside         how many points were written since the live generation's graphs
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ TOUCHED = "build.touched"
 DONE = "build.done"
 LOG = "build.log"
 GRAPH = "graph.json"
+OUTSIDE = "outside"
 _SIDE_FILES = (META, TOUCHED, DONE, LOG)
 
 # Builders this process started and left running at close: kept referenced so Popen never
@@ -250,6 +252,18 @@ def expected_seconds(collection: Path, points: int) -> float | None:
     if last is None or last.points <= 0:
         return None
     return round(last.seconds * points / last.points, 1)
+
+
+def read_outside(collection: Path) -> int | None:
+    try:
+        return max(0, int((collection / OUTSIDE).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def write_outside(collection: Path, count: int) -> None:
+    with contextlib.suppress(OSError):  # an estimate only: a lost update costs a late build
+        _write_atomic(collection / OUTSIDE, str(count))
 
 
 def _reap() -> None:
