@@ -229,6 +229,8 @@ class EdgeIndex:
                 info = shard.info()
                 known = max(0, info.points_count - info.indexed_vectors_count)
             self._outside = known
+            if known:  # the age trigger counts from now for points left by another process
+                self._outside_since = time.monotonic()
             # The first maintenance pass looks at the points outside any graph at once: an
             # opener that finds a large tail starts a build instead of scanning it for long.
             self._unchecked = True
@@ -965,10 +967,11 @@ class EdgeIndex:
         self._notify()
 
     def _leave_build(self) -> None:
-        """At close: swap in a build that has finished, start one when the threshold's worth
-        of points is outside any graph, and leave a build in progress to finish on its own
-        (the next process to open the store adopts it). Finished work is never thrown away,
-        and a short-lived writer still leaves its points a graph."""
+        """At close: swap in a build that has finished, start one when enough points for a
+        graph are outside any (a quarter of the threshold, what the age trigger would build
+        in a process that stays), and leave a build in progress to finish on its own (the
+        next process to open the store adopts it). Finished work is never thrown away, and a
+        short-lived writer still leaves its points a graph."""
         try:
             if self._build is not None and not self._build.running():
                 self._finish_build()
@@ -988,7 +991,9 @@ class EdgeIndex:
     def _due_at_close(self) -> bool:
         if not self.auto_build or self._shard is None or time.monotonic() < self._retry_build_after:
             return False
-        return self._outside - self._baseline_unindexed >= self.index_threshold
+        # No one is left to wait for the age trigger: enough points for a graph of their own
+        # get one now, as they would after build_after_seconds in a process that stays.
+        return self._outside - self._baseline_unindexed >= self._smallest_graph()
 
     def _notify(self) -> None:
         with self._wake:
