@@ -139,11 +139,15 @@ def test_kill_9_during_a_build_then_the_next_opener_finishes_it(tmp_path: Path) 
         for pipe in (writer.stdin, writer.stdout, writer.stderr):
             if pipe is not None:
                 pipe.close()
+    # The orphaned builder runs on (it is meant to); the next opener adopts exactly it.
+    meta = builds.BuildMeta.model_validate_json((store / "images" / builds.META).read_text())
     reader = _reader(store)
     try:
         assert reader.wait_for_build(timeout=120)
         status = reader.status()
         assert status.builds == 1 and status.last_error is None, status
+        assert (store / "images" / "CURRENT").read_text().strip() == meta.final
+        assert not builds.lock_held(store / "images")  # no builder left behind
         # What the dead writer wrote during the build was replayed from its log.
         assert status.last_build_replayed == 70
         assert reader.count() == 1_530
