@@ -22,6 +22,7 @@ import httpx
 import pytest
 from imgrag import NotServable
 from imgrag.connectors.emulator import EmulatorHandle
+from imgrag.pipeline import ingest as ingest_module
 from imgrag.pipeline import thumbnails as th
 from imgrag.pipeline.api import create_api
 from imgrag.pipeline.config import load_settings
@@ -114,28 +115,41 @@ def test_writing_finding_and_removing_a_thumbnail_lists_nothing_at_any_cache_siz
     assert len(list(cache.iterdir())) <= 257  # 256 fan-out folders and the marker
 
 
-async def test_a_pass_that_removes_and_edits_files_never_lists_the_cache(
-    tmp_path: Path, emulator: EmulatorHandle
+async def test_a_pass_that_removes_edits_and_renames_files_never_lists_the_cache(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through the real indexer: a deleted file's thumbnail and an edited file's former one
-    are removed with 20,000 other thumbnails cached, and no folder of the cache is listed."""
+    """Through the real indexer, with 20,000 other thumbnails cached: a deleted file's
+    thumbnail and an edited file's former one are removed, a renamed file's is kept and not
+    made again (only the edit's new content is written), and no folder of the cache is
+    listed."""
+    written: list[str] = []
+    real_save = ingest_module.save_thumbnail
+
+    def save(sha256: str, image: Image.Image, cache: Path) -> Path:
+        written.append(sha256)
+        return real_save(sha256, image, cache)
+
+    monkeypatch.setattr(ingest_module, "save_thumbnail", save)
     async with pipeline(tmp_path, emulator) as p:
         for i in range(3):
             f.save(f.photo(i, (120, 80)), p.root / f"p{i}.png", "PNG")
         assert (await p.ingestor.reconcile()).indexed == 3
         cache = p.runtime.core.thumbs
-        before = webps(cache)
-        assert len(before) == 3
+        assert len(webps(cache)) == 3 and len(written) == 3
         filled_cache(cache, 20_000)
         (p.root / "p0.png").unlink()
         f.save(f.photo(40, (120, 80)), p.root / "p1.png", "PNG")
+        (p.root / "trip").mkdir()
+        (p.root / "p2.png").rename(p.root / "trip" / "p2.png")
+        written.clear()
         with listings() as seen:
             summary = await p.ingestor.reconcile(prune=True)
-        assert summary.removed == 1 and summary.indexed == 1
+        assert (summary.removed, summary.indexed, summary.reused) == (2, 1, 1)
         assert under(cache, seen) == []
         sha = {path: str(pl["sha256"]) for path, pl in p.points().items()}
+        assert written == [sha["p1.png"]]
         left = webps(cache) - {f"{fake_sha(i)}.webp" for i in range(20_000)}
-        assert left == {f"{sha['p1.png']}.webp", f"{sha['p2.png']}.webp"}
+        assert left == {f"{sha['p1.png']}.webp", f"{sha['trip/p2.png']}.webp"}
 
 
 # -- a rename keeps its thumbnail ------------------------------------------------------------
