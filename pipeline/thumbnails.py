@@ -33,6 +33,8 @@ LAYOUT = "content-sha256/2"
 """What ``LAYOUT_MARKER`` holds: thumbnails named by content in 256 fan-out folders."""
 LAYOUT_MARKER = "LAYOUT"
 _ADOPTING = threading.Lock()
+_UNWRITABLE: set[Path] = set()
+"""Caches this process could not prepare: not tried (listed) again on every request."""
 log = logging.getLogger("imgrag.thumbnails")
 
 
@@ -170,10 +172,10 @@ def adopt_flat_cache(cache: Path, sha256_of: Callable[[str], str | None]) -> int
     The marker file ``LAYOUT`` says it was done (one stat on every later call); the listing
     of the cache happens this once. Returns how many thumbnails were adopted."""
     marker = cache / LAYOUT_MARKER
-    if marker.is_file():
+    if marker.is_file() or cache in _UNWRITABLE:
         return 0
     with _ADOPTING:
-        if marker.is_file():
+        if marker.is_file() or cache in _UNWRITABLE:
             return 0
         try:
             adopted = _adopt(cache, sha256_of) if cache.is_dir() else 0
@@ -181,6 +183,7 @@ def adopt_flat_cache(cache: Path, sha256_of: Callable[[str], str | None]) -> int
             marker.write_text(LAYOUT + "\n")
         except OSError as exc:  # a cache that cannot be written: each write says so itself
             log.debug("thumbnail cache %s not prepared: %s", cache, exc)
+            _UNWRITABLE.add(cache)
             return 0
     if adopted:
         log.info("moved %d thumbnails into the content-named cache layout", adopted)

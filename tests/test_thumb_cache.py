@@ -334,3 +334,15 @@ def test_thumbnail_refuses_what_names_no_content_or_no_point(tmp_path: Path) -> 
     other = {"root": str(root), "path": "x.png", "sha256": fake_sha(1)}
     th.thumbnail("0b1c2f1e-4f7a-5d8e-9a57-3b1c0f9e2a10", other, cache, [root], opener)
     assert opener_calls == []  # another point with the same content: its thumbnail
+
+
+def test_a_cache_that_cannot_be_marked_is_not_listed_on_every_request(tmp_path: Path) -> None:
+    """When the marker cannot be written (here a folder stands where it goes), the one
+    listing is not repeated by every later thumbnail request of the process."""
+    cache = tmp_path / "thumbs"
+    (cache / th.LAYOUT_MARKER).mkdir(parents=True)
+    (cache / "6f1c2f1e-4f7a-5d8e-9a57-3b1c0f9e2a10-0123456789abcdef.webp").write_bytes(b"x")
+    with listings() as seen:
+        for _ in range(3):
+            assert th.adopt_flat_cache(cache, lambda _: None) == 0
+    assert [Path(s) for s in under(cache, seen)] == [cache]
