@@ -123,7 +123,7 @@ async def test_a_pass_that_removes_edits_and_renames_files_never_lists_the_cache
     made again (only the edit's new content is written), and no folder of the cache is
     listed."""
     written: list[str] = []
-    real_save = ingest_module.save_thumbnail
+    real_save = th.save_thumbnail
 
     def save(sha256: str, image: Image.Image, cache: Path) -> Path:
         written.append(sha256)
