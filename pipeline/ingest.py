@@ -176,6 +176,11 @@ class Indexer:
         self._orphans: set[str] = set()
         """Contents whose point left the index or was edited this pass: their thumbnails go
         at the end of the pass when no point holds them then (a rename's new half keeps it)."""
+        self._leaving: set[str] = set()
+        """Contents of the items this pass will remove, known before it indexes anything."""
+        self._landed: set[str] = set()
+        """Of those, the contents a point of this pass landed with: held, no count needed
+        (a rename costs no query per file)."""
         self._format = image_format
         info = embedder.info
         self._info = info
@@ -321,6 +326,7 @@ class Indexer:
         self.backlog = len(todo)
         if on_total is not None:
             on_total(len(todo))
+        self._expect_leaving(gone)
         await self._run_many(todo, summary)
         if gone and not self.stopping:
             summary.removed += await self._delete(gone)
@@ -346,6 +352,7 @@ class Indexer:
             failure = await asyncio.to_thread(self.journal.permanent_signature, rel)
             if self._needs_work(s, failure, summary):
                 todo.append(s)
+        self._expect_leaving(missing)
         await self._run_many(todo, summary)
         missing = await asyncio.to_thread(self.origin.known_gone, missing)
         if missing:
@@ -546,6 +553,8 @@ class Indexer:
         former = self._known.get(state.path)
         if former is not None and former.sha256 != state.sha256:
             self._orphans.add(former.sha256)  # an edit: the old content may be nobody's now
+        if state.sha256 in self._leaving:
+            self._landed.add(state.sha256)
         self._known[state.path] = state
         await asyncio.to_thread(self.journal.clear, [state.path])
 
@@ -625,16 +634,21 @@ class Indexer:
         target = cached_path(read.sha256, self.thumbs)
         return target is not None and target.is_file()
 
+    def _expect_leaving(self, rels: Iterable[str]) -> None:
+        """Note the contents of items that may leave in this pass, before anything lands."""
+        if self.thumbs is not None:
+            self._leaving.update(s.sha256 for r in rels if (s := self._known.get(r)) is not None)
+
     async def _settle_thumbnails(self) -> None:
         """Remove the thumbnails of contents that left the index this pass and that no point
-        holds now: one indexed count and one unlink per content, whatever the cache holds.
-        Checked at the end of the pass, so a rename's two halves keep the thumbnail in
-        either order."""
-        if not self._orphans:
-            return
-        hashes = sorted(self._orphans)
+        holds now: at most one indexed count and one unlink per content, whatever the cache
+        holds; none for a content a point of this pass landed with. Checked at the end of
+        the pass, so a rename's two halves keep the thumbnail in either order."""
+        hashes = sorted(self._orphans - self._landed)
         self._orphans.clear()
-        if self.thumbs is not None:
+        self._leaving.clear()
+        self._landed.clear()
+        if hashes and self.thumbs is not None:
             await asyncio.to_thread(discard, hashes, self.thumbs, held_in(self.index))
 
     def _remember(self, key: str, vector: list[float]) -> None:

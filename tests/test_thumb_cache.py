@@ -121,7 +121,8 @@ async def test_a_pass_that_removes_edits_and_renames_files_never_lists_the_cache
     """Through the real indexer, with 20,000 other thumbnails cached: a deleted file's
     thumbnail and an edited file's former one are removed, a renamed file's is kept and not
     made again (only the edit's new content is written), and no folder of the cache is
-    listed."""
+    listed. The store is asked one count per content that left (the deleted file's and the
+    edit's former one), none for the rename, whose content landed in the same pass."""
     written: list[str] = []
     real_save = th.save_thumbnail
 
@@ -142,8 +143,18 @@ async def test_a_pass_that_removes_edits_and_renames_files_never_lists_the_cache
         (p.root / "trip").mkdir()
         (p.root / "p2.png").rename(p.root / "trip" / "p2.png")
         written.clear()
+        before = {path: str(pl["sha256"]) for path, pl in p.points().items()}
+        counted: list[Any] = []
+        real_count = p.runtime.index.count
+
+        def count(flt: Any = None) -> int:
+            counted.append(flt.must[0].match.value)
+            return real_count(flt)
+
+        monkeypatch.setattr(p.runtime.index, "count", count)
         with listings() as seen:
             summary = await p.ingestor.reconcile(prune=True)
+        assert sorted(counted) == sorted([before["p0.png"], before["p1.png"]])
         assert (summary.removed, summary.indexed, summary.reused) == (2, 1, 1)
         assert under(cache, seen) == []
         sha = {path: str(pl["sha256"]) for path, pl in p.points().items()}
