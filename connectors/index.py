@@ -84,7 +84,7 @@ class Index(Protocol):
 
     Methods are synchronous and thread-safe; async callers run them in a worker thread.
     Implementations also offer maintenance calls the pipeline does not need
-    (``drop_collection``, ``delete_paths``, ``delete_folder``, ``count``)."""
+    (``drop_collection``, ``delete_paths``, ``delete_folder``)."""
 
     def recorded_spec(self, name: str) -> CollectionSpec | None:
         """What collection ``name`` was made for, or None when it does not exist yet.
@@ -107,6 +107,11 @@ class Index(Protocol):
 
     def payload_by_id(self, point_id: str) -> dict[str, Any] | None:
         """The stored payload of a point, or None when it does not exist."""
+        ...
+
+    def count(self, filter: Filter | None = None) -> int:
+        """Exact number of points (matching ``filter``); with a filter on an indexed payload
+        field (``sha256``), an index lookup, not a scan."""
         ...
 
     def search(

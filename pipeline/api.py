@@ -33,7 +33,14 @@ from imgrag.pipeline.door import LocalDoor, daemon_target
 from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import SearchQuery, describe_validation_error
 from imgrag.pipeline.sources import uri_of
-from imgrag.pipeline.thumbnails import cached_path, file_of, thumbnail, valid_id
+from imgrag.pipeline.thumbnails import (
+    adopt_flat_cache,
+    cached_path,
+    file_of,
+    recorded_sha256,
+    thumbnail,
+    valid_id,
+)
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
@@ -280,11 +287,12 @@ async def _thumb(door: LocalDoor, pid: str) -> Response:
     thumbs_dir = door.core.thumbs
     if not valid_id(pid):
         return _error(404, "not an image id")
+    await asyncio.to_thread(adopt_flat_cache, thumbs_dir, recorded_sha256(door.payload))
     payload = await asyncio.to_thread(door.payload, pid)
     if payload is not None and payload.get("kind") == "blob":
         # Made at ingest from the downloaded bytes; the blob is never fetched for it.
-        cached = cached_path(pid, str(payload.get("sha256") or ""), thumbs_dir)
-        if not cached.is_file():
+        cached = cached_path(str(payload.get("sha256") or ""), thumbs_dir)
+        if cached is None or not cached.is_file():
             return _error(404, "no thumbnail was made for this blob when it was indexed")
         return FileResponse(cached, media_type="image/webp", headers=_THUMB_CACHE)
     try:

@@ -10,7 +10,7 @@ from imgrag.pipeline.core import Core
 from imgrag.pipeline.journal import Journal
 from imgrag.pipeline.names import stored
 from imgrag.pipeline.sources import absolute
-from imgrag.pipeline.thumbnails import discard
+from imgrag.pipeline.thumbnails import adopt_flat_cache, discard, held_in, recorded_sha256
 from pydantic import BaseModel
 
 
@@ -30,11 +30,14 @@ def forget_source(core: Core, index: Index | None, journal: Journal, source: str
     if index is not None:
         if name is None:
             name = _index_only(index, source)
+        adopt_flat_cache(core.thumbs, recorded_sha256(index.payload_by_id))
         states = index.file_states(source=name) if name is not None else index.file_states()
-        ids = [s.id for s in states if s.source == name or (s.source is None and s.root == root)]
+        mine = [s for s in states if s.source == name or (s.source is None and s.root == root)]
+        ids = [s.id for s in mine]
         for start in range(0, len(ids), 256):
             index.delete_ids(ids[start : start + 256])
-        discard(ids, core.thumbs)
+        # A content another source (or another copy) still holds keeps its thumbnail.
+        discard([s.sha256 for s in mine], core.thumbs, held_in(index))
     if name is None and not ids:
         raise SourceError(f"{source}: no such source; `imgrag sources` lists them")
     if name is not None:

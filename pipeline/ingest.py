@@ -65,7 +65,14 @@ from imgrag.pipeline.source import (
     is_unchanged,
     needs_work,
 )
-from imgrag.pipeline.thumbnails import discard, save_thumbnail
+from imgrag.pipeline.thumbnails import (
+    adopt_flat_cache,
+    cached_path,
+    discard,
+    held_in,
+    recorded_sha256,
+    save_thumbnail,
+)
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -166,6 +173,14 @@ class Indexer:
         """The gallery's thumbnail cache: each image decoded for embedding gets its thumbnail
         there at once (None: made on first request instead)."""
         self._thumb_failed = False
+        self._orphans: set[str] = set()
+        """Contents whose point left the index or was edited this pass: their thumbnails go
+        at the end of the pass when no point holds them then (a rename's new half keeps it)."""
+        self._leaving: set[str] = set()
+        """Contents of the items this pass will remove, known before it indexes anything."""
+        self._landed: set[str] = set()
+        """Of those, the contents a point of this pass landed with: held, no count needed
+        (a rename costs no query per file)."""
         self._format = image_format
         info = embedder.info
         self._info = info
@@ -209,6 +224,10 @@ class Indexer:
 
     async def close(self) -> None:
         await self._upserts.flush()
+        try:
+            await self._settle_thumbnails()
+        except Exception as exc:  # a thumbnail left behind costs nothing but its bytes
+            log.debug("thumbnails not removed at close: %s", _describe(exc))
         # Decodes still running on abandoned items are not waited for: the process is ending.
         self._pool.shutdown(wait=not self.stopping, cancel_futures=True)
         self.origin.close(wait=not self.stopping)
@@ -219,6 +238,9 @@ class Indexer:
         read it again. Points from before sources whose recorded root is this root are adopted:
         re-keyed to this source with their stored vectors, without calling the embedder."""
         states = await asyncio.to_thread(lambda: list(self.index.file_states()))
+        if self.thumbs is not None:
+            sha256_of = recorded_sha256(self.index.payload_by_id)
+            await asyncio.to_thread(adopt_flat_cache, self.thumbs, sha256_of)
         root = self.origin.payload_root
         self._known = KnownFiles(s for s in states if s.source == self.source)
         legacy = [s for s in states if s.source is None and s.root == root]
@@ -304,11 +326,13 @@ class Indexer:
         self.backlog = len(todo)
         if on_total is not None:
             on_total(len(todo))
+        self._expect_leaving(gone)
         await self._run_many(todo, summary)
         if gone and not self.stopping:
             summary.removed += await self._delete(gone)
         if scan.stale_failures:
             await asyncio.to_thread(self.journal.clear, scan.stale_failures)
+        await self._settle_thumbnails()
         return self._finish(summary, usage_before, started)
 
     async def update(self, rels: Iterable[str]) -> Summary:
@@ -328,11 +352,13 @@ class Indexer:
             failure = await asyncio.to_thread(self.journal.permanent_signature, rel)
             if self._needs_work(s, failure, summary):
                 todo.append(s)
+        self._expect_leaving(missing)
         await self._run_many(todo, summary)
         missing = await asyncio.to_thread(self.origin.known_gone, missing)
         if missing:
             summary.removed += await self._delete([m for m in missing if m in self._known])
             await asyncio.to_thread(self.journal.clear, missing)
+        await self._settle_thumbnails()
         return self._finish(summary, usage_before, started)
 
     async def apply(self, names: Sequence[str]) -> Summary:
@@ -375,6 +401,7 @@ class Indexer:
         paths = [p for p in self._known if p.startswith(prefix)]
         removed = await self._delete(paths) if paths else 0
         await asyncio.to_thread(self.journal.clear_folder, rel_folder)
+        await self._settle_thumbnails()
         return removed
 
     # -- the work --------------------------------------------------------------------------
@@ -485,9 +512,10 @@ class Indexer:
         key = embed_key(read.sha256, caption, info.model, "document", info.dimension)
         pid = point_id(self.source, read.key)
         vector, embedding = await self._point_vector(read.item.rel, pid, key, read, caption)
-        if embedding is None and self.thumbs is not None and self.origin.local_root is None:
-            # Embedding made the thumbnail from its decode; a reused vector decoded nothing,
-            # and a remote item has no file the gallery could make one from later.
+        if embedding is None and self.thumbs is not None and not self._has_thumbnail(read):
+            # Embedding made the thumbnail from its decode; a reused vector decoded nothing.
+            # A moved or copied file shares its content's thumbnail (one stat); without one
+            # it is made from the bytes at hand, so the gallery never decodes the original.
             await loop.run_in_executor(self._pool, self._thumbnail_of, pid, read)
         where, meta = self.origin.describe(read)
         payload = self._described(where, read, facts, key, embedding, caption, meta)
@@ -522,6 +550,11 @@ class Indexer:
         refused = await self._upserts.submit(point)
         if refused is not None:
             raise refused
+        former = self._known.get(state.path)
+        if former is not None and former.sha256 != state.sha256:
+            self._orphans.add(former.sha256)  # an edit: the old content may be nobody's now
+        if state.sha256 in self._leaving:
+            self._landed.add(state.sha256)
         self._known[state.path] = state
         await asyncio.to_thread(self.journal.clear, [state.path])
 
@@ -565,18 +598,18 @@ class Indexer:
         loop = asyncio.get_running_loop()
         thumb = None
         if self.thumbs is not None:
-            thumb = functools.partial(self._thumbnail, pid, read.sha256)
+            thumb = functools.partial(self._thumbnail, read.sha256)
         item = await loop.run_in_executor(
             self._pool, for_embedder, read.raw, self._info, self._format, caption, thumb
         )
         return await self._embeds.submit(item)
 
-    def _thumbnail(self, pid: str, sha256: str, image: Image.Image) -> None:
+    def _thumbnail(self, sha256: str, image: Image.Image) -> None:
         """The gallery's thumbnail, from the image just decoded for embedding (in the decode
         thread). A failure costs the item nothing: the gallery makes it on first request."""
         assert self.thumbs is not None
         try:
-            save_thumbnail(pid, sha256, image, self.thumbs)
+            save_thumbnail(sha256, image, self.thumbs)
         except Exception as exc:
             # Logged once: a cache that cannot be written would fail every item alike.
             level = logging.DEBUG if self._thumb_failed else logging.WARNING
@@ -591,9 +624,32 @@ class Indexer:
         """The gallery's thumbnail from the bytes at hand (a remote item is not read again)."""
         try:
             with Image.open(io.BytesIO(read.raw)) as img:
-                self._thumbnail(pid, read.sha256, img)
+                self._thumbnail(read.sha256, img)
         except Exception as exc:  # the point is still worth indexing without one
             log.warning("no thumbnail for %s: %s", pid, _describe(exc))
+
+    def _has_thumbnail(self, read: ItemRead) -> bool:
+        """Whether the content of ``read`` has its thumbnail already: one exact name."""
+        assert self.thumbs is not None
+        target = cached_path(read.sha256, self.thumbs)
+        return target is not None and target.is_file()
+
+    def _expect_leaving(self, rels: Iterable[str]) -> None:
+        """Note the contents of items that may leave in this pass, before anything lands."""
+        if self.thumbs is not None:
+            self._leaving.update(s.sha256 for r in rels if (s := self._known.get(r)) is not None)
+
+    async def _settle_thumbnails(self) -> None:
+        """Remove the thumbnails of contents that left the index this pass and that no point
+        holds now: at most one indexed count and one unlink per content, whatever the cache
+        holds; none for a content a point of this pass landed with. Checked at the end of
+        the pass, so a rename's two halves keep the thumbnail in either order."""
+        hashes = sorted(self._orphans - self._landed)
+        self._orphans.clear()
+        self._leaving.clear()
+        self._landed.clear()
+        if hashes and self.thumbs is not None:
+            await asyncio.to_thread(discard, hashes, self.thumbs, held_in(self.index))
 
     def _remember(self, key: str, vector: list[float]) -> None:
         self._vectors[key] = np.asarray(vector, dtype=np.float32)
@@ -667,8 +723,7 @@ class Indexer:
         await asyncio.to_thread(self.index.delete_ids, [s.id for s in states])
         for state in states:
             self._known.pop(state.path, None)
-        if self.thumbs is not None:
-            await asyncio.to_thread(discard, [s.id for s in states], self.thumbs)
+        self._orphans.update(s.sha256 for s in states)
         return len(states)
 
     def _described(

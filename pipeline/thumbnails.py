@@ -1,20 +1,41 @@
 """Thumbnails and full images for the gallery, found by point id and never by a path taken
 from a request: the index's payload names the file, and only a file that really lies below
-the point's recorded root (and, when given, one of the registered roots) is served."""
+the point's recorded root (and, when given, one of the registered roots) is served.
+
+The cache holds one WebP per content, ``thumbs/<sha256[:2]>/<sha256>.webp``: writing,
+finding and removing one is an exact name, never a listing, and a moved, renamed or
+copied file shares its thumbnail. A content's thumbnail goes when no point of the index
+holds that content any more (``discard``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 from imgrag._errors import NotServable
+from imgrag.connectors.index import Index
+from imgrag.pipeline.filters import build_filter
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMB_SIZE = 256
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_SHA = re.compile(r"^[0-9a-f]{64}\Z")
+_FLAT = re.compile(  # the former layout: {point id}-{sha256[:16] or x}.webp, and its partials
+    r"^(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"-(?P<digest>[0-9a-f]{1,16}|x)\.(?P<ext>webp|[0-9]+\.part)\Z"
+)
+LAYOUT = "content-sha256/2"
+"""What ``LAYOUT_MARKER`` holds: thumbnails named by content in 256 fan-out folders."""
+LAYOUT_MARKER = "LAYOUT"
+_ADOPTING = threading.Lock()
+_UNWRITABLE: set[Path] = set()
+"""Caches this process could not prepare: not tried (listed) again on every request."""
+log = logging.getLogger("imgrag.thumbnails")
 
 
 class LiveRoots(Sequence[Path]):
@@ -65,56 +86,128 @@ def file_of(payload: dict[str, Any] | None, roots: Sequence[Path] | None = None)
     return Path(real)
 
 
-def cached_path(point_id: str, sha256: str, cache: Path) -> Path:
-    """Where the thumbnail of ``point_id`` at content ``sha256`` lives in ``cache``.
+def cached_path(sha256: str, cache: Path) -> Path | None:
+    """Where the thumbnail of content ``sha256`` lives in ``cache`` (None: not a SHA-256).
 
-    The name holds the content hash, so an edited file gets a fresh thumbnail.
+    Named by content alone, so a moved, renamed or copied file shares its thumbnail and an
+    edited one gets a fresh one; fanned out by the first two hex digits so no folder holds
+    more than 1/256 of the cache. Never a listing: one exact name.
     """
-    digest = sha256[:16]
-    if not re.fullmatch(r"[0-9a-f]*", digest):
-        digest = ""
-    return cache / f"{point_id}-{digest or 'x'}.webp"
+    if not _SHA.match(sha256):
+        return None
+    return cache / sha256[:2] / f"{sha256}.webp"
 
 
-def save_thumbnail(point_id: str, sha256: str, image: Image.Image, cache: Path) -> Path:
+def save_thumbnail(sha256: str, image: Image.Image, cache: Path) -> Path:
     """Write the ~256 px WebP of an already opened ``image`` into ``cache``; return its path.
 
     Ingestion calls this with the image it has just decoded, so the gallery never decodes
     the original again; a thumbnail already cached is kept.
     """
-    if not valid_id(point_id):
-        raise NotServable("not an image id")
-    target = cached_path(point_id, sha256, cache)
+    target = cached_path(sha256, cache)
+    if target is None:
+        raise NotServable("the index records no content hash for this image")
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
     try:
         image.draft("RGB", (THUMB_SIZE * 2, THUMB_SIZE * 2))  # JPEG: decode at a lower scale
         small = ImageOps.exif_transpose(image)
         small.thumbnail((THUMB_SIZE, THUMB_SIZE))
         if small.mode not in ("RGB", "RGBA"):
             small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
-        partial = target.with_suffix(f".{os.getpid()}.part")
         small.save(partial, format="WEBP", quality=80)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
         raise NotServable(f"no thumbnail can be made of this image: {exc}") from None
     os.replace(partial, target)  # whole files only, even with two writers racing
-    for older in cache.glob(f"{point_id}-*.webp"):  # an edited file's former thumbnail
-        if older != target:
-            older.unlink(missing_ok=True)
     return target
 
 
-def discard(point_ids: Iterable[str], cache: Path) -> int:
-    """Delete the cached thumbnails of points that left the index; how many were removed."""
+def discard(hashes: Iterable[str], cache: Path, held: Callable[[str], bool]) -> int:
+    """Delete the thumbnails of contents no point holds any more; how many were removed.
+
+    ``held(sha256)`` says whether a point of the index still has that content (one indexed
+    count): a copy elsewhere, or the new name of a renamed file, keeps the thumbnail.
+    """
     removed = 0
-    for point_id in point_ids:
-        if not valid_id(point_id):
+    for sha256 in dict.fromkeys(hashes):
+        target = cached_path(sha256, cache)
+        if target is None or held(sha256):
             continue
-        for path in cache.glob(f"{point_id}-*.webp"):
-            path.unlink(missing_ok=True)
+        try:
+            target.unlink()
             removed += 1
+        except FileNotFoundError:
+            pass
     return removed
+
+
+def held_in(index: Index) -> Callable[[str], bool]:
+    """``discard``'s question for ``index``: does a point still have this content? One
+    count over the keyword-indexed ``sha256`` field, never a scan."""
+    return lambda sha256: index.count(build_filter({"sha256": sha256})) > 0
+
+
+def recorded_sha256(
+    payload_of: Callable[[str], dict[str, Any] | None],
+) -> Callable[[str], str | None]:
+    """``adopt_flat_cache``'s question, asked of a point's payload."""
+
+    def sha256_of(point_id: str) -> str | None:
+        payload = payload_of(point_id)
+        value = payload.get("sha256") if payload is not None else None
+        return value if isinstance(value, str) else None
+
+    return sha256_of
+
+
+def adopt_flat_cache(cache: Path, sha256_of: Callable[[str], str | None]) -> int:
+    """Bring a cache of the former flat layout (``{point id}-{sha256[:16]}.webp``, found by
+    listing the whole folder per file) into the content layout, once: each thumbnail whose
+    point still holds that content is moved to its content name, the rest are deleted.
+    ``sha256_of(point_id)`` is the point's recorded content hash (None: no such point).
+
+    The marker file ``LAYOUT`` says it was done (one stat on every later call); the listing
+    of the cache happens this once. Returns how many thumbnails were adopted."""
+    marker = cache / LAYOUT_MARKER
+    if marker.is_file() or cache in _UNWRITABLE:
+        return 0
+    with _ADOPTING:
+        if marker.is_file() or cache in _UNWRITABLE:
+            return 0
+        try:
+            adopted = _adopt(cache, sha256_of) if cache.is_dir() else 0
+            cache.mkdir(parents=True, exist_ok=True)
+            marker.write_text(LAYOUT + "\n")
+        except OSError as exc:  # a cache that cannot be written: each write says so itself
+            log.debug("thumbnail cache %s not prepared: %s", cache, exc)
+            _UNWRITABLE.add(cache)
+            return 0
+    if adopted:
+        log.info("moved %d thumbnails into the content-named cache layout", adopted)
+    return adopted
+
+
+def _adopt(cache: Path, sha256_of: Callable[[str], str | None]) -> int:
+    adopted = 0
+    with os.scandir(cache) as entries:
+        flat = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    for name in flat:
+        old = _FLAT.match(name)
+        if old is None:
+            continue  # not a file this cache ever wrote
+        sha256 = sha256_of(old["id"]) if old["ext"] == "webp" else None
+        target = cached_path(sha256 or "", cache)
+        if target is not None and sha256 is not None and sha256[:16] == old["digest"]:
+            target.parent.mkdir(exist_ok=True)
+            if not target.exists():
+                os.replace(cache / name, target)
+                adopted += 1
+                continue
+        (cache / name).unlink(missing_ok=True)
+    return adopted
 
 
 def thumbnail(
@@ -130,11 +223,13 @@ def thumbnail(
     source = file_of(payload, roots)
     assert payload is not None  # file_of checked it
     sha256 = str(payload.get("sha256") or "")
-    target = cached_path(point_id, sha256, cache)
+    target = cached_path(sha256, cache)
+    if target is None:
+        raise NotServable("the index records no content hash for this image")
     if target.is_file():
         return target
     try:
         with opener(source) as img:
-            return save_thumbnail(point_id, sha256, img, cache)
+            return save_thumbnail(sha256, img, cache)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
         raise NotServable(f"no thumbnail can be made of this image: {exc}") from None

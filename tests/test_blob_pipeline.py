@@ -245,7 +245,7 @@ async def test_a_listing_that_fails_midway_removes_nothing(
                 assert whole.removed == 2 and source.listing_error is None
                 states = {s.path for s in runtime.index.file_states()}
                 assert states == {f"p{i}.png" for i in range(4)}
-                thumbs = list((tmp_path / "state" / "thumbs").glob("*.webp"))
+                thumbs = list((tmp_path / "state" / "thumbs").rglob("*.webp"))
                 # made at ingest from the bytes downloaded; the removed blobs' went with them
                 assert len(thumbs) == 4
                 with Image.open(thumbs[0]) as img:

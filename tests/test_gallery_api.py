@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import shutil
 import uuid
@@ -235,7 +236,8 @@ async def test_thumbnails_and_images_by_point_id(api: Api, indexed: tuple[Settin
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
         with Image.open(io.BytesIO(thumb.content)) as img:
             assert img.format == "WEBP" and max(img.size) == 256
-        assert list((settings.state_dir / "thumbs").glob(f"{cat['id']}-*.webp"))
+        digest = hashlib.sha256((root / "earth/cat.png").read_bytes()).hexdigest()
+        assert (settings.state_dir / "thumbs" / digest[:2] / f"{digest}.webp").is_file()
         full = await c.get(f"/image/{cat['id']}")
         assert full.status_code == 200 and full.content == (root / "earth/cat.png").read_bytes()
         for bad in ("not-an-id", "..%2F..%2Fetc%2Fpasswd", str(uuid.uuid4())):

@@ -5,6 +5,7 @@ store made by ``imgrag ingest``, and qdrant-client's local mode standing in for 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import signal
@@ -99,9 +100,10 @@ def test_ingest_writes_one_thumbnail_per_image_and_the_gallery_serves_it_alone(
     assert done.returncode == 0, done.stderr
     ids = point_ids(env)
     thumbs = tmp_path / "state" / "thumbs"
-    made = sorted(p.name for p in thumbs.glob("*.webp"))
-    assert len(made) == 4 and all(any(m.startswith(i) for m in made) for i in ids.values())
-    for p in thumbs.glob("*.webp"):
+    made = sorted(p.name for p in thumbs.rglob("*.webp"))
+    digests = {hashlib.sha256((root / path).read_bytes()).hexdigest() for path in ids}
+    assert made == sorted(f"{d}.webp" for d in digests)  # one per content, named by it
+    for p in thumbs.rglob("*.webp"):
         with Image.open(p) as img:
             assert img.format == "WEBP" and max(img.size) == 256
     for path in ids:  # same size and mtime are not needed: the file is only read, never decoded
@@ -118,7 +120,7 @@ def test_ingest_writes_one_thumbnail_per_image_and_the_gallery_serves_it_alone(
     photos(other / "inbox")
     env_off = cli_env(other, emulator, IMGRAG_API__PORT="0", IMGRAG_INGEST__THUMBNAILS="false")
     assert imgrag("ingest", str(other / "inbox"), env=env_off).returncode == 0
-    assert not list((other / "state" / "thumbs").glob("*.webp"))
+    assert not list((other / "state" / "thumbs").rglob("*.webp"))
     ids_off = point_ids(env_off)
     for path in ids_off:
         (other / "inbox" / path).write_bytes(b"\x00" * 64)
@@ -131,28 +133,32 @@ def test_ingest_writes_one_thumbnail_per_image_and_the_gallery_serves_it_alone(
 def test_thumbnails_follow_their_points_through_edits_removals_and_forget(
     tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
-    """The cache holds one thumbnail per point: an edited file's former one goes when the
-    new one is made, a removed file's goes with its point, and ``forget`` empties it."""
+    """The cache holds one thumbnail per content the index holds: an edited file's former
+    one goes when the pass ends, a removed file's goes with its point, and ``forget``
+    empties it."""
     root = tmp_path / "inbox"
     photos(root)
     env = cli_env(tmp_path, emulator)
     thumbs = tmp_path / "state" / "thumbs"
 
-    def cached() -> dict[str, int]:
-        names = [p.name for p in thumbs.glob("*.webp")]
-        return {pid: sum(n.startswith(pid) for n in names) for pid in point_ids(env).values()}
+    def cached() -> list[str]:
+        return sorted(p.name for p in thumbs.rglob("*.webp"))
+
+    def contents() -> list[str]:
+        files = [root / path for path in point_ids(env)]
+        return sorted(f"{hashlib.sha256(p.read_bytes()).hexdigest()}.webp" for p in files)
 
     assert imgrag("ingest", str(root), env=env).returncode == 0
-    assert sorted(cached().values()) == [1, 1, 1, 1]
+    assert cached() == contents() and len(cached()) == 4
     f.save(f.photo(40, (300, 200)), root / "a" / "p1.png", "PNG")  # new content, same point
     assert imgrag("ingest", str(root), env=env).returncode == 0
-    assert sorted(cached().values()) == [1, 1, 1, 1] and len(list(thumbs.glob("*.webp"))) == 4
+    assert cached() == contents() and len(cached()) == 4
     (root / "b" / "p0.png").unlink()
     assert imgrag("ingest", str(root), env=env).returncode == 0
-    assert len(point_ids(env)) == 3 and len(list(thumbs.glob("*.webp"))) == 3
+    assert len(point_ids(env)) == 3 and cached() == contents()
     forgot = imgrag("forget", str(root), env=env)
     assert forgot.returncode == 0, forgot.stderr
-    assert list(thumbs.glob("*.webp")) == []
+    assert cached() == []
 
 
 def test_a_thumbnail_that_cannot_be_written_fails_no_file(
