@@ -226,3 +226,30 @@ def test_a_rename_leaves_every_point_outside_the_graph_until_a_build(tmp_path: P
         assert top.id == moved[3].id
     finally:
         reader.close()
+
+
+def test_points_moved_during_a_build_stay_counted_outside_after_it(tmp_path: Path) -> None:
+    """A build that starts in the middle of a fast rename is swapped in with most of the
+    rename replayed onto it: those points are outside its graphs, and the count says so
+    (the engine's indexed count, which keeps the deleted originals, would say none)."""
+    store = tmp_path / "store"
+    index = EdgeIndex(store, index_threshold=1_000, settle_seconds=3600, auto_build=False)
+    index.ensure_collection(SPEC)
+    old = _points(range(1_500))
+    index.upsert(old)
+    index._stop_maintenance()  # the build is swapped in by close, after the writes
+    assert index.request_index_build()
+    moved = [Point(id=str(uuid.uuid4()), vector=p.vector, payload=p.payload) for p in old]
+    index.upsert(moved)
+    index.delete_ids([p.id for p in old])
+    wait_until(
+        lambda: not builds.lock_held(store / "images"), timeout=120, what="the builder to end"
+    )
+    index.close()
+    reader = _reader(store)
+    try:
+        graph = reader.graph_status()
+        assert graph.points == 1_500 and not graph.building
+        assert graph.outside == 1_500 and graph.in_graph == 0
+    finally:
+        reader.close()

@@ -886,7 +886,8 @@ class EdgeIndex:
                 _replay(old, new, sorted(build.touched))
                 replayed.update(build.touched)
                 new.flush()
-                info = new.info()
+                # Written during the build, so outside its graphs: what the replay left.
+                written_since = _live_count(new, sorted(replayed))
                 previous = self._gen
                 assert previous is not None
                 _write_atomic(self._dir / CURRENT_FILE, build.final.name)
@@ -905,14 +906,15 @@ class EdgeIndex:
             self._last_error = None
             self._unchecked = True
             # Points written during the build are outside its graphs and count toward the
-            # next one (they were subtracted from it, so under a trickle the tail grew to a
-            # graph's size on top of them). Any more outside are what the engine would not
-            # index: the next build needs that many more, or builds would start in a loop.
-            # A fresh copy holds no deleted points: here the engine's count is exact.
-            outside = max(0, info.points_count - info.indexed_vectors_count)
-            self._baseline_unindexed = outside if outside > len(replayed) else 0
-            self._outside = outside
-            builds.write_outside(self._dir, outside)
+            # next one. Points of the copy the engine gave no graph (too few in a segment)
+            # stay outside too, and the next build needs that many more, or builds would
+            # start in a loop. The builder counted those on the copy it had just optimized;
+            # the live shard's own count would also include every deleted point.
+            done = build.result() or {}
+            left = int(str(done.get("points", 0))) - int(str(done.get("indexed", 0)))
+            self._baseline_unindexed = max(0, left)
+            self._outside = self._baseline_unindexed + written_since
+            builds.write_outside(self._dir, self._outside)
             builds.record_graph(
                 self._dir,
                 builds.GraphRecord(
@@ -1078,6 +1080,14 @@ def _sample_models(shard: qe.EdgeShard) -> list[str]:
         value = (record.payload or {}).get(MODEL_FIELD)
         models.append(value if isinstance(value, str) and value else "an unknown model")
     return models
+
+
+def _live_count(shard: qe.EdgeShard, ids: list[str]) -> int:
+    """How many of ``ids`` ``shard`` holds."""
+    found = 0
+    for start in range(0, len(ids), PAGE):
+        found += len(shard.retrieve(ids[start : start + PAGE], False, False))
+    return found
 
 
 def _replay(old: qe.EdgeShard, new: qe.EdgeShard, ids: list[str]) -> int:
