@@ -70,7 +70,7 @@ class Index(Protocol):
 
     Methods are synchronous and thread-safe; async callers run them in a worker thread.
     Implementations also offer maintenance calls the pipeline does not need
-    (``drop_collection``, ``delete_paths``, ``delete_folder``, ``count``)."""
+    (``drop_collection``, ``delete_paths``, ``delete_folder``)."""
 
     def recorded_spec(self, name: str) -> CollectionSpec | None:
         """What collection ``name`` was made for, or None when it does not exist yet.
@@ -85,6 +85,11 @@ class Index(Protocol):
 
     def file_states(self, source: str | None = None) -> Iterator[FileState]:
         """Every point's file facts, or only those of ``source``."""
+        ...
+
+    def count(self, filter: Filter | None = None) -> int:
+        """Exact number of points (matching ``filter``): status counts a source's points
+        with it, on the indexed ``source`` field, instead of reading them."""
         ...
 
     def vector_by_embed_key(self, embed_key: str) -> list[float] | None: ...

@@ -36,7 +36,15 @@ from imgrag._errors import SourceError
 from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
 from imgrag.pipeline.sources import Resolved, uri_of
-from imgrag.pipeline.status import Live, SourceStatus, StatusReport, build_status, source_status
+from imgrag.pipeline.status import (
+    Live,
+    SourceStatus,
+    StatusReport,
+    Survey,
+    build_status,
+    source_status,
+    surveyor,
+)
 
 Track = Callable[[Indexer, str, str], contextlib.AbstractContextManager[None]]
 """Shows a pass's progress: (ingestor, what, source name)."""
@@ -149,6 +157,24 @@ class LocalDoor(Door):
         self._watching = watching
         self._journal: Journal | None = runtime.journal if runtime is not None else None
         self._service: SearchService | None = None
+        self._survey: Survey | None = None
+        self._kept = watching is not None
+
+    def keep_counts(self) -> None:
+        """Answer status from kept counts, as a server must (``imgrag serve``; a daemon's
+        door does): no walk or read of every point per report; the sources nobody watches
+        are walked in the background, and their pending count shows its age."""
+        self._kept = True
+        survey = self.survey()
+        if survey is not None:
+            survey.last()  # the first walk starts now, in the background
+
+    def survey(self) -> Survey | None:
+        """The background walks of the sources nobody watches (None: counted per report)."""
+        if self._kept and self._survey is None:
+            take = surveyor(self.core.registry, self._index(), self.journal(), self._count)
+            self._survey = Survey(take)
+        return self._survey
 
     # -- the parts, opened on first need -----------------------------------------------------
 
@@ -222,7 +248,8 @@ class LocalDoor(Door):
         return await service.run(query)
 
     def status_now(self, target: str | None = None) -> StatusReport:
-        """The status report. Blocking (reads the index, walks folders)."""
+        """The status report. Blocking: reads counts, or (``imgrag status`` without a daemon)
+        reads the index and walks the folders."""
         core = self.core
         live = self._watching.live() if self._watching is not None else None
         return build_status(
@@ -234,6 +261,7 @@ class LocalDoor(Door):
             live=live,  # a daemon's report says what its embedder is, live
             store={"kind": core.settings.store.kind, "collection": core.collection},
             embedder=self._recorded() if live is None else None,
+            survey=self.survey(),
         )
 
     def _recorded(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,10 @@ class FolderWatcher:
     def waiting(self) -> int:
         """Paths seen changing and not yet handed over."""
         return len(self._files) + len(self._new_dirs)
+
+    def waiting_besides(self, held: AbstractSet[str]) -> int:
+        """``waiting``, but for the files in ``held`` (a new folder counts once)."""
+        return sum(1 for rel in self._files if rel not in held) + len(self._new_dirs)
 
     def start(self) -> str:
         """Start observing; falls back to polling when the inotify watch limit is hit."""
