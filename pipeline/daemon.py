@@ -158,7 +158,9 @@ class Daemon:
         first listing ends, pending is not live. ``rules`` is unused: the source's own apply."""
         indexer = self.indexer
         journal = indexer.journal
-        held = indexer.outstanding | self._deferred
+        # Copied only while ingestion is blocked (changes are held then); a copy is one C
+        # call, so the loop thread changing the sets meanwhile cannot break it.
+        held = indexer.outstanding | self._deferred if self._deferred else indexer.outstanding
         seen = len(held) + self.follower.waiting_besides(held)
         standing = self.origin.standing(indexer.known, journal, seen)
         return SourceStatus(

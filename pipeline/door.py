@@ -310,6 +310,7 @@ class LocalDoor(Door):
             resolved = self.core.registry.resolve(_folder(target), name)
             cleared = self._clear(resolved.name) if retry else 0
             summary = await self._watching.ingest(resolved, prune)
+            self._walk_again(resolved.name)
             return summary.model_copy(update={"cleared": cleared})
         await self._close_reader()
         if uri is not None:
@@ -345,7 +346,15 @@ class LocalDoor(Door):
             entry = self.core.registry.get(source)
             await self._watching.unwatch(entry.name if entry is not None else source)
         index = self._index()
-        return await asyncio.to_thread(forget_source, self.core, index, self.journal(), source)
+        gone = await asyncio.to_thread(forget_source, self.core, index, self.journal(), source)
+        for name in {gone.source, source}:  # its name, or the root it was asked by
+            self._walk_again(name)
+        return gone
+
+    def _walk_again(self, source: str) -> None:
+        """A pass or a forget changed ``source``: its last walk no longer counts."""
+        if self._survey is not None:
+            self._survey.drop(source)
 
     async def watch(self, folder: Path, name: str | None = None) -> dict[str, Any]:
         if self._watching is None:

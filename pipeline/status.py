@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,8 @@ class Snapshot:
     legacy: dict[str, int]
     at: float
     skipped: frozenset[str] = frozenset()
+    found: dict[str, str] = field(default_factory=dict)
+    """Sources only the index knows (name → recorded root), when it read the whole index."""
 
 
 class Survey:
@@ -210,6 +212,20 @@ class Survey:
                 self._running.start()
         return last
 
+    def drop(self, name: str) -> None:
+        """Forget what the last walk counted for source ``name`` (a pass changed it, or it
+        was forgotten): the next report that needs it has it walked again."""
+        with self._lock:
+            last = self._last
+            if last is not None:
+                self._last = Snapshot(
+                    {n: s for n, s in last.sources.items() if n != name},
+                    last.legacy,
+                    last.at,
+                    last.skipped,
+                    {n: r for n, r in last.found.items() if n != name},
+                )
+
     def wait(self, timeout: float | None = None) -> Snapshot | None:
         """The walk running now, once done (or the last one when none runs)."""
         with self._done:
@@ -240,6 +256,7 @@ def surveyor(
     def take(skip: frozenset[str]) -> Snapshot:
         at = time.time()
         roots = {e.name: e.root for e in registry.entries() if e.name not in skip}
+        registered = set(roots)
         if skip:
             by_source = {
                 name: {s.path: s for s in index.file_states(source=name)} if index else {}
@@ -252,7 +269,8 @@ def surveyor(
             name: count(name, root, by_source.get(name, {}), journal, "")
             for name, root in roots.items()
         }
-        return Snapshot(counted, legacy, at, skip)
+        found = {name: root for name, root in roots.items() if name not in registered}
+        return Snapshot(counted, legacy, at, skip, found)
 
     return take
 
@@ -403,8 +421,8 @@ def _kept(
     the journal's, and the survey's last walk (a subfolder asked for is walked now)."""
     need = frozenset(name for name in roots if name not in watched)
     snap = survey.last(frozenset(watched), need) if need or not watched else None
-    for name, st in (snap.sources if snap is not None else {}).items():
-        roots.setdefault(name, st.root)
+    for name, root in (snap.found if snap is not None else {}).items():
+        roots.setdefault(name, root)
     scope = _narrow(registry, roots, target)
     per = []
     for name, root in scope.roots.items():

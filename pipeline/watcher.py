@@ -21,6 +21,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirModifiedEvent,
+    FileDeletedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
     FileSystemMovedEvent,
@@ -72,6 +73,9 @@ class FolderWatcher:
         self.mode = "polling" if polling else "native"
         self._loop = asyncio.get_running_loop()
         self._files: dict[str, float] = {}
+        self._gone: set[str] = set()
+        """Files of ``_files`` last seen deleted or moved away: handed over (their points
+        go), but nothing to index, so not pending."""
         self._new_dirs: dict[str, float] = {}
         self._gone_dirs: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -83,8 +87,11 @@ class FolderWatcher:
         return len(self._files) + len(self._new_dirs)
 
     def waiting_besides(self, held: AbstractSet[str]) -> int:
-        """``waiting``, but for the files in ``held`` (a new folder counts once)."""
-        return sum(1 for rel in self._files if rel not in held) + len(self._new_dirs)
+        """The files waiting to be indexed, but for those in ``held`` (a new folder counts
+        once); a file deleted or moved away waits too, but not to be indexed."""
+        files, gone = list(self._files), set(self._gone)  # one C call each: the loop thread
+        # may add to them meanwhile
+        return sum(1 for rel in files if rel not in held and rel not in gone) + len(self._new_dirs)
 
     def start(self) -> str:
         """Start observing; falls back to polling when the inotify watch limit is hit."""
@@ -143,6 +150,11 @@ class FolderWatcher:
                     self._new_dirs[rel] = now
             elif self.rules.wants(rel):
                 self._files[rel] = now
+                moved_away = isinstance(event, FileSystemMovedEvent) and i == 0
+                if isinstance(event, FileDeletedEvent) or moved_away:
+                    self._gone.add(rel)
+                else:
+                    self._gone.discard(rel)
             elif rel.lower().endswith((".txt", ".json")):
                 self._sidecar_changed(rel, now)
         self._wake.set()
@@ -193,4 +205,5 @@ class FolderWatcher:
                 if now - at >= self.settle_seconds:
                     out.append(rel)
                     del store[rel]
+                    self._gone.discard(rel)
         return changes
