@@ -21,7 +21,9 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirModifiedEvent,
+    FileClosedNoWriteEvent,
     FileDeletedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
     FileSystemMovedEvent,
@@ -133,8 +135,8 @@ class FolderWatcher:
 
     def _note(self, event: FileSystemEvent) -> None:
         now = time.monotonic()
-        if isinstance(event, DirModifiedEvent):
-            return
+        if isinstance(event, DirModifiedEvent | FileOpenedEvent | FileClosedNoWriteEvent):
+            return  # reads (the indexer's own included) change nothing
         paths = [event.src_path]
         if isinstance(event, FileSystemMovedEvent):
             paths.append(event.dest_path)
