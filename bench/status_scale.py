@@ -67,7 +67,6 @@ def env_for(tmp: Path, url: str) -> dict[str, str]:
         "IMGRAG_EMBEDDER__ENDPOINT": url,
         "IMGRAG_EMBEDDER__MODEL": "embed-v-4-0",
         "IMGRAG_EMBEDDER__DIMENSIONS": "256",
-        "IMGRAG_INGEST__SETTLE_SECONDS": "0",
         "IMGRAG_INGEST__RESCAN_MINUTES": "0",
         "IMGRAG_STORE__COLLECTION": COLLECTION,
         "IMGRAG_API__PORT": "0",

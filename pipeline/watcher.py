@@ -183,15 +183,13 @@ class FolderWatcher:
             if changes:
                 return changes
             pending = [*self._files.values(), *self._new_dirs.values(), *self._gone_dirs.values()]
-            wait = (
-                self.settle_seconds
-                if not pending
-                else max(0.01, min(pending) + self.settle_seconds - now)
-            )
+            # Nothing seen: sleep until an event (or the deadline); with a settle time of 0
+            # a timeout of settle_seconds would spin.
+            wait = None if not pending else max(0.01, min(pending) + self.settle_seconds - now)
             if deadline is not None:
                 if now >= deadline:
                     return Changes()
-                wait = min(wait, deadline - now)
+                wait = deadline - now if wait is None else min(wait, deadline - now)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
