@@ -11,11 +11,12 @@ folder, name, size and mtime) and the original's vector. So the daemon's first r
 finds every file indexed and unchanged, as after a finished backfill.
 
 Then, with ``imgrag watch`` running (no periodic rescan): ``/status`` and ``/metrics`` p50
-over sequential requests; the daemon's CPU (percent of one core) over ``POLL_SECONDS`` idle,
-and again while polled as the gallery does (``/status`` every 1.5 s with the ETag it got);
-``imgrag status`` (the whole command, through the daemon), median of three. Then the
-daemon stops and ``imgrag serve`` runs over the same store: ``/status`` p50 once its
-background walk is done, and its CPU while polled.
+over sequential requests on one connection, beside ``/health`` p50 (a route that reads
+nothing: the floor of a request to this server on this machine); the daemon's CPU
+(percent of one core) over ``POLL_SECONDS`` idle, and again while polled as the gallery
+does (``/status`` every 1.5 s with the ETag it got); ``imgrag status`` (the whole command,
+through the daemon), median of three. Then the daemon stops and ``imgrag serve`` runs over
+the same store: ``/status`` p50 once its background walk is done, and its CPU while polled.
 
 Ratios are against the smallest size of the same run. Goals (issue "Status at any size"):
 ``/status`` p50 at 1,000,000 <= 50 ms; at 30,000 within 1.5x of 3,000; the idle daemon
@@ -203,6 +204,7 @@ def with_daemon(tmp: Path, env: dict[str, str], root: Path, size: int) -> dict[s
             ready = time.perf_counter() - started
             out = {
                 "daemon_ready_seconds": round(ready, 1),
+                "health_p50_ms": p50(client, "/health", REQUESTS),
                 "status_p50_ms": p50(client, "/status", REQUESTS),
                 "metrics_p50_ms": p50(client, "/metrics", REQUESTS),
             }
