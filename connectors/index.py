@@ -101,17 +101,18 @@ class Index(Protocol):
         """Every point's file facts, or only those of ``source``."""
         ...
 
+    def count(self, filter: Filter | None = None) -> int:
+        """Exact number of points (matching ``filter``). On an indexed payload field it is an
+        index lookup, not a scan: status counts a source's points on ``source``, the
+        thumbnail cache a content's holders on ``sha256``."""
+        ...
+
     def vector_by_embed_key(self, embed_key: str) -> list[float] | None: ...
 
     def vector_by_id(self, point_id: str) -> list[float] | None: ...
 
     def payload_by_id(self, point_id: str) -> dict[str, Any] | None:
         """The stored payload of a point, or None when it does not exist."""
-        ...
-
-    def count(self, filter: Filter | None = None) -> int:
-        """Exact number of points (matching ``filter``); with a filter on an indexed payload
-        field (``sha256``), an index lookup, not a scan."""
         ...
 
     def search(

@@ -812,7 +812,7 @@ def status_command(
     json_: JsonOpt = False,
 ) -> None:
     """What is indexed, pending and failed, per source, and why. Never calls the embedder."""
-    from imgrag.pipeline.status import deployment_lines
+    from imgrag.pipeline.status import deployment_lines, pending_words
 
     settings = settings_from(ctx)
     report, where = _through_door(settings, lambda door: _status(door, target))
@@ -820,11 +820,12 @@ def status_command(
         typer.echo(report.model_dump_json(indent=2))
         return
     typer.echo(
-        f"{report.indexed} indexed, {report.pending} pending, {report.failed} failed ({where})"
+        f"{report.indexed} indexed, {report.pending_words()}, {report.failed} failed ({where})"
     )
     for src in report.sources:
+        pending = pending_words(src.pending, src.pending_live, src.pending_as_of)
         typer.echo(
-            f"  {printable(src.name)}: {src.indexed} indexed, {src.pending} pending, "
+            f"  {printable(src.name)}: {src.indexed} indexed, {pending}, "
             f"{src.failed} failed; {printable(src.root)}"
             + ("" if src.reachable else " (not reachable)")
         )
@@ -912,6 +913,7 @@ def doctor_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
 @app.command("sources")
 def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """The sources of the index: name, root, counts, and whether the root is reachable."""
+    from imgrag.pipeline.status import pending_words
 
     settings = settings_from(ctx)
     report, _ = _through_door(settings, lambda door: _status(door, None))
@@ -923,7 +925,8 @@ def sources_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
     for src in report.sources:
         typer.echo(
             f"{printable(src.name)}\t{printable(src.root)}\t{src.indexed} indexed, "
-            f"{src.pending} pending, {src.failed} failed"
+            f"{pending_words(src.pending, src.pending_live, src.pending_as_of)}, "
+            f"{src.failed} failed"
             + ("\twatched" if src.watched else "")
             + ("" if src.reachable else "\tnot reachable")
         )

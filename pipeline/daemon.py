@@ -151,11 +151,18 @@ class Daemon:
         return self.follower.mode
 
     def source_status(self, rules: Rules | None = None) -> SourceStatus:
-        """This source's counts (a folder is walked, a container listed: blocking).
-        ``rules`` is unused: the source's own apply."""
+        """This source's counts, kept as work happens (nothing is walked or listed):
+        indexed from what the indexer wrote, failed from the journal's count, pending from
+        what this daemon saw and has not finished (the last listing's work, changes waiting
+        to settle or handed over, changes held while ingestion is blocked). Until its
+        first listing ends, pending is not live. ``rules`` is unused: the source's own apply."""
         indexer = self.indexer
         journal = indexer.journal
-        standing = self.origin.standing(indexer.known, journal, indexer.backlog)
+        # Copied only while ingestion is blocked (changes are held then); a copy is one C
+        # call, so the loop thread changing the sets meanwhile cannot break it.
+        held = indexer.outstanding | self._deferred if self._deferred else indexer.outstanding
+        seen = len(held) + self.follower.waiting_besides(held)
+        standing = self.origin.standing(indexer.known, journal, seen)
         return SourceStatus(
             name=indexer.source,
             root=self.display_root,
@@ -164,6 +171,7 @@ class Daemon:
             pending=standing.pending,
             failed=journal.count(),
             failed_by_reason=journal.by_reason(),
+            pending_live=indexer.listed_at is not None,
         )
 
     def stop(self) -> None:

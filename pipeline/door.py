@@ -36,7 +36,15 @@ from imgrag._errors import SourceError
 from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
 from imgrag.pipeline.sources import Resolved, uri_of
-from imgrag.pipeline.status import Live, SourceStatus, StatusReport, build_status, source_status
+from imgrag.pipeline.status import (
+    Live,
+    SourceStatus,
+    StatusReport,
+    Survey,
+    build_status,
+    source_status,
+    surveyor,
+)
 
 Track = Callable[[Indexer, str, str], contextlib.AbstractContextManager[None]]
 """Shows a pass's progress: (ingestor, what, source name)."""
@@ -149,6 +157,24 @@ class LocalDoor(Door):
         self._watching = watching
         self._journal: Journal | None = runtime.journal if runtime is not None else None
         self._service: SearchService | None = None
+        self._survey: Survey | None = None
+        self._kept = watching is not None
+
+    def keep_counts(self) -> None:
+        """Answer status from kept counts, as a server must (``imgrag serve``; a daemon's
+        door does): no walk or read of every point per report; the sources nobody watches
+        are walked in the background, and their pending count shows its age."""
+        self._kept = True
+        survey = self.survey()
+        if survey is not None:
+            survey.last()  # the first walk starts now, in the background
+
+    def survey(self) -> Survey | None:
+        """The background walks of the sources nobody watches (None: counted per report)."""
+        if self._kept and self._survey is None:
+            take = surveyor(self.core.registry, self._index(), self.journal(), self._count)
+            self._survey = Survey(take)
+        return self._survey
 
     # -- the parts, opened on first need -----------------------------------------------------
 
@@ -222,7 +248,8 @@ class LocalDoor(Door):
         return await service.run(query)
 
     def status_now(self, target: str | None = None) -> StatusReport:
-        """The status report. Blocking (reads the index, walks folders)."""
+        """The status report. Blocking: reads counts, or (``imgrag status`` without a daemon)
+        reads the index and walks the folders."""
         core = self.core
         live = self._watching.live() if self._watching is not None else None
         index = self._index()
@@ -238,6 +265,7 @@ class LocalDoor(Door):
             live=live,  # a daemon's report says what its embedder is, live
             store=store,
             embedder=self._recorded() if live is None else None,
+            survey=self.survey(),
         )
 
     def _recorded(self) -> dict[str, Any]:
@@ -286,6 +314,7 @@ class LocalDoor(Door):
             resolved = self.core.registry.resolve(_folder(target), name)
             cleared = self._clear(resolved.name) if retry else 0
             summary = await self._watching.ingest(resolved, prune)
+            self._walk_again(resolved.name)
             return summary.model_copy(update={"cleared": cleared})
         await self._close_reader()
         if uri is not None:
@@ -321,7 +350,15 @@ class LocalDoor(Door):
             entry = self.core.registry.get(source)
             await self._watching.unwatch(entry.name if entry is not None else source)
         index = self._index()
-        return await asyncio.to_thread(forget_source, self.core, index, self.journal(), source)
+        gone = await asyncio.to_thread(forget_source, self.core, index, self.journal(), source)
+        for name in {gone.source, source}:  # its name, or the root it was asked by
+            self._walk_again(name)
+        return gone
+
+    def _walk_again(self, source: str) -> None:
+        """A pass or a forget changed ``source``: its last walk no longer counts."""
+        if self._survey is not None:
+            self._survey.drop(source)
 
     async def watch(self, folder: Path, name: str | None = None) -> dict[str, Any]:
         if self._watching is None:

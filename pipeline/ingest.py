@@ -209,6 +209,12 @@ class Indexer:
         """Items the last full listing found to index that are not done yet."""
         self.listing = Scan()
         """The last full listing (what could not be listed, what was gone)."""
+        self.outstanding: set[str] = set()
+        """Items seen to need work and not done yet: the last listing's work, changes
+        looked at since, items still changing or failed for a passing reason. Kept as items
+        finish, so the daemon's status counts its pending items without listing."""
+        self.listed_at: float | None = None
+        """When the last full listing was taken (None before the first)."""
 
     # -- setup and teardown ----------------------------------------------------------------
 
@@ -324,6 +330,8 @@ class Indexer:
             raise PruneRefused(self.origin.refuse_prune(len(gone)))
         todo = [s for s in scan.changed if self._needs_work(s, permanent.get(s.rel), summary)]
         self.backlog = len(todo)
+        self.outstanding = {s.rel for s in todo}
+        self.listed_at = time.time()
         if on_total is not None:
             on_total(len(todo))
         self._expect_leaving(gone)
@@ -352,6 +360,10 @@ class Indexer:
             failure = await asyncio.to_thread(self.journal.permanent_signature, rel)
             if self._needs_work(s, failure, summary):
                 todo.append(s)
+                self.outstanding.add(rel)
+            else:
+                self.outstanding.discard(rel)
+        self.outstanding.difference_update(missing)  # not there: nothing to index
         self._expect_leaving(missing)
         await self._run_many(todo, summary)
         missing = await asyncio.to_thread(self.origin.known_gone, missing)
@@ -398,6 +410,7 @@ class Indexer:
         if not rel_folder or not await asyncio.to_thread(self.origin.prefix_gone, rel_folder):
             return 0
         prefix = rel_folder + "/"
+        self.outstanding = {p for p in self.outstanding if not p.startswith(prefix)}
         paths = [p for p in self._known if p.startswith(prefix)]
         removed = await self._delete(paths) if paths else 0
         await asyncio.to_thread(self.journal.clear_folder, rel_folder)
@@ -467,12 +480,15 @@ class Indexer:
             raise
         except KeptChanging:
             summary.pending += 1
+            self.outstanding.add(s.rel)
             return "pending"
         except ItemGone:
+            self.outstanding.discard(s.rel)
             return "gone"  # removed while queued; the deletion pass or the follower drops it
         except Exception as exc:
             await self._failed(s, exc, summary)
             return "failed"
+        self.outstanding.discard(s.rel)
         if outcome == "indexed":
             summary.indexed += 1
         elif outcome == "reused":
@@ -497,8 +513,10 @@ class Indexer:
         summary.fail(reason)
         if kind == "transient":
             summary.pending += 1
+            self.outstanding.add(s.rel)
             log.info("failed %s: %s: %s; will retry", printable(s.rel), reason, printable(message))
             return
+        self.outstanding.discard(s.rel)
         log.warning("failed %s: %s: %s", printable(s.rel), reason, printable(message))
         if reason == "internal_error":
             log.debug("%s", printable(s.rel), exc_info=exc)

@@ -22,8 +22,19 @@ class _StatusCollector(Collector):
             ("imgrag_files_indexed", r.indexed, "Files in the index."),
             ("imgrag_files_pending", r.pending, "Files seen and not processed yet."),
             ("imgrag_files_failed", r.failed, "Files that could not be indexed."),
+            (
+                "imgrag_files_pending_live",
+                1 if r.pending_live else 0,
+                "1 when imgrag_files_pending is current; 0 when it comes from a background walk.",
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
+        if r.pending_age is not None:
+            yield GaugeMetricFamily(
+                "imgrag_files_pending_age_seconds",
+                "Age of the background walk behind imgrag_files_pending (when not live).",
+                value=r.pending_age,
+            )
         for name, value, doc in (
             ("imgrag_embed_requests", r.usage.requests, "Requests sent to the embedder."),
             ("imgrag_embed_images", r.usage.images, "Images embedded."),
@@ -67,7 +78,9 @@ def _deployments(r: StatusReport) -> Iterator[GaugeMetricFamily | CounterMetricF
 
 
 class Metrics:
-    """A registry per daemon, with latency histograms and live counts from the status."""
+    """A registry per daemon, with latency histograms and the counts of the status report,
+    read at each scrape from what is kept (the journal's count, the index's count, the
+    daemon's own counts): a scrape walks nothing and reads no point."""
 
     def __init__(self, report: Callable[[], StatusReport]) -> None:
         self.registry = CollectorRegistry()

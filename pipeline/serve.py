@@ -75,6 +75,7 @@ async def _served(core: Core, door: LocalDoor, host: str | None) -> AsyncIterato
                 "(IMGRAG_STORE__COLLECTION)"
             )
         api = core.settings.api
+        door.keep_counts()  # a poll never walks the folders nor reads every point
         yield create_api(
             door,
             Metrics(door.status_now),

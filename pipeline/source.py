@@ -17,6 +17,7 @@ Every outcome of reading one item comes out of the source as one of a few named 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -145,6 +146,11 @@ class Follower(Protocol):
         """Changes seen and not yet handed over."""
         ...
 
+    def waiting_besides(self, held: AbstractSet[str]) -> int:
+        """Changes seen and not yet handed over, but for the items in ``held`` (which the
+        daemon counts already): an item is pending once, however often it changes."""
+        ...
+
     def check(self) -> Watched:
         """Whether the root answers; (re)starts following when it came back. Blocking, cheap."""
         ...
@@ -245,7 +251,8 @@ class Source(Protocol):
         ...
 
     def standing(self, known: Mapping[str, FileState], journal: Journal, backlog: int) -> Standing:
-        """Whether it answers and how many items wait (may list: blocking)."""
+        """Whether it answers (cheaply: never a listing) and how many items wait, given
+        ``backlog``: what the daemon saw and has not finished (its kept count)."""
         ...
 
     def follower(

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -306,7 +307,8 @@ class BlobSource:
         )
 
     def standing(self, known: Mapping[str, FileState], journal: Journal, backlog: int) -> Standing:
-        return Standing(self.listing_error is None, backlog + len(journal.transient_paths()))
+        # ``backlog`` (the daemon's kept count) holds the items failed for a passing reason.
+        return Standing(self.listing_error is None, backlog)
 
     # -- one blob ---------------------------------------------------------------------------
 
@@ -408,6 +410,9 @@ class BlobFollower:
 
     @property
     def waiting(self) -> int:
+        return 0
+
+    def waiting_besides(self, held: AbstractSet[str]) -> int:
         return 0
 
     def check(self) -> Watched:

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,7 +37,6 @@ from imgrag.pipeline.source import (
     Standing,
     Watched,
 )
-from imgrag.pipeline.status import count_pending
 from imgrag.pipeline.watcher import FolderWatcher
 
 log = logging.getLogger("imgrag.ingest")
@@ -185,10 +185,11 @@ class FolderSource:
         )
 
     def standing(self, known: Mapping[str, FileState], journal: Journal, backlog: int) -> Standing:
-        """Whether the root is a folder, and the files the next pass would index (walks)."""
+        """Whether the root is a folder (one stat), and ``backlog``: what the daemon saw
+        and has not finished (``status.count_pending`` walks, for a folder nobody watches)."""
         if not self.root.is_dir():
             return Standing(False, 0)
-        return Standing(True, count_pending(self.root, self.rules, known, journal, self.scope))
+        return Standing(True, backlog)
 
     # -- one file ----------------------------------------------------------------------------
 
@@ -293,6 +294,9 @@ class FolderFollower:
     @property
     def waiting(self) -> int:
         return self._watcher.waiting if self._watcher is not None else 0
+
+    def waiting_besides(self, held: AbstractSet[str]) -> int:
+        return self._watcher.waiting_besides(held) if self._watcher is not None else 0
 
     def check(self) -> Watched:
         """Whether the root lists; (re)starts the watcher when it came back or was replaced."""

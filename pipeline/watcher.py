@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirModifiedEvent,
+    FileClosedNoWriteEvent,
+    FileDeletedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
     FileSystemMovedEvent,
@@ -71,6 +75,9 @@ class FolderWatcher:
         self.mode = "polling" if polling else "native"
         self._loop = asyncio.get_running_loop()
         self._files: dict[str, float] = {}
+        self._gone: set[str] = set()
+        """Files of ``_files`` last seen deleted or moved away: handed over (their points
+        go), but nothing to index, so not pending."""
         self._new_dirs: dict[str, float] = {}
         self._gone_dirs: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -80,6 +87,13 @@ class FolderWatcher:
     def waiting(self) -> int:
         """Paths seen changing and not yet handed over."""
         return len(self._files) + len(self._new_dirs)
+
+    def waiting_besides(self, held: AbstractSet[str]) -> int:
+        """The files waiting to be indexed, but for those in ``held`` (a new folder counts
+        once); a file deleted or moved away waits too, but not to be indexed."""
+        files, gone = list(self._files), set(self._gone)  # one C call each: the loop thread
+        # may add to them meanwhile
+        return sum(1 for rel in files if rel not in held and rel not in gone) + len(self._new_dirs)
 
     def start(self) -> str:
         """Start observing; falls back to polling when the inotify watch limit is hit."""
@@ -121,8 +135,8 @@ class FolderWatcher:
 
     def _note(self, event: FileSystemEvent) -> None:
         now = time.monotonic()
-        if isinstance(event, DirModifiedEvent):
-            return
+        if isinstance(event, DirModifiedEvent | FileOpenedEvent | FileClosedNoWriteEvent):
+            return  # reads (the indexer's own included) change nothing
         paths = [event.src_path]
         if isinstance(event, FileSystemMovedEvent):
             paths.append(event.dest_path)
@@ -138,6 +152,11 @@ class FolderWatcher:
                     self._new_dirs[rel] = now
             elif self.rules.wants(rel):
                 self._files[rel] = now
+                moved_away = isinstance(event, FileSystemMovedEvent) and i == 0
+                if isinstance(event, FileDeletedEvent) or moved_away:
+                    self._gone.add(rel)
+                else:
+                    self._gone.discard(rel)
             elif rel.lower().endswith((".txt", ".json")):
                 self._sidecar_changed(rel, now)
         self._wake.set()
@@ -164,15 +183,13 @@ class FolderWatcher:
             if changes:
                 return changes
             pending = [*self._files.values(), *self._new_dirs.values(), *self._gone_dirs.values()]
-            wait = (
-                self.settle_seconds
-                if not pending
-                else max(0.01, min(pending) + self.settle_seconds - now)
-            )
+            # Nothing seen: sleep until an event (or the deadline); with a settle time of 0
+            # a timeout of settle_seconds would spin.
+            wait = None if not pending else max(0.01, min(pending) + self.settle_seconds - now)
             if deadline is not None:
                 if now >= deadline:
                     return Changes()
-                wait = min(wait, deadline - now)
+                wait = deadline - now if wait is None else min(wait, deadline - now)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
@@ -188,4 +205,5 @@ class FolderWatcher:
                 if now - at >= self.settle_seconds:
                     out.append(rel)
                     del store[rel]
+                    self._gone.discard(rel)
         return changes

@@ -123,12 +123,23 @@
     reader.readAsDataURL(file);
   }
 
+  // "pending 12", or its age when it comes from a background walk (never silently stale).
+  function pendingWords(x) {
+    if (x.pending_live !== false) return `pending ${x.pending}`;
+    if (x.pending_as_of == null) return "pending not counted yet";
+    return `pending ${x.pending} as of ${Math.max(0, Math.round(Date.now() / 1000 - x.pending_as_of))} s ago`;
+  }
+
+  // Each poll sends the tag of the report it has: an unchanged one is a bodiless 304.
   async function pollStatus() {
     try {
-      const res = await fetch("/status", { credentials: "same-origin" });
+      const headers = state.statusTag ? { "If-None-Match": state.statusTag } : {};
+      const res = await fetch("/status", { credentials: "same-origin", cache: "no-store", headers });
+      if (res.status === 304) { setTimeout(pollStatus, 1500); return; }
       const s = await res.json();
       if (!res.ok) throw new Error(s.error || res.statusText);
-      const body = [el("div", {}, `indexed ${s.indexed} · pending ${s.pending} · failed ${s.failed}`)];
+      state.statusTag = res.headers.get("ETag");
+      const body = [el("div", {}, `indexed ${s.indexed} · ${pendingWords(s)} · failed ${s.failed}`)];
       if (s.health && s.health !== "ok") body.push(el("div", { class: "bad" }, "health: " + s.health));
       if (s.waiting_for) body.push(el("div", { class: "bad" }, "waiting for " + s.waiting_for));
       for (const p of s.problems || []) body.push(el("div", { class: "bad" }, p));
@@ -140,7 +151,7 @@
       const sources = s.sources || [];
       if (sources.length > 1 || sources.some((x) => !x.reachable)) {
         body.push(el("ul", { class: "sources" }, ...sources.map((x) => el("li", { class: x.reachable ? "" : "bad", title: x.root },
-          `${x.name}: ${x.indexed} indexed, ${x.pending} pending, ${x.failed} failed` + (x.reachable ? "" : " (not reachable)")))));
+          `${x.name}: ${x.indexed} indexed, ${pendingWords(x)}, ${x.failed} failed` + (x.reachable ? "" : " (not reachable)")))));
       }
       showSources(sources);
       if (s.embedder && s.embedder.model) body.push(el("div", {}, "model " + s.embedder.model));
