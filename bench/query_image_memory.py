@@ -1,8 +1,8 @@
 """Memory of the daemon's app under concurrent large query images: six clients each send the
 same large image to ``POST /search``: a 49-megapixel PNG of about 150 KB (over the limit for
-formats decoded at full size), a 36-megapixel PNG (at that limit) and a 49-megapixel JPEG. The app runs in
-its own process (the tiny embedder, the embedded store); its resident memory is read from
-``/proc`` before and at its peak (VmHWM). Prints JSON."""
+formats decoded at full size), a 36-megapixel PNG (at that limit) and a 49-megapixel JPEG.
+The app runs in its own process (the tiny embedder, the embedded store); its resident memory
+is read from ``/proc`` before and at its peak (VmHWM). Prints JSON."""
 
 from __future__ import annotations
 
