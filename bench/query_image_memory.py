@@ -14,11 +14,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from bench.search_latency import wait_serving
 
 CLIENTS = 6
 
@@ -71,18 +72,6 @@ async def _round(url: str, raw: bytes) -> list[int]:
     return [r.status_code for r in answers]
 
 
-def _started(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the API server did not start") from None
-            time.sleep(0.1)
-
-
 def run(fmt: str, side: int) -> dict[str, object]:
     raw = _image(fmt, side)
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
@@ -92,7 +81,7 @@ def run(fmt: str, side: int) -> dict[str, object]:
         proc = subprocess.Popen([sys.executable, "-c", _SERVER, tmp, str(port)])
         url = f"http://127.0.0.1:{port}"
         try:
-            _started(url, proc)
+            wait_serving(url, proc)
             before = _memory(proc.pid)
             statuses = asyncio.run(_round(url, raw))
             after = _memory(proc.pid)

@@ -40,7 +40,7 @@ from imgrag._errors import (
 from imgrag.pipeline.door import LocalDoor, daemon_target
 from imgrag.pipeline.filters import too_deep
 from imgrag.pipeline.metrics import Metrics
-from imgrag.pipeline.query import SearchQuery, describe_validation_error
+from imgrag.pipeline.query import SearchQuery, describe_validation_error, query_error
 from imgrag.pipeline.retrieval import query_image_problem
 from imgrag.pipeline.sources import uri_of
 from imgrag.pipeline.thumbnails import cached_path, file_of, thumbnail, valid_id
@@ -66,7 +66,10 @@ CSP = (
 )
 _THUMB_CACHE = {"Cache-Control": "max-age=60"}
 _ASSETS = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
-_NO_TOKEN = "missing or wrong token: open the page as /?token=... or send 'Authorization: Bearer'"
+_NO_TOKEN = (
+    "missing or wrong token: open the link imgrag watch or imgrag serve printed (/?token=..., "
+    "the token is the state directory's api_token file) or send 'Authorization: Bearer'"
+)
 
 
 def _error(
@@ -304,7 +307,8 @@ async def _query(request: Request) -> SearchQuery | Response:
     try:
         return SearchQuery.model_validate_json(body)
     except ValidationError as exc:
-        return _error(400, describe_validation_error(exc), QueryError)
+        error = query_error(exc)
+        return _error(400, str(error), error)
 
 
 async def _thumb(door: LocalDoor, pid: str) -> Response:
@@ -361,16 +365,46 @@ async def _command(request: Request, shape: str) -> dict[str, Any]:
     return data
 
 
-def _target(data: dict[str, Any], shape: str) -> tuple[str, str | None]:
+def _target(data: dict[str, Any], shape: str, door: LocalDoor) -> tuple[str, str | None]:
     """(path, name) of a watch or ingest command: an absolute folder, or az:// for ingest."""
     path, name = data.get("path"), data.get("name")
     if not isinstance(path, str):
         raise SourceError(f"the body must be {shape}")
     if name is not None and not isinstance(name, str):
         raise SourceError(f"name: a source name is text, not {name!r}; {shape}")
-    if uri_of(path) is None and (not Path(path).is_absolute() or not Path(path).is_dir()):
-        raise SourceError(f"{path} is not an existing folder given by its absolute path")
+    if uri_of(path) is None:
+        if not Path(path).is_absolute() or not Path(path).is_dir():
+            raise SourceError(f"{path} is not an existing folder given by its absolute path")
+        settings = door.core.settings
+        refused = refused_root(Path(path), settings.api.allowed_roots, Path(settings.state_dir))
+        if refused is not None:
+            raise SourceError(refused)
     return path, name or None
+
+
+_SYSTEM_FOLDERS = (
+    "/etc", "/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32",
+    "/lib64", "/var", "/run", "/private/etc", "/private/var", "/System", "/Library",
+)  # fmt: skip
+"""Folders the API never takes as a source unless ``[api] allowed_roots`` names them: the
+API serves a source's files, and these hold the system's, not the user's images."""
+
+
+def refused_root(folder: Path, allowed: Sequence[Path], state_dir: Path) -> str | None:
+    """Why the API refuses ``folder`` as a source (the filesystem root, a system folder,
+    the state directory), or None."""
+    real = folder.resolve()
+    if any(real.is_relative_to(Path(a).resolve()) for a in allowed):
+        return None
+    if real.is_relative_to(state_dir.resolve()):
+        return f"{folder} holds imgrag's own state; give the folder of your images"
+    system = next((s for s in _SYSTEM_FOLDERS if real.is_relative_to(s)), None)
+    if real == Path(real.anchor) or system is not None:
+        return (
+            f"{folder} is a system folder, not served as a source over the API; add it to "
+            "[api] allowed_roots if you mean it"
+        )
+    return None
 
 
 _FOLDER_SHAPE = '{"path": "/absolute/folder", "name": null}'
@@ -378,7 +412,7 @@ _FOLDER_SHAPE = '{"path": "/absolute/folder", "name": null}'
 
 async def _watch(door: LocalDoor, request: Request) -> Response:
     try:
-        path, name = _target(await _command(request, _FOLDER_SHAPE), _FOLDER_SHAPE)
+        path, name = _target(await _command(request, _FOLDER_SHAPE), _FOLDER_SHAPE, door)
         if uri_of(path) is not None:
             raise SourceError(
                 "a blob container is watched from the config: add a [[sources]] entry"
@@ -392,7 +426,7 @@ async def _watch(door: LocalDoor, request: Request) -> Response:
 async def _ingest(door: LocalDoor, request: Request) -> Response:
     try:
         data = await _command(request, _FOLDER_SHAPE)
-        path, name = _target(data, _FOLDER_SHAPE)
+        path, name = _target(data, _FOLDER_SHAPE, door)
         summary = await door.ingest(
             path, name=name, prune=data.get("prune") is True, retry=data.get("retry") is True
         )

@@ -664,7 +664,7 @@ class Indexer:
         cached = {
             s.embed_key: self._vectors[s.embed_key].tolist()
             for s in states
-            if s.embed_key in self._vectors
+            if s.embed_key and s.embed_key in self._vectors
         }
         kept = await asyncio.to_thread(self._vectors_of, states, cached)
         for key, vector in list(kept.items())[: _VECTOR_CACHE // 4]:

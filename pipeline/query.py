@@ -79,10 +79,7 @@ class SearchQuery(BaseModel):
     def _filter_dict(cls, value: object) -> object:
         if isinstance(value, qm.Filter):
             value = value.model_dump(mode="json", exclude_none=True)
-        try:  # every door checks a filter alike: depth, keys, ids, bounds
-            build_filter(value)  # type: ignore[arg-type]
-        except FilterError as exc:
-            raise ValueError(str(exc).removeprefix("filter").removeprefix(":").strip()) from None
+        build_filter(value)  # type: ignore[arg-type]  # every door checks it alike (FilterError)
         return value
 
     @field_serializer("image", when_used="json-unless-none")
@@ -106,7 +103,16 @@ def build_query(**fields: Any) -> SearchQuery:
     try:
         return SearchQuery(**fields)
     except ValidationError as exc:
-        raise QueryError(describe_validation_error(exc)) from None
+        raise query_error(exc) from None
+
+
+def query_error(exc: Any) -> QueryError | FilterError:
+    """A SearchQuery's ValidationError as the error the caller sees: the FilterError a
+    filter raised, else a QueryError naming the field."""
+    cause = exc.errors()[0].get("ctx", {}).get("error")
+    if isinstance(cause, FilterError):
+        return FilterError(str(cause))
+    return QueryError(describe_validation_error(exc))
 
 
 def describe_validation_error(exc: Any) -> str:
