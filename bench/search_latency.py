@@ -136,6 +136,19 @@ async def direct(state: Path, ids: list[str], rng: np.random.Generator) -> dict[
     }
 
 
+def wait_serving(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Return once the API server at ``url`` answers ``/health``; fail if it exits first."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the API server did not start") from None
+            time.sleep(0.1)
+
+
 def through_api(state: Path, ids: list[str]) -> dict[str, object]:
     import socket
 
@@ -145,15 +158,7 @@ def through_api(state: Path, ids: list[str]) -> dict[str, object]:
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(state), str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the API server did not start") from None
-                time.sleep(0.1)
+        wait_serving(url, proc)
         samples: list[float] = []
         with httpx.Client(base_url=url, timeout=30) as http:
             for i in range(min(len(ids), QUERIES + 10)):

@@ -21,6 +21,7 @@ import io
 import json
 import mimetypes
 import os
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -29,10 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from imgrag._errors import ConnectorError, ImgragError, NotServable, SourceError
+from imgrag._errors import (
+    ConfigError,
+    ConnectorError,
+    ImgragError,
+    NotServable,
+    QueryError,
+    SourceError,
+)
 from imgrag.pipeline.door import LocalDoor, daemon_target
+from imgrag.pipeline.filters import too_deep
 from imgrag.pipeline.metrics import Metrics
-from imgrag.pipeline.query import SearchQuery, describe_validation_error
+from imgrag.pipeline.query import SearchQuery, describe_validation_error, query_error
+from imgrag.pipeline.retrieval import query_image_problem
 from imgrag.pipeline.sources import uri_of
 from imgrag.pipeline.thumbnails import (
     adopt_flat_cache,
@@ -54,8 +64,8 @@ from starlette.routing import Route
 
 MAX_BODY = 32 * 1024 * 1024
 """Largest ``POST /search`` body: a base64 query image of about 24 MB."""
-MAX_PIXELS = 50_000_000
-"""Largest query image, in pixels, the API decodes."""
+MAX_DEPTH = 48
+"""Deepest nesting of objects and lists a request body may have."""
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 COOKIE = "imgrag_token"
 CSP = (
@@ -64,22 +74,45 @@ CSP = (
 )
 _THUMB_CACHE = {"Cache-Control": "max-age=60"}
 _ASSETS = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
-_NO_TOKEN = "missing or wrong token: open the page as /?token=... or send 'Authorization: Bearer'"
+_NO_TOKEN = (
+    "missing or wrong token: open the link imgrag watch or imgrag serve printed (/?token=..., "
+    "the token is the state directory's api_token file) or send 'Authorization: Bearer'"
+)
 
 
-def _error(status: int, message: str, exc: Exception | None = None) -> JSONResponse:
-    """A JSON error; with ``exc``, its class as ``kind``, so a client raises the same one
-    (the two doors to the index fail alike)."""
-    body = {"error": message} if exc is None else {"error": message, "kind": type(exc).__name__}
+def _error(
+    status: int, message: str, exc: Exception | type[Exception] | None = None
+) -> JSONResponse:
+    """A JSON error; with ``exc`` (an error or its class), its class as ``kind``, so a client
+    raises the same one (the two doors to the index fail alike)."""
+    body = {"error": message}
+    if exc is not None:
+        body["kind"] = (exc if isinstance(exc, type) else type(exc)).__name__
     return JSONResponse(body, status_code=status)
 
 
+def _parse(body: bytes, error: type[ImgragError]) -> Any:
+    """A request body's JSON; ``error`` when it is not JSON or nests deeper than MAX_DEPTH."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise error(f"the body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise error(f"the body is not valid JSON: {exc}") from None
+    if too_deep(data, MAX_DEPTH):
+        raise error(f"the body nests deeper than {MAX_DEPTH} levels")
+    return data
+
+
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?")
+"""A Host header: a name or a bracketed IPv6 address, then an optional port; nothing else."""
+
+
 def _host_name(host: str) -> str:
-    """The name in a Host header, without its port (``[::1]:80`` → ``[::1]``)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    """The name in a Host header, without its port (``[::1]:80`` → ``[::1]``); "" when the
+    header is not exactly a name and an optional port (``127.0.0.1:80@evil.test``)."""
+    match = _HOST.fullmatch(host.strip().lower())
+    return match.group(1) if match else ""
 
 
 def _asset(name: str) -> bytes:
@@ -96,8 +129,9 @@ class _Guard(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         name = _host_name(request.headers.get("host", ""))
         if name not in self.allowed:
+            shown = name or request.headers.get("host", "(none)")[:100]
             response: Response = _error(
-                421, f"host {name or '(none)'!r} is not served: add it to [api] allowed_hosts"
+                421, f"host {shown!r} is not served: add it to [api] allowed_hosts", ConfigError
             )
         else:
             response = await call_next(request)
@@ -242,7 +276,7 @@ class _Routes:
         except ImgragError as exc:  # a bad query, filter or query image
             return _error(400, str(exc), exc)
         except ValidationError as exc:  # a Qdrant filter of the wrong shape
-            return _error(400, f"filter: {describe_validation_error(exc)}")
+            return _error(400, f"filter: {describe_validation_error(exc)}", QueryError)
         finally:
             self.metrics.search_seconds.observe(time.perf_counter() - started)
         return JSONResponse([h.model_dump(mode="json") for h in hits])
@@ -275,16 +309,16 @@ async def _query(request: Request) -> SearchQuery | Response:
     """The search body as a query, or the 4xx that says what is wrong with it."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        return _error(415, "send the query as JSON (Content-Type: application/json)")
+        return _error(415, "send the query as JSON (Content-Type: application/json)", QueryError)
     body = await _read_body(request)
     if isinstance(body, Response):
         return body
     try:
-        data = json.loads(body)
-    except ValueError as exc:
-        return _error(400, f"the body is not valid JSON: {exc}")
+        data = _parse(body, QueryError)
+    except QueryError as exc:
+        return _error(400, str(exc), exc)
     if not isinstance(data, dict):
-        return _error(400, 'the body must be a JSON object such as {"text": "a cat"}')
+        return _error(400, 'the body must be a JSON object such as {"text": "a cat"}', QueryError)
     if isinstance(data.get("image"), str):
         problem = _image_problem(data["image"])
         if problem is not None:
@@ -292,7 +326,8 @@ async def _query(request: Request) -> SearchQuery | Response:
     try:
         return SearchQuery.model_validate_json(body)
     except ValidationError as exc:
-        return _error(400, describe_validation_error(exc))
+        error = query_error(exc)
+        return _error(400, str(error), error)
 
 
 async def _thumb(door: LocalDoor, pid: str) -> Response:
@@ -344,25 +379,52 @@ async def _command(request: Request, shape: str) -> dict[str, Any]:
     body = await _read_body(request)
     if isinstance(body, Response):
         raise SourceError(f"the body is over {MAX_BODY // 2**20} MiB")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"the body is not valid JSON: {exc}") from None
+    data = _parse(body, SourceError)
     if not isinstance(data, dict):
         raise SourceError(f"the body must be {shape}")
     return data
 
 
-def _target(data: dict[str, Any], shape: str) -> tuple[str, str | None]:
+def _target(data: dict[str, Any], shape: str, door: LocalDoor) -> tuple[str, str | None]:
     """(path, name) of a watch or ingest command: an absolute folder, or az:// for ingest."""
     path, name = data.get("path"), data.get("name")
     if not isinstance(path, str):
         raise SourceError(f"the body must be {shape}")
     if name is not None and not isinstance(name, str):
         raise SourceError(f"name: a source name is text, not {name!r}; {shape}")
-    if uri_of(path) is None and (not Path(path).is_absolute() or not Path(path).is_dir()):
-        raise SourceError(f"{path} is not an existing folder given by its absolute path")
+    if uri_of(path) is None:
+        if not Path(path).is_absolute() or not Path(path).is_dir():
+            raise SourceError(f"{path} is not an existing folder given by its absolute path")
+        settings = door.core.settings
+        refused = refused_root(Path(path), settings.api.allowed_roots, Path(settings.state_dir))
+        if refused is not None:
+            raise SourceError(refused)
     return path, name or None
+
+
+_SYSTEM_FOLDERS = (
+    "/etc", "/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32",
+    "/lib64", "/var", "/run", "/private/etc", "/private/var", "/System", "/Library",
+)  # fmt: skip
+"""Folders the API never takes as a source unless ``[api] allowed_roots`` names them: the
+API serves a source's files, and these hold the system's, not the user's images."""
+
+
+def refused_root(folder: Path, allowed: Sequence[Path], state_dir: Path) -> str | None:
+    """Why the API refuses ``folder`` as a source (the filesystem root, a system folder,
+    the state directory), or None."""
+    real = folder.resolve()
+    if any(real.is_relative_to(Path(a).resolve()) for a in allowed):
+        return None
+    if real.is_relative_to(state_dir.resolve()):
+        return f"{folder} holds imgrag's own state; give the folder of your images"
+    system = next((s for s in _SYSTEM_FOLDERS if real.is_relative_to(s)), None)
+    if real == Path(real.anchor) or system is not None:
+        return (
+            f"{folder} is a system folder, not served as a source over the API; add it to "
+            "[api] allowed_roots if you mean it"
+        )
+    return None
 
 
 _FOLDER_SHAPE = '{"path": "/absolute/folder", "name": null}'
@@ -370,7 +432,7 @@ _FOLDER_SHAPE = '{"path": "/absolute/folder", "name": null}'
 
 async def _watch(door: LocalDoor, request: Request) -> Response:
     try:
-        path, name = _target(await _command(request, _FOLDER_SHAPE), _FOLDER_SHAPE)
+        path, name = _target(await _command(request, _FOLDER_SHAPE), _FOLDER_SHAPE, door)
         if uri_of(path) is not None:
             raise SourceError(
                 "a blob container is watched from the config: add a [[sources]] entry"
@@ -384,7 +446,7 @@ async def _watch(door: LocalDoor, request: Request) -> Response:
 async def _ingest(door: LocalDoor, request: Request) -> Response:
     try:
         data = await _command(request, _FOLDER_SHAPE)
-        path, name = _target(data, _FOLDER_SHAPE)
+        path, name = _target(data, _FOLDER_SHAPE, door)
         summary = await door.ingest(
             path, name=name, prune=data.get("prune") is True, retry=data.get("retry") is True
         )
@@ -412,13 +474,17 @@ async def _read_body(request: Request) -> bytes | Response:
     """The body, or a 413 once it passes MAX_BODY (without reading the rest)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        return _error(413, f"the body is over {MAX_BODY // 2**20} MiB: send a smaller image")
+        return _error(
+            413, f"the body is over {MAX_BODY // 2**20} MiB: send a smaller image", QueryError
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            return _error(413, f"the body is over {MAX_BODY // 2**20} MiB: send a smaller image")
+            return _error(
+                413, f"the body is over {MAX_BODY // 2**20} MiB: send a smaller image", QueryError
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -428,18 +494,17 @@ def _image_problem(encoded: str) -> Response | None:
     try:
         raw = base64.b64decode(encoded, validate=True)
     except binascii.Error:
-        return _error(400, "image: must be base64-encoded image bytes")
+        return _error(400, "image: must be base64-encoded image bytes", QueryError)
     try:
         with Image.open(io.BytesIO(raw)) as img:
             width, height = img.size
+            fmt = img.format or ""
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        return _error(400, "image: not an image this server can read (try PNG, JPEG or WebP)")
-    if width * height > MAX_PIXELS:
         return _error(
-            413,
-            f"image: {width}x{height} is over {MAX_PIXELS // 1_000_000} megapixels; scale it down",
+            400, "image: not an image this server can read (try PNG, JPEG or WebP)", QueryError
         )
-    return None
+    problem = query_image_problem(width, height, fmt)
+    return None if problem is None else _error(413, problem, QueryError)
 
 
 class SignalFreeServer(uvicorn.Server):

@@ -596,14 +596,17 @@ def serve_command(
 ) -> None:
     """Serve the gallery and search API for the index without ingesting: a collection on a
     Qdrant server, or a stopped daemon's store. A running daemon serves its own."""
+    from imgrag.pipeline.api_token import api_token, gallery_link
     from imgrag.pipeline.serve import run_serve
 
     settings = settings_from(ctx)
     _setup_logging()
 
     def ready(url: str) -> None:
-        typer.echo(f"gallery on {url}/ ({settings.store.kind}:{settings.store.collection}); "
-                   "Ctrl+C stops")  # fmt: skip
+        token = api_token(settings)
+        first = f", opened once as {gallery_link(url, token)}" if token is not None else ""
+        typer.echo(f"gallery on {url}/ ({settings.store.kind}:{settings.store.collection})"
+                   f"{first}; Ctrl+C stops")  # fmt: skip
 
     core = _core(settings)
     _guarded(lambda: asyncio.run(run_serve(core, host=host, port=port, ready=ready)))

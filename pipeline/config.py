@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from imgrag._errors import ConfigError
@@ -55,6 +55,12 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     token: SecretStr | None = Field(default=None, exclude=True)
+    auth: Literal["token", "none"] = "token"
+    """``token``: every route but ``/health`` needs the token (generated on the first start,
+    see api_token.py); ``none``: open to every local user (a single-user machine)."""
+    allowed_roots: list[Path] = Field(default_factory=list)
+    """Folders ``POST /sources`` and ``/ingest`` may take although they lie in a system
+    folder (``/etc``, ``/proc``, ...), which are refused otherwise."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """Host names the API answers besides loopback ones (against DNS rebinding)."""
 

@@ -8,9 +8,13 @@ parts as arguments instead of re-deriving them from the settings.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrag._errors import StateNotWritable
 from imgrag.connectors.config import EmbedderConfig
 from imgrag.connectors.embedder import Embedder
 from imgrag.connectors.factory import create_embedder
@@ -60,7 +64,8 @@ class Core:
 
     def open_index(self) -> Index:
         """The configured store (StoreLocked when another process holds the embedded one)."""
-        return open_index(self.settings.store, self.paths)
+        with state_writable(self.settings.state_dir):
+            return open_index(self.settings.store, self.paths)
 
     def create_embedder(
         self, *, family: str = "", config: EmbedderConfig | None = None
@@ -73,8 +78,9 @@ class Core:
         return create_embedder(config, self.paths)
 
     def open_journal(self) -> Journal:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        return Journal(self.paths.journal)
+        with state_writable(self.settings.state_dir):
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            return Journal(self.paths.journal)
 
     def spec_for(self, embedder: Embedder) -> CollectionSpec:
         """What the collection must have been made for: this model, its dimension, documents."""
@@ -87,3 +93,31 @@ class Core:
             provider=info.provider,
             family=info.family,
         )
+
+
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextlib.contextmanager
+def state_writable(state_dir: Path) -> Iterator[None]:
+    """Turn "read-only file system" or "permission denied" below ``state_dir`` into one
+    line naming the directory and the fix (StateNotWritable)."""
+    try:
+        yield
+    except OSError as exc:
+        raise not_writable(state_dir, exc) or exc from None
+
+
+def not_writable(state_dir: Path, exc: BaseException) -> StateNotWritable | None:
+    """The one-line error for ``exc`` when it is a write refused below ``state_dir``."""
+    if not isinstance(exc, OSError) or exc.errno not in _NOT_WRITABLE:
+        return None
+    where = str(exc.filename or state_dir)
+    if not where.startswith(str(state_dir)):
+        return None
+    return StateNotWritable(
+        f"the state directory {state_dir} cannot be written ({exc.strerror}: {where}): "
+        "imgrag writes there even to read its index (the store's lock and segments); make it "
+        "writable, or point --state-dir or IMGRAG_STATE_DIR at a writable folder (a copy of "
+        "it, to read this index)"
+    )

@@ -224,8 +224,9 @@ class DaemonClient:
             message, kind = response.text, None
         if response.status_code == 401:
             return DaemonError(
-                f"the daemon (pid {self.info.pid}) wants its token: set IMGRAG_API_TOKEN "
-                "(or [api] token) to the one it was started with"
+                f"the daemon (pid {self.info.pid}) wants its token: run as the user who "
+                "started it (the token is in its state directory's api_token file), or set "
+                "IMGRAG_API_TOKEN to the token it was started with"
             )
         cls = getattr(_errors, str(kind), None) if kind else None
         if isinstance(cls, type) and issubclass(cls, ImgragError):

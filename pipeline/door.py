@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from imgrag._errors import StoreLocked
 from imgrag.connectors.index import FileState, Index
+from imgrag.pipeline.api_token import api_token
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.daemon_client import DaemonClient
 from imgrag.pipeline.forget import Forgotten, forget_source
@@ -421,7 +422,7 @@ class DaemonDoor(Door):
 async def find_daemon(core: Core, *, on_wait: Callable[[str], None] | None = None) -> Door | None:
     """The running daemon of this index, as a door (waited for briefly while it starts)."""
     client = await DaemonClient.discover(
-        core.paths.daemon, core.settings.api.token, on_wait=on_wait, index=core.index_name
+        core.paths.daemon, api_token(core.settings), on_wait=on_wait, index=core.index_name
     )
     return DaemonDoor(client) if client is not None else None
 

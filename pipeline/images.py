@@ -181,17 +181,17 @@ def normalize(
         img.load()  # errors here are mapped by _opened
         orientation = _orientation(_exif(img))
         decoded = img
+    fast = target is not None
+    if fast and orientation not in _TRANSPOSE and _plain_rgb(decoded):
+        # _to_rgb would only copy it: shrink first, so a large image (a 49 MP PNG has no
+        # scaled decoder) never has a second full-size copy. The same pixels either way.
+        decoded = _shrunk(decoded, max_side, max_area)
     img = _to_rgb(decoded)
+    del decoded
     if orientation in _TRANSPOSE:
         img = img.transpose(_TRANSPOSE[orientation])
-    fast = target is not None
     if fast:
-        size = fit(img.size, max_side, max_area)
-        if size is not None:
-            # Bilinear is antialiased in Pillow; LANCZOS costs 2.6x the time for no
-            # difference an embedding model can see. reduce() first (reducing_gap) keeps
-            # formats without a scaled decoder (WebP, HEIC, PNG) cheap too.
-            img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        img = _shrunk(img, max_side, max_area)
     if on_decoded is not None:
         on_decoded(img)
     data = _encode(img, fmt, fast=fast)
@@ -201,6 +201,21 @@ def normalize(
         img.thumbnail((int(img.width * scale), int(img.height * scale)), Image.Resampling.BILINEAR)
         data = _encode(img, fmt, fast=fast)
     return NormalizedImage(data=data, mime=f"image/{fmt}", width=img.width, height=img.height)
+
+
+def _plain_rgb(img: Image.Image) -> bool:
+    """RGB with no transparency key and no colour profile: what _to_rgb leaves as it is."""
+    return img.mode == "RGB" and "transparency" not in img.info and not img.info.get("icc_profile")
+
+
+def _shrunk(img: Image.Image, max_side: int, max_area: int) -> Image.Image:
+    size = fit(img.size, max_side, max_area)
+    if size is None:
+        return img
+    # Bilinear is antialiased in Pillow; LANCZOS costs 2.6x the time for no difference an
+    # embedding model can see. reduce() first (reducing_gap) keeps formats without a
+    # scaled decoder (WebP, HEIC, PNG) cheap too.
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def fit(size: tuple[int, int], max_side: int, max_area: int) -> tuple[int, int] | None:
@@ -218,6 +233,7 @@ def for_embedder(
     fmt: Format = "png",
     text: str | None = None,
     on_decoded: Callable[[Image.Image], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> ImageInput:
     """An image as this embedder takes it: the same for documents and for queries."""
     norm = normalize(
@@ -225,6 +241,7 @@ def for_embedder(
         max_side=min(DEFAULT_MAX_SIDE, info.max_image_side),
         max_bytes=info.max_image_bytes,
         fmt=fmt,
+        max_pixels=max_pixels,
         on_decoded=on_decoded,
     )
     return ImageInput(norm.data, norm.mime, text)

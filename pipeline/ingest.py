@@ -598,6 +598,8 @@ class Indexer:
         self._inflight[key] = future
         try:
             stored = await asyncio.to_thread(self.index.vector_by_embed_key, key)
+            if stored is None:  # a moved file's old point may be gone: its vector was kept
+                stored = await asyncio.to_thread(self.journal.recycled, key)
             if stored is not None:
                 result: tuple[list[float], Embedding | None] = (stored, None)
             else:
@@ -733,16 +735,35 @@ class Indexer:
         states = [self._known[r] for r in rels if r in self._known]
         if not states:
             return 0
-        for state in states[: _VECTOR_CACHE // 4]:
-            if state.embed_key and state.embed_key not in self._vectors:
-                vector = await asyncio.to_thread(self.index.vector_by_id, state.id)
-                if vector is not None:
-                    self._remember(state.embed_key, vector)
+        cached = {
+            s.embed_key: self._vectors[s.embed_key].tolist()
+            for s in states
+            if s.embed_key and s.embed_key in self._vectors
+        }
+        kept = await asyncio.to_thread(self._vectors_of, states, cached)
+        for key, vector in list(kept.items())[: _VECTOR_CACHE // 4]:
+            self._remember(key, vector)
+        # Kept on disk before the points go: the move's other half reuses them, even when it
+        # lands in a later batch or after a kill -9.
+        await asyncio.to_thread(self.journal.recycle, kept)
         await asyncio.to_thread(self.index.delete_ids, [s.id for s in states])
         for state in states:
             self._known.pop(state.path, None)
         self._orphans.update(s.sha256 for s in states)
         return len(states)
+
+    def _vectors_of(
+        self, states: Sequence[FileState], kept: dict[str, list[float]]
+    ) -> dict[str, list[float]]:
+        """embed key → vector of these points (one per key): ``kept`` (cached) and the rest
+        read from the index."""
+        for state in states:
+            key = state.embed_key
+            if key and key not in kept:
+                vector = self.index.vector_by_id(state.id)
+                if vector is not None:
+                    kept[key] = vector
+        return kept
 
     def _described(
         self,

@@ -7,11 +7,12 @@ transient one (service or store unavailable) is retried on the next pass.
 
 from __future__ import annotations
 
+import array
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,16 @@ CREATE TABLE IF NOT EXISTS failures (
 )
 """
 _COLUMNS = "path, signature, kind, reason, message, attempts, first_at, last_at"
+_RECYCLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recycled (
+    embed_key TEXT PRIMARY KEY,
+    vector BLOB NOT NULL,
+    deleted_at REAL NOT NULL
+)
+"""
+RECYCLE_SECONDS = 7 * 24 * 3600
+"""How long the vector of a deleted point stays reusable by its embed key: long enough for
+the other half of any move, across batches, passes and restarts."""
 
 
 class Failure(BaseModel):
@@ -128,6 +139,36 @@ class Journal:
                 raise
         else:
             self._db.execute(_SCHEMA)
+        self._db.execute(_RECYCLE_SCHEMA)
+
+    def recycle(self, vectors: Mapping[str, Sequence[float]]) -> None:
+        """Keep the vectors of points about to be deleted, by embed key (every source's), so
+        the other half of a move reuses them: in a later batch, or after a kill."""
+        now = time.time()
+        rows = [(key, array.array("f", v).tobytes(), now) for key, v in vectors.items()]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO recycled VALUES (?, ?, ?)", rows)
+                self._db.execute(
+                    "DELETE FROM recycled WHERE deleted_at < ?", (now - RECYCLE_SECONDS,)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def recycled(self, key: str) -> list[float] | None:
+        """The vector a deleted point with embed key ``key`` had, if it was kept."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT vector FROM recycled WHERE embed_key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        vector = array.array("f")
+        vector.frombytes(row[0])
+        return vector.tolist()
 
     def scoped(self, source: str) -> Journal:
         """A view of this journal for one source (same connection; close the original)."""

@@ -9,7 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from imgrag._errors import QueryError
+from imgrag._errors import FilterError, QueryError
+from imgrag.pipeline.filters import build_filter
 from PIL import Image
 from pydantic import (
     BaseModel,
@@ -44,10 +45,10 @@ class SearchQuery(BaseModel):
     text: str | None = None
     image: bytes | None = None
     similar_to: str | None = None
-    limit: int = Field(default=10, ge=1, le=1000)
+    limit: int = Field(default=10, ge=1, le=1000, strict=True)
     filter: dict[str, Any] | None = None
-    min_score: float | None = None
-    unique: bool = False
+    min_score: float | None = Field(default=None, strict=True, allow_inf_nan=False)
+    unique: bool = Field(default=False, strict=True)
     source: str | None = None
 
     @field_validator("image", mode="before")
@@ -77,7 +78,8 @@ class SearchQuery(BaseModel):
     @classmethod
     def _filter_dict(cls, value: object) -> object:
         if isinstance(value, qm.Filter):
-            return value.model_dump(mode="json", exclude_none=True)
+            value = value.model_dump(mode="json", exclude_none=True)
+        build_filter(value)  # type: ignore[arg-type]  # every door checks it alike (FilterError)
         return value
 
     @field_serializer("image", when_used="json-unless-none")
@@ -101,7 +103,16 @@ def build_query(**fields: Any) -> SearchQuery:
     try:
         return SearchQuery(**fields)
     except ValidationError as exc:
-        raise QueryError(describe_validation_error(exc)) from None
+        raise query_error(exc) from None
+
+
+def query_error(exc: Any) -> QueryError | FilterError:
+    """A SearchQuery's ValidationError as the error the caller sees: the FilterError a
+    filter raised, else a QueryError naming the field."""
+    cause = exc.errors()[0].get("ctx", {}).get("error")
+    if isinstance(cause, FilterError):
+        return FilterError(str(cause))
+    return QueryError(describe_validation_error(exc))
 
 
 def describe_validation_error(exc: Any) -> str:

@@ -7,16 +7,18 @@ Queries are embedded with ``input_type="query"`` (documents were embedded with
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from imgrag._errors import ModalityNotSupported, QueryError
-from imgrag.connectors.embedder import Embedder
+from imgrag.connectors.embedder import Embedder, EmbedderInfo, ImageInput
 from imgrag.connectors.index import Hit, Index
 from imgrag.pipeline.filters import build_filter
-from imgrag.pipeline.images import Format, for_embedder
+from imgrag.pipeline.images import Format, for_embedder, probe
 from imgrag.pipeline.keys import point_id
 from imgrag.pipeline.relevance import QueryKind, relevance_floor
 from pydantic import BaseModel
@@ -28,6 +30,16 @@ else:
     from imgrag.connectors._qdrant_models import qm
 
 _TEXT_CACHE = 256
+QUERY_MAX_PIXELS = 50_000_000
+"""Largest JPEG query image, in pixels (read from its header before any pixel is decoded):
+JPEG decodes at 1/2, 1/4 or 1/8 scale, so a 50 MP photo costs about 12 MB."""
+QUERY_FULL_DECODE_PIXELS = 36_000_000
+"""Largest query image in the other formats (an 8K screenshot is 33 MP): they decode at full
+size, 4 bytes a pixel, so this bounds one query's buffer to about 150 MB."""
+_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgrag-query-image")
+"""The one thread that decodes query images: a 49 MP PNG has no scaled decoder and needs
+about 200 MB while it is decoded, so concurrent large queries wait for each other (one
+thread also keeps the freed buffers in one malloc arena, for the next query to reuse)."""
 
 
 class SearchHit(BaseModel):
@@ -182,8 +194,39 @@ class SearchService:
                 f"model {info.model} does not take image+text queries: search by the image "
                 "or by the text alone (or use a model such as embed-v-4-0)"
             )
-        item = await asyncio.to_thread(for_embedder, image, info, self.image_format, text or None)
+        decode = functools.partial(
+            _bounded_for_embedder,
+            image,
+            info,
+            self.image_format,
+            text or None,
+            max_pixels=QUERY_MAX_PIXELS,
+        )
+        item = await asyncio.get_running_loop().run_in_executor(_DECODER, decode)
         return (await embedder.embed_images([item], "query"))[0].vector
+
+
+def query_image_problem(width: int, height: int, fmt: str) -> str | None:
+    """Why a query image of this size and format is refused, or None: JPEG up to
+    QUERY_MAX_PIXELS, the rest (decoded at full size) up to QUERY_FULL_DECODE_PIXELS."""
+    limit = QUERY_MAX_PIXELS if fmt.upper() == "JPEG" else QUERY_FULL_DECODE_PIXELS
+    if width * height <= limit:
+        return None
+    return (
+        f"image: {width}x{height} is over {limit // 1_000_000} megapixels, the limit for "
+        f"{fmt.upper() or 'such'} query images; scale it down"
+    )
+
+
+def _bounded_for_embedder(
+    image: bytes, info: EmbedderInfo, fmt: Format, text: str | None, *, max_pixels: int
+) -> ImageInput:
+    """``for_embedder`` once the header says the decode fits the query budget."""
+    facts = probe(image, max_pixels=max_pixels)
+    problem = query_image_problem(facts.width, facts.height, facts.source_format)
+    if problem is not None:
+        raise QueryError(problem)
+    return for_embedder(image, info, fmt, text, max_pixels=max_pixels)
 
 
 def _conditions(value: Any) -> list[Any]:

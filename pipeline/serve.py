@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from imgrag._errors import ServeError
 from imgrag.connectors.index import Index
 from imgrag.pipeline.api import create_api, http_server, serve_on
+from imgrag.pipeline.api_token import api_token
 from imgrag.pipeline.core import Core
 from imgrag.pipeline.door import DaemonDoor, LocalDoor, open_door
 from imgrag.pipeline.metrics import Metrics
@@ -79,7 +80,7 @@ async def _served(core: Core, door: LocalDoor, host: str | None) -> AsyncIterato
         yield create_api(
             door,
             Metrics(door.status_now),
-            api.token,
+            api_token(core.settings, create=True),
             allowed_hosts=[host or api.host, *api.allowed_hosts],
         )
     finally:

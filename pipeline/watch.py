@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from imgrag._errors import DaemonFailed, FatalError, StoreError
 from imgrag.pipeline.api import create_api, http_server, serve_on
+from imgrag.pipeline.api_token import api_token, gallery_link
 from imgrag.pipeline.blob_source import (
     blob_ingestor,
     config_for_uri,
@@ -346,7 +347,10 @@ async def _serve(fleet: Fleet, api: bool, publish: Callable[[int], None]) -> Non
     try:
         if server is not None:
             port = await server.start()
-            hooks.announce(f"local API on http://{core.settings.api.host}:{port}")
+            url = f"http://{core.settings.api.host}:{port}"
+            hooks.announce(
+                f"local API on {url}; gallery: {gallery_link(url, api_token(core.settings))}"
+            )
         _announce_sources(fleet)
         try:
             await fleet.run()
@@ -394,7 +398,7 @@ class _Api:
         self.app = create_api(
             door,
             metrics,
-            settings.api.token,
+            api_token(settings, create=True),
             fleet.health_report,
             allowed_hosts=[settings.api.host, *settings.api.allowed_hosts],
             writes=True,

@@ -50,7 +50,7 @@ from tests import images_factory as f
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, FaultProxy, start_azurite, unique_name
 from tests.conftest import wait_until
 from tests.ingest_harness import settings_for, until
-from tests.test_cli_ingest import cli_env, images_embedded, imgrag, spawn_imgrag
+from tests.test_cli_ingest import AUTH, cli_env, images_embedded, imgrag, spawn_imgrag
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ async def test_a_listing_that_fails_midway_removes_nothing(
 def _daemon_get(state: Path, route: str) -> httpx.Response:
     info = read_daemon_file(state / "daemon.json")
     assert info is not None and info.port
-    return httpx.get(f"http://{info.host}:{info.port}{route}", timeout=10)
+    return httpx.get(f"http://{info.host}:{info.port}{route}", headers=AUTH, timeout=10)
 
 
 def _blob_source(state: Path) -> dict[str, Any] | None:
@@ -317,6 +317,7 @@ def test_a_blob_source_in_the_config_is_watched_by_the_daemon(
         hits = httpx.post(
             f"http://127.0.0.1:{read_daemon_file(state / 'daemon.json').port}/search",  # type: ignore[union-attr]
             json={"text": "anything", "limit": 5},
+            headers=AUTH,
             timeout=30,
         ).json()
         assert [h["abs_path"] for h in hits] == [f"{server.blob_url}/{name}/b.png"]

@@ -16,6 +16,9 @@ from tests import images_factory as f
 from tests.conftest import EMULATOR_KEY
 
 REPO = Path(__file__).resolve().parent.parent
+API_TOKEN = "cli-test-api-token-5e2b"
+"""The local API token the daemons these tests start want (IMGRAG_API_TOKEN)."""
+AUTH = {"authorization": f"Bearer {API_TOKEN}"}
 
 
 def cli_settings(tmp_path: Path, emulator: EmulatorHandle) -> dict[str, str]:
@@ -29,6 +32,7 @@ def cli_settings(tmp_path: Path, emulator: EmulatorHandle) -> dict[str, str]:
         "IMGRAG_INGEST__SETTLE_SECONDS": "0",
         "IMGRAG_STORE__COLLECTION": "cli",
         "AZURE_INFERENCE_CREDENTIAL": EMULATOR_KEY,
+        "IMGRAG_API_TOKEN": API_TOKEN,
     }
 
 

@@ -19,7 +19,7 @@ from imgrag.pipeline.daemon_client import DaemonInfo, read_daemon_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import images_factory as f
-from tests.test_cli_ingest import REPO, cli_env, imgrag
+from tests.test_cli_ingest import AUTH, REPO, cli_env, imgrag
 
 
 def wait_for(condition, timeout: float = 60.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -32,7 +32,7 @@ def wait_for(condition, timeout: float = 60.0, what: str = "") -> None:  # type:
 
 def status_of(url: str) -> dict[str, object] | None:
     try:
-        return httpx.get(f"{url}/status", timeout=5).json()  # type: ignore[no-any-return]
+        return httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()  # type: ignore[no-any-return]
     except httpx.HTTPError:
         return None
 
@@ -122,7 +122,7 @@ def test_new_file_status_metrics_and_clean_shutdown(daemon, tmp_path: Path) -> N
     status = status_of(info.url)
     assert status is not None and status["failures"][0]["reason"] == "undecodable"  # type: ignore[index]
     assert httpx.get(f"{info.url}/health").json()["status"] == "ok"
-    text = httpx.get(f"{info.url}/metrics").text
+    text = httpx.get(f"{info.url}/metrics", headers=AUTH).text
     families = {fam.name: fam for fam in text_string_to_metric_families(text)}
     assert families["imgrag_files_indexed"].samples[0].value == 5
     assert families["imgrag_files_failed"].samples[0].value == 1

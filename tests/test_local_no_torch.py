@@ -210,7 +210,9 @@ def test_daemon_indexes_and_searches_offline_without_torch(run_env: RunEnv) -> N
             return -1
         port = json.loads(daemon_file.read_text())["port"]
         try:
-            reply = httpx.get(f"http://127.0.0.1:{port}/status", timeout=5)
+            token = (run_env.state / "api_token").read_text().strip()  # made at its start
+            auth = {"authorization": f"Bearer {token}"}
+            reply = httpx.get(f"http://127.0.0.1:{port}/status", headers=auth, timeout=5)
         except httpx.HTTPError:
             return -1
         return int(reply.json().get("indexed", -1))

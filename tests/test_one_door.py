@@ -27,7 +27,7 @@ from imgrag.pipeline.daemon_client import read_daemon_file
 from typer.testing import CliRunner, Result
 
 from tests import images_factory as f
-from tests.test_cli_ingest import cli_settings
+from tests.test_cli_ingest import AUTH, cli_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,7 +194,7 @@ def test_every_door_agrees_on_three_folders_with_the_daemon_running(
     assert info is not None
     elsewhere = imgrag("serve", "--port", "0")  # the daemon's index: its gallery, not a second
     assert elsewhere.exit_code == 1 and f"open {info.url}/ instead" in elsewhere.stderr
-    web = httpx.Client(base_url=info.url, timeout=30)
+    web = httpx.Client(base_url=info.url, headers=AUTH, timeout=30)
     for hit in hits:
         assert web.get(f"/thumb/{hit['id']}").status_code == 200, hit["abs_path"]
         assert web.get(f"/image/{hit['id']}").status_code == 200, hit["abs_path"]

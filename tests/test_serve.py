@@ -26,7 +26,7 @@ from PIL import Image
 
 from tests import images_factory as f
 from tests.ingest_harness import reconcile_into_qdrant
-from tests.test_cli_ingest import cli_env, imgrag, spawn_imgrag
+from tests.test_cli_ingest import API_TOKEN, AUTH, cli_env, imgrag, spawn_imgrag
 from tests.test_cli_people import one_line_error
 from tests.test_daemon_api import spawn_watch, status_of, wait_for
 
@@ -110,7 +110,7 @@ def test_ingest_writes_one_thumbnail_per_image_and_the_gallery_serves_it_alone(
         (root / path).write_bytes(b"\x00" * 64)
     served = serve(env)  # type: ignore[operator]
     for path, pid in ids.items():
-        r = httpx.get(f"{served.url}/thumb/{pid}", timeout=30)
+        r = httpx.get(f"{served.url}/thumb/{pid}", headers=AUTH, timeout=30)
         assert r.status_code == 200, (path, r.text)
         with Image.open(io.BytesIO(r.content)) as img:
             assert img.format == "WEBP"
@@ -125,7 +125,7 @@ def test_ingest_writes_one_thumbnail_per_image_and_the_gallery_serves_it_alone(
     for path in ids_off:
         (other / "inbox" / path).write_bytes(b"\x00" * 64)
     served = serve(env_off)  # type: ignore[operator]
-    r = httpx.get(f"{served.url}/thumb/{next(iter(ids_off.values()))}", timeout=30)
+    r = httpx.get(f"{served.url}/thumb/{next(iter(ids_off.values()))}", headers=AUTH, timeout=30)
     assert r.status_code == 404 and "thumbnail" in r.json()["error"]
     stop(served)
 
@@ -269,6 +269,7 @@ def test_serve_over_a_qdrant_collection(tmp_path: Path, emulator: EmulatorHandle
     from tests.conftest import EMULATOR_KEY
 
     settings.embedder.api_key = SecretStr(EMULATOR_KEY)
+    settings.api.token = SecretStr(API_TOKEN)
     settings.store = StoreConfig(kind="qdrant", collection="served")
     settings.ingest.settle_seconds = 0
     location = tmp_path / "qdrant"
@@ -280,7 +281,9 @@ def test_serve_over_a_qdrant_collection(tmp_path: Path, emulator: EmulatorHandle
         index = QdrantIndex(settings.store, location=location)
         async with gallery_app(settings, index=index) as app:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1", headers=AUTH
+            ) as c:
                 status = (await c.get("/status")).json()
                 assert status["indexed"] == 4 and status["store"]["kind"] == "qdrant"
                 r = await c.post("/search", json={"image": _b64(root / "b" / "p2.png")})

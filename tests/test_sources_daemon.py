@@ -17,13 +17,13 @@ from imgrag.pipeline.daemon_client import DaemonInfo
 
 from tests import images_factory as f
 from tests.conftest import wait_until
-from tests.test_cli_ingest import cli_env, imgrag
+from tests.test_cli_ingest import AUTH, cli_env, imgrag
 from tests.test_daemon_api import spawn_watch, started
 
 
 def status_of(info: DaemonInfo) -> dict[str, object]:
     try:
-        body = httpx.get(f"{info.url}/status", timeout=10).json()
+        body = httpx.get(f"{info.url}/status", headers=AUTH, timeout=10).json()
     except httpx.HTTPError:
         return {}
     return body if isinstance(body, dict) else {}

@@ -14,7 +14,7 @@ import pytest
 from imgrag.connectors.emulator import EmulatorHandle
 from imgrag.pipeline.daemon_client import read_daemon_file
 
-from tests.test_cli_ingest import REPO, imgrag
+from tests.test_cli_ingest import AUTH, REPO, imgrag
 from tests.test_cli_people import one_line_error
 from tests.test_daemon_api import daemon  # noqa: F401  (the fixture: a running daemon)
 
@@ -74,7 +74,7 @@ def test_bad_bodies_to_the_daemons_post_routes_are_json_errors_and_change_nothin
     assert info is not None
     before = json.loads((state / "sources.json").read_text())
     for route, body, ctype, words in BAD_BODIES:
-        r = httpx.post(f"{info.url}{route}", content=body, headers={"content-type": ctype})
+        r = httpx.post(f"{info.url}{route}", content=body, headers={**AUTH, "content-type": ctype})
         assert r.status_code == 400, (route, body, r.text)
         assert r.headers["content-type"] == "application/json", (route, body)
         assert words in r.json()["error"], (route, body, r.text)

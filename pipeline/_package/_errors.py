@@ -118,6 +118,10 @@ class ServeError(FatalError):
     """The gallery cannot be served as asked; the message is one line with the fix."""
 
 
+class StateNotWritable(FatalError):
+    """The state directory (store, lock, journal) is read-only or not ours to write."""
+
+
 # --- connectors -----------------------------------------------------------------------------
 
 
