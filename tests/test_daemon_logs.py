@@ -81,8 +81,10 @@ def test_the_daemon_log_format_progress_per_file_lines_and_exit_line(
     bad = [line for line in first if not LINE.match(line)]
     assert not bad, bad  # every line in the one format; no colour codes, no wrapped lines
     assert not any("\x1b" in line for line in first)
-    assert any(line.endswith(" info local API on http://127.0.0.1:" + line.rsplit(":", 1)[-1])
-               for line in first)  # fmt: skip
+    assert any(
+        re.search(r" info local API on (http://127\.0\.0\.1:\d+); gallery: \1/\?token=\S+$", line)
+        for line in first
+    )
     indexed = [line.split(" indexed ", 1)[1] for line in first if " info indexed " in line]
     assert indexed and set(indexed) <= {f"{'a' if i % 2 else 'b'}/p{i}.png" for i in range(n)}
     assert any(re.search(r" warning failed bad\.png: undecodable: ", line) for line in first)

@@ -31,7 +31,7 @@ from imgrag.pipeline.watch import Hooks, run_watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import images_factory as f
-from tests.test_cli_ingest import cli_settings, imgrag
+from tests.test_cli_ingest import AUTH, cli_settings, imgrag
 
 
 class Calls:
@@ -105,7 +105,7 @@ async def daemon(core: Core, root: Path) -> AsyncIterator[httpx.AsyncClient]:
         assert time.monotonic() < deadline, "the daemon did not start"
         await asyncio.sleep(0.05)
     try:
-        async with httpx.AsyncClient(base_url=info.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=info.url, timeout=30, headers=AUTH) as client:
             yield client
     finally:
         os.kill(os.getpid(), signal.SIGTERM)  # the daemon's own handler: it flushes

@@ -20,6 +20,7 @@ starting another. Files beside the generations, one build at a time per collecti
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -46,6 +47,7 @@ _SIDE_FILES = (META, TOUCHED, DONE, LOG)
 # Builders this process started and left running at close: kept referenced so Popen never
 # warns that one is still running, and reaped when the next build starts.
 _detached: list[subprocess.Popen[bytes]] = []
+_at_exit: list[bool] = []  # set once the exit hook is registered (on the first detach)
 
 
 class BuildMeta(BaseModel):
@@ -69,8 +71,8 @@ class GraphRecord(BaseModel):
 
 def lock_held(collection: Path) -> bool:
     """Whether a builder of ``collection`` is alive (it holds ``build.lock``)."""
-    try:
-        f = open(collection / LOCK, "a+b")  # noqa: SIM115 - closed below
+    try:  # never created here: asking must leave a store it does not open untouched
+        f = open(collection / LOCK, "r+b")  # noqa: SIM115 - closed below
     except OSError:
         return False
     with f:
@@ -138,6 +140,9 @@ class Build:
             self._log.close()
             self._log = None
         if self.proc is not None and self.proc.poll() is None:
+            if not _at_exit:
+                atexit.register(_leave_running)
+                _at_exit.append(True)
             _detached.append(self.proc)
 
     def kill(self) -> None:
@@ -264,6 +269,14 @@ def read_outside(collection: Path) -> int | None:
 def write_outside(collection: Path, count: int) -> None:
     with contextlib.suppress(OSError):  # an estimate only: a lost update costs a late build
         _write_atomic(collection / OUTSIDE, str(count))
+
+
+def _leave_running() -> None:
+    """At exit: builders left running are meant to outlive this process (the next opener
+    adopts them); mark them so Popen does not warn that they still run."""
+    for proc in _detached:
+        if proc.poll() is None:
+            proc.returncode = 0
 
 
 def _reap() -> None:
