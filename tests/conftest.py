@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from imgrag.connectors.emulator import EmulatorHandle, EmulatorOptions, running_emulator
+from imgrag.connectors.stores import edge_builds
 from pydantic import SecretStr
 
 EMULATOR_KEY = "emulator-test-key-0f9e"
@@ -94,3 +95,14 @@ def _user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     home = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_builder_outlives_the_run() -> Iterator[None]:
+    """HNSW builders that stores closed in this process left running (they outlive their
+    process by design) are stopped when the run ends, not left to take the CPU."""
+    yield
+    for proc in edge_builds._detached:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

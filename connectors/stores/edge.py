@@ -174,6 +174,7 @@ class EdgeIndex:
         self._last_build_replayed = 0
         self._last_error: str | None = None
         self._closed = False
+        self._finishing = False
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -212,13 +213,13 @@ class EdgeIndex:
                     )
                 self._check(spec, directory)
                 return
-            if (directory / RECORD_FILE).exists():
-                self._check(spec, directory)
-                gen, shard = self._open_existing(directory, spec.dimension)
-            elif _holds_generations(directory):
-                gen, shard = self._open_without_record(spec, directory)
-            else:
-                gen, shard = self._create(spec, directory)
+            try:
+                gen, shard = self._open(spec, directory)
+            except BaseException:
+                if self._build is not None:  # adopted by an open that then failed
+                    self._build.detach()
+                    self._build = None
+                raise
             self._spec, self._dir, self._gen = spec, directory, gen
             with self._handle_lock:
                 self._shard = shard
@@ -235,6 +236,14 @@ class EdgeIndex:
             # opener that finds a large tail starts a build instead of scanning it for long.
             self._unchecked = True
         self._start_maintenance()
+
+    def _open(self, spec: CollectionSpec, directory: Path) -> tuple[str, qe.EdgeShard]:
+        if (directory / RECORD_FILE).exists():
+            self._check(spec, directory)
+            return self._open_existing(directory, spec.dimension)
+        if _holds_generations(directory):
+            return self._open_without_record(spec, directory)
+        return self._create(spec, directory)
 
     def _check(self, spec: CollectionSpec, directory: Path) -> None:
         try:
@@ -471,9 +480,6 @@ class EdgeIndex:
             if self._build is not None:
                 # Noted before the write: a build adopted after a crash replays these too.
                 self._build.record(ids)
-            if what == "upsert":
-                self._outside += len(ids)
-                builds.write_outside(self._dir, self._outside)
             try:
                 shard.update(op)
             except Exception as exc:
@@ -482,6 +488,9 @@ class EdgeIndex:
                 if isinstance(exc, ValueError):
                     raise StoreError(f"embedded store {what} rejected the batch: {exc}") from None
                 raise StoreError(f"embedded store {what} failed: {exc}") from None
+            if what == "upsert":
+                self._outside += len(ids)
+                builds.write_outside(self._dir, self._outside)
             self._last_write = time.monotonic()
             if self._outside_since is None:
                 self._outside_since = self._last_write
@@ -702,7 +711,7 @@ class EdgeIndex:
         """Block until no build is running; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._build is not None:
+            while self._build is not None or self._finishing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -713,7 +722,7 @@ class EdgeIndex:
         """Block until ``count`` builds have completed since open; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._builds < count:
+            while self._builds < count or self._finishing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -842,11 +851,21 @@ class EdgeIndex:
         )
 
     def _finish_build(self) -> None:
+        """Swap a finished build in (or drop a failed one); waiters wake once all is done."""
+        self._finishing = True
+        try:
+            self._land_build()
+        finally:
+            self._finishing = False
+            self._notify()
+
+    def _land_build(self) -> None:
         build = self._build
         assert build is not None and self._dir is not None
         if build.proc is not None:
             build.proc.wait()
-        if build.result() is None:
+        done = build.result()
+        if done is None:
             self._last_error = f"background HNSW build failed: {build.failure()}"
             log.warning("embedded store: %s", self._last_error)
             with self._write_lock:
@@ -900,7 +919,13 @@ class EdgeIndex:
             self._reserve()
             self._build = None
             self._builds += 1
-            self._last_build_seconds = round(time.monotonic() - build.started, 3)
+            # The builder's own time: an adopted build may have waited long for an opener.
+            took = done.get("seconds")
+            self._last_build_seconds = (
+                float(took)
+                if isinstance(took, int | float)
+                else round(time.monotonic() - build.started, 3)
+            )
             self._last_build_replayed = len(replayed)
             build.clear()
             self._last_error = None
@@ -910,7 +935,6 @@ class EdgeIndex:
             # stay outside too, and the next build needs that many more, or builds would
             # start in a loop. The builder counted those on the copy it had just optimized;
             # the live shard's own count would also include every deleted point.
-            done = build.result() or {}
             left = int(str(done.get("points", 0))) - int(str(done.get("indexed", 0)))
             self._baseline_unindexed = max(0, left)
             self._outside = self._baseline_unindexed + written_since
@@ -1009,25 +1033,18 @@ class EdgeIndex:
             return
         self._stop_maintenance()
         with self._write_lock:
-            self._leave_build()
-            self._closed = True
-            with self._handle_lock:
-                shard, self._shard = self._shard, None
             try:
-                if shard is not None:
-                    try:
-                        shard.flush()
-                    except Exception as exc:  # the WAL has every write; reopening replays it
-                        # A full disk is already the caller's one line: only note it here.
-                        full = "No space left" in str(exc)
-                        log.log(
-                            logging.INFO if full else logging.WARNING,
-                            "embedded store: flush on close failed: %s",
-                            exc,
-                        )
-                    shard.close()
-            finally:
-                self._owner.release()
+                self._leave_build()
+            finally:  # also on Ctrl+C during it: the shard is closed and the store released
+                self._closed = True
+                with self._handle_lock:
+                    shard, self._shard = self._shard, None
+                try:
+                    if shard is not None:
+                        _flush_quietly(shard)
+                        shard.close()
+                finally:
+                    self._owner.release()
         self._notify()
 
     def __enter__(self) -> EdgeIndex:
@@ -1035,6 +1052,19 @@ class EdgeIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _flush_quietly(shard: qe.EdgeShard) -> None:
+    try:
+        shard.flush()
+    except Exception as exc:  # the WAL has every write; reopening replays it
+        # A full disk is already the caller's one line: only note it here.
+        full = "No space left" in str(exc)
+        log.log(
+            logging.INFO if full else logging.WARNING,
+            "embedded store: flush on close failed: %s",
+            exc,
+        )
 
 
 def _holds_generations(directory: Path) -> bool:
@@ -1082,8 +1112,17 @@ def _sample_models(shard: qe.EdgeShard) -> list[str]:
     return models
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _live_count(shard: qe.EdgeShard, ids: list[str]) -> int:
     """How many of ``ids`` ``shard`` holds."""
+    ids = [i for i in ids if _is_uuid(i)]
     found = 0
     for start in range(0, len(ids), PAGE):
         found += len(shard.retrieve(ids[start : start + PAGE], False, False))
@@ -1091,7 +1130,10 @@ def _live_count(shard: qe.EdgeShard, ids: list[str]) -> int:
 
 
 def _replay(old: qe.EdgeShard, new: qe.EdgeShard, ids: list[str]) -> int:
-    """Copy the current state of ``ids`` from the live shard into the rebuilt one."""
+    """Copy the current state of ``ids`` from the live shard into the rebuilt one. An id
+    the engine would not take (a write it refused, a line torn by a crash) is skipped: it
+    names no point, and must not cost the whole build."""
+    ids = [i for i in ids if _is_uuid(i)]
     for start in range(0, len(ids), _REPLAY_CHUNK):
         chunk = ids[start : start + _REPLAY_CHUNK]
         records = old.retrieve(chunk, True, True)

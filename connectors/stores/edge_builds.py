@@ -23,13 +23,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from imgrag.connectors.stores.edge_generations import is_complete
 from imgrag.connectors.stores.owner_lock import try_lock, unlock
@@ -43,6 +44,7 @@ LOG = "build.log"
 GRAPH = "graph.json"
 OUTSIDE = "outside"
 _SIDE_FILES = (META, TOUCHED, DONE, LOG)
+log = logging.getLogger(__name__)
 
 # Builders this process started and left running at close: kept referenced so Popen never
 # warns that one is still running, and reaped when the next build starts.
@@ -96,11 +98,14 @@ class Build:
         self.adopted = proc is None
         self.started = time.monotonic() - max(0.0, time.time() - meta.started)
         self.touched: set[str] = set()
-        self._log: IO[str] | None = open(collection / TOUCHED, "a")  # noqa: SIM115
+        self._log: IO[str] | None = None
+        self._detached = False
 
     def record(self, ids: list[str]) -> None:
         """Note ids about to be written to the live generation (before the write)."""
-        if self._log is not None:
+        if not self._detached:
+            if self._log is None:
+                self._log = open(self.collection / TOUCHED, "a")  # noqa: SIM115 - detach closes
             self._log.write("".join(f"{i}\n" for i in ids))
             self._log.flush()
         self.touched.update(ids)
@@ -136,6 +141,7 @@ class Build:
 
     def detach(self) -> None:
         """Leave the builder running for the next opener; stop recording here."""
+        self._detached = True
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -152,7 +158,7 @@ class Build:
             self.proc.wait()
         elif self.meta.pid > 0 and lock_held(self.collection):
             with contextlib.suppress(OSError):
-                os.kill(self.meta.pid, signal.SIGKILL)
+                os.kill(self.meta.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
             deadline = time.monotonic() + 10
             while lock_held(self.collection) and time.monotonic() < deadline:
                 time.sleep(0.05)  # the kernel releases the lock as the process goes
@@ -172,18 +178,18 @@ def clear(collection: Path) -> None:
 def start(collection: Path, final: str, base: str, points: int) -> Build:
     """Start the builder on ``<final>.building`` (already copied) in its own session."""
     _reap()
-    clear(collection)
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    # Written first: a builder is never alive without the record that lets it be adopted.
-    meta = BuildMeta(final=final, base=base, pid=0, started=time.time(), points=points)
-    _write_atomic(collection / META, meta.model_dump_json())
     lock = open(collection / LOCK, "a+b")  # noqa: SIM115 - handed to the child below
     try:
-        if not try_lock(lock):
+        if not try_lock(lock):  # never touch the files of a builder that still runs
             raise OSError("another builder of this collection is still running")
-        with open(collection / LOG, "wb") as log:
+        clear(collection)
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # Written first: a builder is never alive without the record that lets it be adopted.
+        meta = BuildMeta(final=final, base=base, pid=0, started=time.time(), points=points)
+        _write_atomic(collection / META, meta.model_dump_json())
+        with open(collection / LOG, "wb") as stderr:
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -194,25 +200,37 @@ def start(collection: Path, final: str, base: str, points: int) -> Build:
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=log,
+                stderr=stderr,
                 env=env,
-                # Its own session: Ctrl+C in the terminal stops the command, not its build.
-                start_new_session=True,
-                # The child holds the lock from its first instant; ours closes below.
-                pass_fds=(lock.fileno(),),
+                **_detached_child(lock),
             )
     finally:
         lock.close()
     meta = meta.model_copy(update={"pid": proc.pid})
-    _write_atomic(collection / META, meta.model_dump_json())
+    with contextlib.suppress(OSError):  # best effort: a pid-0 record is still adopted
+        _write_atomic(collection / META, meta.model_dump_json())
     return Build(collection, meta, proc)
+
+
+def _detached_child(lock: IO[bytes]) -> dict[str, Any]:
+    """Popen arguments for a builder that outlives this process and holds ``lock``."""
+    if sys.platform == "win32":  # pragma: no cover - no fd passing: the build is not adopted
+        flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+        return {"creationflags": flags}
+    # Its own session: Ctrl+C in the terminal stops the command, not its build. The child
+    # holds the lock from its first instant; ours is closed once it runs.
+    return {"start_new_session": True, "pass_fds": (lock.fileno(),)}
 
 
 def adopt(collection: Path, live: str) -> Build | None:
     """The build a previous owner left for generation ``live``, running or finished.
 
     A build of another generation, or one whose builder died before finishing, is not
-    adoptable: its side files are cleared (the copy goes with the other leftovers)."""
+    adoptable: its side files are cleared (the copy goes with the other leftovers), and so
+    are temporary files a crash left between a write and its rename."""
+    for tmp in collection.glob("*.tmp"):  # one listing of a small folder, at open only
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     try:
         meta = BuildMeta.model_validate_json((collection / META).read_text())
     except (OSError, ValueError):
@@ -226,6 +244,11 @@ def adopt(collection: Path, live: str) -> Build | None:
                 text = (collection / TOUCHED).read_text()
                 build.touched.update(line for line in text.splitlines() if line)
             return build
+        log.warning(
+            "embedded store: an HNSW build an earlier process left ended unfinished (%s); "
+            "a new one starts when due",
+            build.failure(),
+        )
         build.clear()
         return None
     if alive and meta is not None:  # a builder of another generation: stop it
