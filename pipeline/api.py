@@ -44,6 +44,7 @@ from imgrag.pipeline.metrics import Metrics
 from imgrag.pipeline.query import SearchQuery, describe_validation_error, query_error
 from imgrag.pipeline.retrieval import query_image_problem
 from imgrag.pipeline.sources import uri_of
+from imgrag.pipeline.status import failure_page
 from imgrag.pipeline.thumbnails import (
     adopt_flat_cache,
     cached_path,
@@ -78,6 +79,13 @@ _NO_TOKEN = (
     "missing or wrong token: open the link imgrag watch or imgrag serve printed (/?token=..., "
     "the token is the state directory's api_token file) or send 'Authorization: Bearer'"
 )
+
+
+def _whole(text: str) -> int:
+    """A query parameter that must be a small whole number."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise QueryError(f"{text[:20]!r} is not a whole number (0 to 999999999)")
+    return int(text)
 
 
 def _error(
@@ -174,6 +182,7 @@ def create_api(
         Route("/static/{name}", _static),
         Route("/health", app.health),
         Route("/status", guarded(app.status)),
+        Route("/failures", guarded(app.failures)),
         Route("/search", guarded(app.search), methods=["POST"]),
         Route("/thumb/{id}", guarded(app.thumb)),
         Route("/image/{id}", guarded(app.image)),
@@ -242,6 +251,16 @@ class _Routes:
     async def health(self, request: Request) -> Response:
         state = self.health_report() if self.health_report is not None else {"status": "ok"}
         return JSONResponse({**state, "pid": os.getpid()})
+
+    async def failures(self, request: Request) -> Response:
+        """A page of the failures: ``?offset=0&limit=50`` (at most 500), newest first."""
+        try:
+            offset = _whole(request.query_params.get("offset", "0"))
+            limit = _whole(request.query_params.get("limit", "50"))
+            page = await asyncio.to_thread(failure_page, self.door.journal(), offset, limit)
+        except QueryError as exc:
+            return _error(400, str(exc), exc)
+        return Response(page.model_dump_json(), media_type="application/json")
 
     async def status(self, request: Request) -> Response:
         target = request.query_params.get("source")

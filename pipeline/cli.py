@@ -887,6 +887,31 @@ async def _status(door: Door, target: str | None) -> tuple[StatusReport, str]:
     return report, door.where
 
 
+@app.command("failures")
+def failures_command(
+    ctx: typer.Context,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many, newest first.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many to show.")] = 50,
+    json_: JsonOpt = False,
+) -> None:
+    """Every file that failed and why, a page at a time (status shows the newest ten)."""
+    settings = settings_from(ctx)
+    page = _through_door(settings, lambda door: door.failures(offset, limit))
+    if json_:
+        typer.echo(page.model_dump_json(indent=2))
+        return
+    shown = len(page.failures)
+    first = page.offset + 1 if shown else page.offset
+    typer.echo(f"{page.total} failed; showing {first}-{page.offset + shown}, newest first")
+    for failure in page.failures:  # names and messages escaped: one line per failure
+        typer.echo(
+            f"  {printable(failure.path)}: {printable(failure.reason)}: "
+            f"{printable(failure.message)}"
+        )
+    if page.offset + shown < page.total:
+        typer.echo(f"more: imgrag failures --offset {page.offset + shown}")
+
+
 @app.command("doctor")
 def doctor_command(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Ask the embedder what it serves (one small request) and check it against the index.

@@ -17,7 +17,7 @@ from imgrag import _errors
 from imgrag._errors import DaemonError, ImgragError
 from imgrag.pipeline.ingest import Summary
 from imgrag.pipeline.retrieval import SearchHit
-from imgrag.pipeline.status import StatusReport
+from imgrag.pipeline.status import FailurePage, StatusReport
 from pydantic import BaseModel, SecretStr, ValidationError
 
 if TYPE_CHECKING:
@@ -166,6 +166,12 @@ class DaemonClient:
         names: a name, a root or a folder inside one)."""
         response = await self._call("GET", "/status", params={"source": target} if target else None)
         return StatusReport.model_validate_json(response.content)
+
+    async def failures(self, offset: int, limit: int) -> FailurePage:
+        """``GET /failures``: one page of the files that failed, newest first."""
+        params = {"offset": str(offset), "limit": str(limit)}
+        response = await self._call("GET", "/failures", params=params)
+        return FailurePage.model_validate_json(response.content)
 
     async def add_source(self, path: Path, name: str | None = None) -> dict[str, Any]:
         """``POST /sources``: watch one more folder (a subfolder names its source)."""

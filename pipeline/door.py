@@ -38,11 +38,13 @@ from imgrag.pipeline.retrieval import SearchHit, SearchService
 from imgrag.pipeline.runtime import Reader, Runtime, open_reader, open_runtime
 from imgrag.pipeline.sources import Resolved, uri_of
 from imgrag.pipeline.status import (
+    FailurePage,
     Live,
     SourceStatus,
     StatusReport,
     Survey,
     build_status,
+    failure_page,
     source_status,
     surveyor,
 )
@@ -105,6 +107,10 @@ class Door(ABC):
     @abstractmethod
     async def status(self, target: str | None = None) -> StatusReport:
         """Every source of the index, watched or not (or the one ``target`` names)."""
+
+    @abstractmethod
+    async def failures(self, offset: int = 0, limit: int = 50) -> FailurePage:
+        """One page of the files that failed, newest first."""
 
     @abstractmethod
     async def ingest(
@@ -298,6 +304,9 @@ class LocalDoor(Door):
     async def status(self, target: str | None = None) -> StatusReport:
         return await asyncio.to_thread(self.status_now, target)
 
+    async def failures(self, offset: int = 0, limit: int = 50) -> FailurePage:
+        return await asyncio.to_thread(failure_page, self.journal(), offset, limit)
+
     async def ingest(
         self,
         target: str,
@@ -396,6 +405,9 @@ class DaemonDoor(Door):
 
     async def status(self, target: str | None = None) -> StatusReport:
         return await self.client.status(_absolute(target) if target is not None else None)
+
+    async def failures(self, offset: int = 0, limit: int = 50) -> FailurePage:
+        return await self.client.failures(offset, limit)
 
     async def ingest(
         self,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgrag._errors import SourceError
+from imgrag._errors import QueryError, SourceError
 from imgrag.connectors.embedder import Usage
 from imgrag.connectors.index import FileState, Index
 from imgrag.connectors.stores.schema import source_filter
@@ -45,6 +45,35 @@ class FailureOut(BaseModel):
     reason: str
     message: str
     kind: str = "permanent"
+
+
+class FailurePage(BaseModel):
+    """One page of the failures, newest first: ``imgrag failures`` and ``GET /failures``."""
+
+    total: int
+    offset: int
+    limit: int
+    failures: list[FailureOut] = Field(default_factory=list)
+
+
+MAX_FAILURE_PAGE = 500
+"""The most failures one page holds: a request's answer stays bounded at any size."""
+
+
+def failure_page(journal: Journal, offset: int, limit: int) -> FailurePage:
+    """One page of the journal's failures (two indexed SQL reads, never the whole table)."""
+    if offset < 0 or not 1 <= limit <= MAX_FAILURE_PAGE:
+        raise QueryError(f"a page of failures is 1 to {MAX_FAILURE_PAGE} from offset 0 or more")
+    rows = journal.recent(limit, offset)
+    return FailurePage(
+        total=journal.count(),
+        offset=offset,
+        limit=limit,
+        failures=[
+            FailureOut(path=f.path, reason=f.reason, message=f.message, kind=f.kind)
+            for f in rows
+        ],
+    )
 
 
 class SourceStatus(BaseModel):
