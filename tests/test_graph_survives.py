@@ -46,6 +46,15 @@ def _reader(store: Path) -> EdgeIndex:
     return index
 
 
+def _close_after_the_builder_ends(index: EdgeIndex, store: Path) -> EdgeIndex:
+    """Close ``index`` once its builder has ended (close swaps the build in); a reader."""
+    wait_until(
+        lambda: not builds.lock_held(store / "images"), timeout=120, what="the builder to end"
+    )
+    index.close()
+    return _reader(store)
+
+
 def test_a_build_started_by_a_closed_process_is_adopted_not_restarted(tmp_path: Path) -> None:
     store = tmp_path / "store"
     index = EdgeIndex(store, index_threshold=1_000, settle_seconds=3600, auto_build=False)
@@ -87,11 +96,7 @@ def test_closing_swaps_in_a_build_that_has_finished(tmp_path: Path) -> None:
     index.upsert(_points(range(1_500)))
     index._stop_maintenance()  # nothing swaps the build in but close itself
     assert index.request_index_build()
-    wait_until(
-        lambda: not builds.lock_held(store / "images"), timeout=120, what="the builder to end"
-    )
-    index.close()
-    reader = _reader(store)
+    reader = _close_after_the_builder_ends(index, store)
     try:
         status = reader.status()
         assert not status.building
@@ -242,11 +247,7 @@ def test_points_moved_during_a_build_stay_counted_outside_after_it(tmp_path: Pat
     moved = [Point(id=str(uuid.uuid4()), vector=p.vector, payload=p.payload) for p in old]
     index.upsert(moved)
     index.delete_ids([p.id for p in old])
-    wait_until(
-        lambda: not builds.lock_held(store / "images"), timeout=120, what="the builder to end"
-    )
-    index.close()
-    reader = _reader(store)
+    reader = _close_after_the_builder_ends(index, store)
     try:
         graph = reader.graph_status()
         assert graph.points == 1_500 and not graph.building
