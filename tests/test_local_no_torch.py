@@ -209,8 +209,11 @@ def test_daemon_indexes_and_searches_offline_without_torch(run_env: RunEnv) -> N
         if not daemon_file.exists():
             return -1
         port = json.loads(daemon_file.read_text())["port"]
+        token_file = run_env.state / "api_token"  # made as its API starts
+        if not port or not token_file.exists():
+            return -1  # still starting
         try:
-            token = (run_env.state / "api_token").read_text().strip()  # made at its start
+            token = token_file.read_text().strip()
             auth = {"authorization": f"Bearer {token}"}
             reply = httpx.get(f"http://127.0.0.1:{port}/status", headers=auth, timeout=5)
         except httpx.HTTPError:
