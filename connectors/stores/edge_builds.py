@@ -111,8 +111,10 @@ class Build:
         self.touched.update(ids)
 
     def running(self) -> bool:
-        if self.proc is not None and self.proc.poll() is None:
-            return True
+        """Whether the builder still works. Its lock decides: it is released only as the
+        builder exits, after its result is written (``poll`` may still say running then)."""
+        if sys.platform == "win32":  # pragma: no cover - no lock handed down there
+            return self.proc is not None and self.proc.poll() is None
         return lock_held(self.collection)
 
     def result(self) -> dict[str, object] | None:
