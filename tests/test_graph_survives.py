@@ -121,6 +121,7 @@ WRITER = textwrap.dedent(
     index = EdgeIndex(sys.argv[1], index_threshold=1000, settle_seconds=3600, auto_build=False)
     index.ensure_collection(CollectionSpec(name="images", model="m", dimension=64))
     index.upsert(points(range(1500)))
+    index._stop_maintenance()  # the build is never swapped in here: the kill comes first
     assert index.request_index_build()
     index.upsert(points(range(1500, 1550)))  # written during the build
     index.delete_ids([p.id for p in points(range(0, 20))])
